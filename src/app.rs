@@ -1,0 +1,132 @@
+//! Building and serving the application: state, router, background tasks, shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::client_ip::TrustedProxies;
+use crate::config::ServeArgs;
+use crate::ratelimit::{self, IpCeilingConfig, RateLimits};
+use crate::store::{self, CounterCache, ReadPool, WriterHandle};
+
+/// Everything a handler may need; cheap to clone (all shared).
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: ReadPool,
+    pub writer: WriterHandle,
+    pub counters: Arc<CounterCache>,
+    pub limits: Arc<RateLimits>,
+    /// The per-IP ceiling over every route; `None` when disabled.
+    pub ip_ceiling: Option<Arc<IpCeilingConfig>>,
+    pub trusted: TrustedProxies,
+    /// Never logged: `AppState` has no `Debug`.
+    pub admin_token: Option<Arc<str>>,
+    pub cors_origins: Arc<Vec<String>>,
+    pub request_timeout_secs: u64,
+    pub db_path: Arc<PathBuf>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// A built application, ready to serve.
+pub struct App {
+    pub state: AppState,
+    pub router: Router,
+}
+
+impl App {
+    /// Opens (or creates) the database, starts the writer thread and builds the router.
+    pub fn build(args: &ServeArgs) -> anyhow::Result<Self> {
+        let path = &args.db.db;
+        let conn = store::open_writer(path, args.db.durability)?;
+        let pool = store::open_read_pool(path, args.db.durability, args.read_pool)?;
+        let counters = Arc::new(CounterCache::open(path)?);
+        let writer = WriterHandle::spawn(conn, counters.clone(), args.write_queue, args.max_batch)
+            .context("cannot start the writer thread")?;
+        let state = AppState {
+            pool,
+            writer,
+            counters,
+            limits: Arc::new(RateLimits::new(
+                args.rate_limit_per_minute,
+                args.bulk_rate_limit_per_minute,
+                args.limiter_max_keys,
+            )),
+            ip_ceiling: ratelimit::ip_ceiling_config(args.ip_rate_per_second, args.ip_burst),
+            trusted: TrustedProxies::new(args.trusted_proxies.clone()),
+            admin_token: args
+                .admin_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(Arc::from),
+            cors_origins: Arc::new(args.cors_origins.clone()),
+            request_timeout_secs: args.request_timeout,
+            db_path: Arc::new(path.clone()),
+            metrics: crate::telemetry::prometheus(),
+        };
+        let router = crate::routes::router(state.clone());
+        Ok(Self { state, router })
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish,
+    /// commits everything queued for the writer and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let purge = tokio::spawn(purge_limiters(self.state.clone()));
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("the HTTP server failed");
+        purge.abort();
+        let writer = self.state.writer.clone();
+        tokio::task::spawn_blocking(move || writer.shutdown()).await?;
+        served
+    }
+}
+
+/// Drops rate-limiter keys whose quota has refilled, so their memory stays bounded.
+async fn purge_limiters(state: AppState) {
+    let mut tick = tokio::time::interval(ratelimit::PURGE_EVERY);
+    loop {
+        tick.tick().await;
+        state.limits.purge();
+        if let Some(ceiling) = &state.ip_ceiling {
+            ceiling.limiter().retain_recent();
+            ceiling.limiter().shrink_to_fit();
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested: finishing requests and committing queued visits");
+}

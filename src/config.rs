@@ -1,0 +1,224 @@
+//! Command line and environment configuration (clap derive).
+//!
+//! Every flag can also be set as `FOOTFALL_<FLAG>`; the doc comment of each field is its
+//! `--help` text. `footfall` with no subcommand is `footfall serve`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "footfall",
+    version,
+    about = "Page-visit analytics server on an embedded SQLite database"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve`'s options, accepted without the word `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+impl Cli {
+    /// The command to run: `serve` when none was named.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Load visits from JSONL or a JSON array (FILE, or - for stdin) straight into the database.
+    Import(ImportArgs),
+    /// Write stored visits to stdout, newest first.
+    Export(ExportArgs),
+    /// Delete visits older than N days (and their share of every rollup), e.g. from cron.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// SQLite database file (created, with its folder, when missing).
+    #[arg(long, env = "FOOTFALL_DB", default_value = "data/visits.db")]
+    pub db: PathBuf,
+    /// `normal`: a committed visit survives a crash of the process (WAL, synchronous=NORMAL).
+    /// `full`: it also survives power loss (fsync on every commit; slower).
+    #[arg(long, env = "FOOTFALL_DURABILITY", value_enum, default_value_t = Durability::Normal)]
+    pub durability: Durability,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    Normal,
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "FOOTFALL_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Bearer token for the admin endpoints (/cleanup, /import, /all-visits, POST /domains).
+    /// Without one, those answer loopback clients only.
+    #[arg(long, env = "FOOTFALL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Comma-separated CIDRs whose X-Forwarded-For / X-Real-IP headers are believed.
+    #[arg(
+        long,
+        env = "FOOTFALL_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Comma-separated origins allowed by CORS, or `*` for any.
+    #[arg(
+        long,
+        env = "FOOTFALL_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_origins: Vec<String>,
+    /// Recording requests allowed per (client IP, page URL) per minute; 0 disables the limit.
+    #[arg(long, env = "FOOTFALL_RATE_LIMIT_PER_MINUTE", default_value_t = 10)]
+    pub rate_limit_per_minute: u32,
+    /// /bulk-visits items allowed per (client IP, page URL) per minute; 0 disables the limit.
+    #[arg(
+        long,
+        env = "FOOTFALL_BULK_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 20
+    )]
+    pub bulk_rate_limit_per_minute: u32,
+    /// Requests per second allowed per client IP over every route; 0 disables the ceiling.
+    #[arg(long, env = "FOOTFALL_IP_RATE_PER_SECOND", default_value_t = 50)]
+    pub ip_rate_per_second: u32,
+    /// Burst size of the per-IP ceiling.
+    #[arg(long, env = "FOOTFALL_IP_BURST", default_value_t = 100)]
+    pub ip_burst: u32,
+    /// Most distinct keys each rate limiter keeps in memory.
+    #[arg(long, env = "FOOTFALL_LIMITER_MAX_KEYS", default_value_t = 1_000_000)]
+    pub limiter_max_keys: usize,
+    /// Log line format.
+    #[arg(long, env = "FOOTFALL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Requests queued for the writer before recording endpoints answer 503.
+    #[arg(long, env = "FOOTFALL_WRITE_QUEUE", default_value_t = 16_384)]
+    pub write_queue: usize,
+    /// Most visits written in one group-commit transaction.
+    #[arg(long, env = "FOOTFALL_MAX_BATCH", default_value_t = 4_096)]
+    pub max_batch: usize,
+    /// Seconds a request may take before it is answered 408.
+    #[arg(long, env = "FOOTFALL_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout: u64,
+    /// Read-only database connections for queries and exports.
+    #[arg(long, env = "FOOTFALL_READ_POOL", default_value_t = 8)]
+    pub read_pool: u32,
+}
+
+/// Hand-written so the admin token can never reach a log line through `{:?}`.
+impl fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("bind", &self.bind)
+            .field("db", &self.db)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("cors_origins", &self.cors_origins)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field(
+                "bulk_rate_limit_per_minute",
+                &self.bulk_rate_limit_per_minute,
+            )
+            .field("ip_rate_per_second", &self.ip_rate_per_second)
+            .field("ip_burst", &self.ip_burst)
+            .field("limiter_max_keys", &self.limiter_max_keys)
+            .field("log_format", &self.log_format)
+            .field("write_queue", &self.write_queue)
+            .field("max_batch", &self.max_batch)
+            .field("request_timeout", &self.request_timeout)
+            .field("read_pool", &self.read_pool)
+            .finish()
+    }
+}
+
+impl ServeArgs {
+    /// Defaults with another database file: what tests and examples start from.
+    pub fn for_db(db: impl Into<PathBuf>) -> Self {
+        let mut args = Cli::parse_from(["footfall"]).serve;
+        args.db.db = db.into();
+        args
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// JSONL or JSON-array file of visits, or `-` for stdin.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    #[default]
+    Json,
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
+    /// First day to include (YYYY-MM-DD).
+    #[arg(long)]
+    pub start_date: Option<String>,
+    /// Last day to include (YYYY-MM-DD).
+    #[arg(long)]
+    pub end_date: Option<String>,
+    /// Only visits after this timestamp.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// START,END (dates or timestamps; START inclusive, END exclusive); overrides the others.
+    #[arg(long)]
+    pub range: Option<String>,
+    /// Most visits to write.
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Visits to skip first.
+    #[arg(long)]
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CleanupArgs {
+    /// Delete visits older than this many days (at least 1).
+    #[arg(long)]
+    pub days: i64,
+    #[command(flatten)]
+    pub db: DbArgs,
+}

@@ -1,0 +1,75 @@
+//! Extractors whose rejections are [`ApiError`]s, so every malformed request is answered with
+//! `{"detail": ...}` in the status API.md gives (axum's own answer plain text).
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// `axum::Json` with `{"detail"}` rejections.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query` with `{"detail"}` rejections.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// `axum::extract::Path` with `{"detail"}` rejections.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// A JSON body sent as `application/json` **or** `text/plain` (what `navigator.sendBeacon`
+/// sends without a CORS preflight), or with no content type at all. Other types are `415`.
+#[derive(Debug, Clone)]
+pub struct BeaconJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for BeaconJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let essence = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        match essence.as_deref() {
+            None | Some("application/json" | "text/plain") => {}
+            Some(t) if t.starts_with("application/") && t.ends_with("+json") => {}
+            Some(other) => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "Content-Type {other} is not supported: send application/json or text/plain"
+                )));
+            }
+        }
+        let body = Bytes::from_request(req, state).await?;
+        parse_json(&body).map(Self)
+    }
+}
+
+/// Parses a JSON body; errors are `422` with serde's position and reason.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::validation(
+            "Request body is empty: a JSON body is required",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::validation(format!("Invalid JSON body: {e}")))
+}

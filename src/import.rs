@@ -1,0 +1,188 @@
+//! Parsing import files: JSONL or one JSON array of visit records.
+//!
+//! A record is `{"url", "ip" | "ip_address", "user_agent", "timestamp"[, "event"]}` — exactly
+//! what `/all-visits?format=jsonl` writes, so an export imports back unchanged. A bad record is
+//! reported with its line (JSONL) or position (array) and skipped; the others go on.
+
+use std::io::BufRead;
+use std::net::IpAddr;
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::domain::{
+    DEFAULT_EVENT, PageUrl, clean_user_agent, parse_event, parse_timestamp,
+    timestamp_from_unix_seconds,
+};
+use crate::store::ingest::NewVisit;
+
+/// Errors listed in a report at most (the counts stay exact).
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct RecordError {
+    /// Line of the record (JSONL), or its 1-based position in a JSON array.
+    pub line: usize,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, ToSchema, PartialEq, Eq)]
+#[schema(example = json!({"imported": 2, "skipped": 1, "errors": [{"line": 3, "detail": "timestamp is missing"}]}))]
+pub struct ImportReport {
+    pub imported: u64,
+    pub skipped: u64,
+    /// The first 100 errors.
+    pub errors: Vec<RecordError>,
+}
+
+impl ImportReport {
+    pub fn skip(&mut self, line: usize, detail: String) {
+        self.skipped += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(RecordError { line, detail });
+        }
+    }
+}
+
+/// Turns one JSON value into a visit, or says what is wrong with it.
+pub fn parse_record(value: &Value) -> Result<NewVisit, String> {
+    let obj = value.as_object().ok_or("a record must be a JSON object")?;
+    let url = match obj.get("url") {
+        Some(Value::String(s)) => PageUrl::parse(s).ok_or("Invalid URL format")?,
+        Some(_) => return Err("url must be a string".into()),
+        None => return Err("url is missing".into()),
+    };
+    let ip = match obj.get("ip").or_else(|| obj.get("ip_address")) {
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<IpAddr>()
+            .map_err(|_| format!("ip {s:?} is not an IP address"))?,
+        Some(_) => return Err("ip must be a string".into()),
+        None => return Err("ip is missing".into()),
+    };
+    let user_agent = match obj.get("user_agent") {
+        None | Some(Value::Null) => clean_user_agent(None),
+        Some(Value::String(s)) => clean_user_agent(Some(s)),
+        Some(_) => return Err("user_agent must be a string".into()),
+    };
+    let at = match obj.get("timestamp") {
+        Some(Value::String(s)) => {
+            parse_timestamp(s).ok_or_else(|| format!("timestamp {s:?} is not a valid time"))?
+        }
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .and_then(timestamp_from_unix_seconds)
+            .ok_or("timestamp is out of range")?,
+        Some(_) => return Err("timestamp must be a string or unix seconds".into()),
+        None => return Err("timestamp is missing".into()),
+    };
+    let event = match obj.get("event") {
+        None | Some(Value::Null) => DEFAULT_EVENT.to_owned(),
+        Some(Value::String(s)) => parse_event(s)
+            .ok_or("event must be 1-64 characters of a-z, 0-9, _ and -")?
+            .to_owned(),
+        Some(_) => return Err("event must be a string".into()),
+    };
+    Ok(NewVisit {
+        url,
+        ip: crate::domain::canonical_ip(ip),
+        user_agent,
+        event,
+        at,
+    })
+}
+
+/// Reads records from `reader`, JSONL or a JSON array (told apart by the first non-blank
+/// byte), calling `each(line, record)` in order. An unreadable stream is an `Err`; bad records
+/// are passed as `Err` to `each`.
+pub fn read_records(
+    mut reader: impl BufRead,
+    mut each: impl FnMut(usize, Result<NewVisit, String>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let first = loop {
+        let buf = reader.fill_buf()?;
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => break Some(buf[i]),
+            None if buf.is_empty() => break None,
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    };
+    match first {
+        None => Ok(()),
+        Some(b'[') => {
+            let values: Vec<Value> = serde_json::from_reader(reader)
+                .map_err(|e| anyhow::anyhow!("the JSON array is malformed: {e}"))?;
+            for (i, value) in values.iter().enumerate() {
+                each(i + 1, parse_record(value))?;
+            }
+            Ok(())
+        }
+        Some(_) => {
+            let mut line = Vec::new();
+            let mut number = 0;
+            loop {
+                line.clear();
+                if reader.read_until(b'\n', &mut line)? == 0 {
+                    return Ok(());
+                }
+                number += 1;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let record = serde_json::from_slice::<Value>(&line)
+                    .map_err(|e| format!("invalid JSON: {e}"))
+                    .and_then(|v| parse_record(&v));
+                each(number, record)?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(input: &str) -> (Vec<NewVisit>, Vec<(usize, String)>) {
+        let (mut ok, mut bad) = (Vec::new(), Vec::new());
+        read_records(input.as_bytes(), |line, r| {
+            match r {
+                Ok(v) => ok.push(v),
+                Err(e) => bad.push((line, e)),
+            }
+            Ok(())
+        })
+        .unwrap();
+        (ok, bad)
+    }
+
+    #[test]
+    fn jsonl_records_parse_and_bad_lines_are_reported_by_number() {
+        let input = concat!(
+            r#"{"url":"https://a.com/x","ip":"1.2.3.4","user_agent":"UA","timestamp":"2025-07-28 10:30:00"}"#,
+            "\n\n",
+            r#"{"url":"nope","ip":"1.2.3.4","timestamp":"2025-07-28 10:30:00"}"#,
+            "\n",
+            r#"{"url":"https://a.com/y","ip_address":"::ffff:10.0.0.1","timestamp":1753698600,"event":"order"}"#,
+            "\nnot json\n"
+        );
+        let (ok, bad) = collect(input);
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].ip.to_string(), "10.0.0.1");
+        assert_eq!(ok[1].event, "order");
+        assert_eq!(ok[0].at, ok[1].at);
+        assert_eq!(bad.iter().map(|b| b.0).collect::<Vec<_>>(), vec![3, 5]);
+    }
+
+    #[test]
+    fn json_arrays_parse_with_positions() {
+        let (ok, bad) = collect(
+            r#" [{"url":"https://a.com","ip":"1.1.1.1","timestamp":"2025-01-01T00:00:00Z"}, {"url":"https://a.com"}]"#,
+        );
+        assert_eq!(ok.len(), 1);
+        assert_eq!(bad, vec![(2, "ip is missing".to_owned())]);
+    }
+}

@@ -1,0 +1,34 @@
+//! footfall: a page-visit analytics server on an embedded SQLite database.
+//!
+//! Visits arrive over HTTP, are validated, rate-limited and handed to a single writer thread
+//! that commits them in groups — raw rows and every rollup in one transaction — before anyone
+//! is told "recorded". Analytics read the rollups, so they cost the same at ten million visits
+//! as at one million. Exports stream from a cursor.
+//!
+//! # Layout
+//!
+//! - [`config`]: command line and environment (clap).
+//! - [`app`]: state, router assembly, serving and shutdown.
+//! - [`routes`]: the HTTP endpoints, one module per area, and the middleware stack.
+//! - [`store`]: SQLite: schema, read pool, the group-commit writer, rollups, queries, export.
+//! - [`domain`]: validated values (page URLs, sites, events) and time formats.
+//! - [`client_ip`]: trusted-proxy resolution of the client address.
+//! - [`ratelimit`]: per-(IP, URL) limits and the per-IP ceiling.
+//! - [`import`]: parsing JSONL / JSON-array visit files.
+//! - [`cli`]: the `import`, `export` and `cleanup` commands.
+//! - [`error`], [`extract`]: the `{"detail"}` error shape and extractors that use it.
+//! - [`telemetry`]: logs and Prometheus metrics.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod client_ip;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod import;
+pub mod ratelimit;
+pub mod routes;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,173 @@
+//! Calendar breakdowns per site and event (API.md §6) and top sites per period (§7).
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::app::AppState;
+use crate::domain::{now_millis, parse_event, parse_site};
+use crate::error::{ApiError, Result};
+use crate::extract::{Json, Path, Query};
+use crate::store::{self, calendar};
+
+/// Most sites `/domains/{period}` lists.
+pub const MAX_DOMAINS: usize = 1_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/breakdown/{site}/{event}/{year}", get(get_breakdown))
+        .route(
+            "/breakdown/{site}/{event}/{year}/{month}",
+            get(get_breakdown),
+        )
+        .route(
+            "/breakdown/{site}/{event}/{year}/{month}/{day}",
+            get(get_breakdown),
+        )
+        .route(
+            "/breakdown/{site}/{event}/{year}/{month}/{day}/{hour}",
+            get(get_breakdown),
+        )
+        .route("/domains/{period}", get(get_top_domains))
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(get_breakdown, get_top_domains))]
+pub struct CalendarDoc;
+
+#[derive(Debug, Deserialize)]
+pub struct BreakdownPath {
+    site: String,
+    event: String,
+    year: String,
+    month: Option<String>,
+    day: Option<String>,
+    hour: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"site": "acme.com", "event": "pageview", "year": 2013, "month": 2,
+    "day": null, "hour": null, "data": {"1": 1489, "2": 50148, "3": 0}}))]
+pub struct BreakdownResponse {
+    /// The site, or `all`.
+    pub site: String,
+    pub event: String,
+    pub year: i32,
+    pub month: Option<u32>,
+    pub day: Option<u32>,
+    pub hour: Option<u32>,
+    /// Every segment of the period (months 1-12, days 1-N, hours 0-23 or minutes 0-59), zeros
+    /// included, in order.
+    #[schema(value_type = std::collections::HashMap<String, i64>)]
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+fn number<T: std::str::FromStr>(raw: Option<&str>, what: &str) -> Result<Option<T>> {
+    raw.map(|s| {
+        s.parse::<T>()
+            .map_err(|_| ApiError::validation(format!("{what} must be a number, got {s:?}")))
+    })
+    .transpose()
+}
+
+/// Visits of a site (or `all`) and event per segment of a year, month, day or hour (UTC).
+#[utoipa::path(get, path = "/breakdown/{site}/{event}/{year}/{month}/{day}/{hour}", tag = "sites",
+    params(
+        ("site" = String, Path, description = "Site (host without `www.`), or `all`"),
+        ("event" = String, Path, description = "Event name, e.g. `pageview`"),
+        ("year" = i32, Path, description = "Year"),
+        ("month" = Option<u32>, Path, description = "Month 1-12 (optional, with the parts after it)"),
+        ("day" = Option<u32>, Path, description = "Day of month (optional)"),
+        ("hour" = Option<u32>, Path, description = "Hour 0-23 (optional)"),
+    ),
+    responses(
+        (status = 200, description = "Every segment of the period", body = BreakdownResponse),
+        (status = 422, description = "Impossible date or bad name", body = crate::routes::ErrorBody),
+    ))]
+pub async fn get_breakdown(
+    State(state): State<AppState>,
+    Path(path): Path<BreakdownPath>,
+) -> Result<Json<BreakdownResponse>> {
+    let site = if path.site == "all" {
+        "all".to_owned()
+    } else {
+        parse_site(&path.site)
+            .ok_or_else(|| ApiError::validation("site is not a valid site name"))?
+    };
+    let event = parse_event(&path.event)
+        .ok_or_else(|| ApiError::validation("event must be 1-64 characters of a-z, 0-9, _ and -"))?
+        .to_owned();
+    let year: i32 = number(Some(&path.year), "year")?.unwrap_or_default();
+    let month = number::<u32>(path.month.as_deref(), "month")?;
+    let day = number::<u32>(path.day.as_deref(), "day")?;
+    let hour = number::<u32>(path.hour.as_deref(), "hour")?;
+    let period = calendar::Period::new(year, month, day, hour)
+        .ok_or_else(|| ApiError::validation("That date does not exist"))?;
+    let (site_q, event_q) = (site.clone(), event.clone());
+    let segments = store::read(&state.pool, move |conn| {
+        Ok(calendar::breakdown(conn, &site_q, &event_q, &period)?)
+    })
+    .await?;
+    Ok(Json(BreakdownResponse {
+        site,
+        event,
+        year,
+        month,
+        day,
+        hour,
+        data: segments
+            .into_iter()
+            .map(|(label, n)| (label.to_string(), n.into()))
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DomainsQuery {
+    /// How many sites to list (1-1000).
+    #[param(default = 10, minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"domains": {"example3": 144, "example1.com": 110}}))]
+pub struct DomainsResponse {
+    /// Site → visits, highest first.
+    #[schema(value_type = std::collections::HashMap<String, i64>)]
+    pub domains: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The sites with the most visits in the trailing minute, hour or day.
+///
+/// The period is rounded out to whole minutes: every visit of the last 60 s / 60 min / 24 h
+/// counts, plus those earlier in its first minute. Pre-counted clicks (`POST /domains`) count.
+#[utoipa::path(get, path = "/domains/{period}", tag = "sites",
+    params(("period" = String, Path, description = "`min`, `hour` or `day`"), DomainsQuery),
+    responses(
+        (status = 200, description = "Top sites, highest first", body = DomainsResponse),
+        (status = 422, description = "Unknown period or bad limit", body = crate::routes::ErrorBody),
+    ))]
+pub async fn get_top_domains(
+    State(state): State<AppState>,
+    Path(period): Path<String>,
+    Query(query): Query<DomainsQuery>,
+) -> Result<Json<DomainsResponse>> {
+    let minutes = calendar::period_minutes(&period)
+        .ok_or_else(|| ApiError::validation("period must be min, hour or day"))?;
+    let limit = query.limit.unwrap_or(10);
+    if !(1..=MAX_DOMAINS as i64).contains(&limit) {
+        return Err(ApiError::validation(format!(
+            "limit must be between 1 and {MAX_DOMAINS}"
+        )));
+    }
+    let now = now_millis();
+    let top = store::read(&state.pool, move |conn| {
+        Ok(calendar::top_sites(conn, now, minutes, limit as usize)?)
+    })
+    .await?;
+    Ok(Json(DomainsResponse {
+        domains: top.into_iter().map(|(site, n)| (site, n.into())).collect(),
+    }))
+}

@@ -1,0 +1,86 @@
+//! Operational endpoints (API.md §4): `/health` and `/metrics`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::domain::{format_iso, now_millis};
+use crate::store;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "healthy", "timestamp": "2025-07-28T11:30:00", "database": "connected"}))]
+pub struct HealthResponse {
+    /// `healthy` or `unhealthy`.
+    pub status: &'static str,
+    pub timestamp: String,
+    /// `connected` or `disconnected`.
+    pub database: &'static str,
+    /// Why the database is unusable (only when unhealthy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Liveness and database reachability.
+#[utoipa::path(get, path = "/health", tag = "ops",
+    responses(
+        (status = 200, description = "Healthy", body = HealthResponse),
+        (status = 503, description = "The database cannot be read", body = HealthResponse,
+            example = json!({"status": "unhealthy", "timestamp": "2025-07-28T11:30:00", "database": "disconnected", "detail": "..."})),
+    ))]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let probe = store::read(&state.pool, |conn| {
+        Ok(conn.query_row("SELECT count(*) FROM totals", [], |r| r.get::<_, i64>(0))?)
+    })
+    .await;
+    let timestamp = format_iso(now_millis());
+    match probe {
+        Ok(_) => axum::Json(HealthResponse {
+            status: "healthy",
+            timestamp,
+            database: "connected",
+            detail: None,
+        })
+        .into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(HealthResponse {
+                status: "unhealthy",
+                timestamp,
+                database: "disconnected",
+                detail: Some(format!("{err:#}")),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus metrics: requests, latency, visits, rate limiting, the writer and the database.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    metrics::gauge!("footfall_write_queue_depth").set(state.writer.queue_depth() as f64);
+    metrics::gauge!("footfall_database_bytes").set(store::file_size(&state.db_path) as f64);
+    metrics::gauge!("footfall_rate_limiter_keys").set(state.limits.key_count() as f64);
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}

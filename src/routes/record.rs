@@ -1,0 +1,329 @@
+//! Recording endpoints (API.md §1, §5): validate, check the rate limit, submit to the writer,
+//! answer only after the commit.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::USER_AGENT;
+use axum::routing::{get, post};
+use axum::{Router, debug_handler};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::client_ip::ClientIp;
+use crate::domain::{
+    DEFAULT_EVENT, PageUrl, clean_user_agent, format_iso, now_millis, parse_event, parse_page_id,
+};
+use crate::error::{ApiError, Result};
+use crate::extract::{BeaconJson, Json, Path, Query};
+use crate::store::WriteOp;
+use crate::store::ingest::NewVisit;
+
+/// Most items in one `/bulk-visits` request.
+pub const MAX_BULK: usize = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/visit", post(record_visit))
+        .route("/", get(record_visit_legacy))
+        .route("/bulk-visits", post(record_bulk_visits))
+        .route("/visit/{page_id}", post(count_page_visit))
+        .route("/visits/{page_id}", get(page_visit_count))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"url": "https://example.com/page"}))]
+pub struct VisitRequest {
+    /// Absolute http(s) URL of the visited page, at most 2,048 bytes.
+    pub url: String,
+    /// Event name, `[a-z0-9_-]{1,64}`; `pageview` when absent.
+    #[serde(default)]
+    pub event: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"url": "https://example.com/page", "ip": "192.168.1.1",
+    "user_agent": "Mozilla/5.0...", "status": "recorded", "timestamp": "2025-07-28T10:30:00"}))]
+pub struct VisitResponse {
+    pub url: String,
+    pub ip: String,
+    pub user_agent: String,
+    /// Always `recorded`.
+    pub status: &'static str,
+    /// When the visit was recorded (ISO, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UrlQuery {
+    /// The visited page's URL.
+    pub url: Option<String>,
+    /// Event name; `pageview` when absent.
+    pub event: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "recorded", "visits_recorded": 2, "visits_rejected": 0, "ip": "192.168.1.1"}))]
+pub struct BulkVisitResponse {
+    pub status: &'static str,
+    pub visits_recorded: usize,
+    /// Items refused by their rate limit.
+    pub visits_rejected: usize,
+    pub ip: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "success", "message": "Visit recorded for page home"}))]
+pub struct PageVisitResponse {
+    pub status: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"count": 123, "served_via": "cache"}))]
+pub struct PageCountResponse {
+    /// Exact number of committed visits of the page.
+    pub count: i64,
+    /// `cache` (memory, provably current) or `sqlite`.
+    pub served_via: &'static str,
+}
+
+/// A validated recording request: page, event and who sent it.
+pub struct Recording {
+    pub url: PageUrl,
+    pub event: String,
+    pub ip: std::net::IpAddr,
+    pub user_agent: String,
+}
+
+impl Recording {
+    pub fn parse(
+        url: &str,
+        event: Option<&str>,
+        ip: ClientIp,
+        headers: &HeaderMap,
+    ) -> Result<Self> {
+        let url = PageUrl::parse(url).ok_or_else(ApiError::invalid_url)?;
+        let event = parse_event_or_default(event)?;
+        Ok(Self {
+            url,
+            event,
+            ip: ip.0,
+            user_agent: user_agent(headers),
+        })
+    }
+
+    pub fn into_visit(self, at: i64) -> NewVisit {
+        NewVisit {
+            url: self.url,
+            ip: self.ip,
+            user_agent: self.user_agent,
+            event: self.event,
+            at,
+        }
+    }
+}
+
+pub fn user_agent(headers: &HeaderMap) -> String {
+    clean_user_agent(headers.get(USER_AGENT).and_then(|v| v.to_str().ok()))
+}
+
+pub fn parse_event_or_default(event: Option<&str>) -> Result<String> {
+    match event {
+        None => Ok(DEFAULT_EVENT.to_owned()),
+        Some(raw) => parse_event(raw).map(str::to_owned).ok_or_else(|| {
+            ApiError::validation("event must be 1-64 characters of a-z, 0-9, _ and -")
+        }),
+    }
+}
+
+/// Checks the limit, records one visit and waits for its commit. Returns the visit's time.
+pub async fn record_one(state: &AppState, recording: Recording) -> Result<(i64, String, String)> {
+    state
+        .limits
+        .check_visit(recording.ip, recording.url.as_str())?;
+    let at = now_millis();
+    let (url, ua) = (recording.url.to_string(), recording.user_agent.clone());
+    state
+        .writer
+        .submit(WriteOp::Visits(vec![recording.into_visit(at)]))
+        .await?;
+    Ok((at, url, ua))
+}
+
+/// Record a page visit.
+///
+/// Answers only after the visit is committed to the database. The body may be sent as
+/// `application/json` or as `text/plain` (what `navigator.sendBeacon` sends).
+#[utoipa::path(post, path = "/visit", tag = "recording",
+    request_body(content((VisitRequest = "application/json"), (VisitRequest = "text/plain"))),
+    responses(
+        (status = 200, description = "Recorded and committed", body = VisitResponse),
+        (status = 400, description = "Invalid URL", body = crate::routes::ErrorBody,
+            example = json!({"detail": "Invalid URL format"})),
+        (status = 413, description = "Body over 1 MiB", body = crate::routes::ErrorBody),
+        (status = 415, description = "Unsupported content type", body = crate::routes::ErrorBody),
+        (status = 422, description = "Malformed body", body = crate::routes::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::routes::ErrorBody,
+            example = json!({"detail": "Too many requests, please try again later"})),
+        (status = 503, description = "Write queue full; retry after `Retry-After`", body = crate::routes::ErrorBody),
+    ))]
+#[debug_handler(state = AppState)]
+pub async fn record_visit(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    BeaconJson(body): BeaconJson<VisitRequest>,
+) -> Result<Json<VisitResponse>> {
+    let recording = Recording::parse(&body.url, body.event.as_deref(), ip, &headers)?;
+    let (at, url, user_agent) = record_one(&state, recording).await?;
+    Ok(Json(VisitResponse {
+        url,
+        ip: ip.0.to_string(),
+        user_agent,
+        status: "recorded",
+        timestamp: Some(format_iso(at)),
+    }))
+}
+
+/// Record a page visit (legacy GET form).
+#[utoipa::path(get, path = "/", tag = "recording", params(
+        ("url" = String, Query, description = "The visited page's URL"),
+        ("event" = Option<String>, Query, description = "Event name; `pageview` when absent")),
+    responses(
+        (status = 200, description = "Recorded and committed", body = VisitResponse,
+            example = json!({"url": "https://example.com/page", "ip": "192.168.1.1",
+                "user_agent": "Mozilla/5.0...", "status": "recorded"})),
+        (status = 400, description = "Invalid URL", body = crate::routes::ErrorBody),
+        (status = 422, description = "Missing url", body = crate::routes::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::routes::ErrorBody),
+        (status = 503, description = "Write queue full", body = crate::routes::ErrorBody),
+    ))]
+pub async fn record_visit_legacy(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    Query(query): Query<UrlQuery>,
+) -> Result<Json<VisitResponse>> {
+    let url = query
+        .url
+        .ok_or_else(|| ApiError::validation("Query parameter url is required"))?;
+    let recording = Recording::parse(&url, query.event.as_deref(), ip, &headers)?;
+    let (_, url, user_agent) = record_one(&state, recording).await?;
+    Ok(Json(VisitResponse {
+        url,
+        ip: ip.0.to_string(),
+        user_agent,
+        status: "recorded",
+        timestamp: None,
+    }))
+}
+
+/// Record up to 100 visits at once.
+///
+/// Items over their rate limit are counted in `visits_rejected`; the others are recorded in one
+/// commit. More than 100 items records nothing.
+#[utoipa::path(post, path = "/bulk-visits", tag = "recording",
+    request_body(content = Vec<VisitRequest>, example = json!([{"url": "https://example.com/page1"}, {"url": "https://example.com/page2"}])),
+    responses(
+        (status = 200, description = "Recorded and committed", body = BulkVisitResponse),
+        (status = 400, description = "Too many items or an invalid URL; nothing recorded", body = crate::routes::ErrorBody,
+            example = json!({"detail": "Too many visits in bulk request (max 100)"})),
+        (status = 422, description = "Malformed body", body = crate::routes::ErrorBody),
+        (status = 503, description = "Write queue full", body = crate::routes::ErrorBody),
+    ))]
+pub async fn record_bulk_visits(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    BeaconJson(items): BeaconJson<Vec<VisitRequest>>,
+) -> Result<Json<BulkVisitResponse>> {
+    if items.len() > MAX_BULK {
+        return Err(ApiError::bad_request(format!(
+            "Too many visits in bulk request (max {MAX_BULK})"
+        )));
+    }
+    if items.is_empty() {
+        return Err(ApiError::validation("At least one visit is required"));
+    }
+    let recordings = items
+        .iter()
+        .map(|item| Recording::parse(&item.url, item.event.as_deref(), ip, &headers))
+        .collect::<Result<Vec<_>>>()?;
+    let at = now_millis();
+    let mut visits = Vec::with_capacity(recordings.len());
+    let mut rejected = 0;
+    for recording in recordings {
+        match state
+            .limits
+            .check_bulk_item(recording.ip, recording.url.as_str())
+        {
+            Ok(()) => visits.push(recording.into_visit(at)),
+            Err(ApiError::TooManyRequests { .. }) => rejected += 1,
+            Err(other) => return Err(other),
+        }
+    }
+    let recorded = visits.len();
+    if recorded > 0 {
+        state.writer.submit(WriteOp::Visits(visits)).await?;
+    }
+    Ok(Json(BulkVisitResponse {
+        status: "recorded",
+        visits_recorded: recorded,
+        visits_rejected: rejected,
+        ip: ip.0.to_string(),
+    }))
+}
+
+fn page_id_param(raw: &str) -> Result<&str> {
+    parse_page_id(raw).ok_or_else(|| {
+        ApiError::validation("page_id must be 1-256 characters of A-Z a-z 0-9 . _ ~ -")
+    })
+}
+
+/// Count a visit on a per-page counter.
+#[utoipa::path(post, path = "/visit/{page_id}", tag = "counters",
+    params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`")),
+    responses(
+        (status = 200, description = "Counted and committed", body = PageVisitResponse),
+        (status = 422, description = "Invalid page id", body = crate::routes::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::routes::ErrorBody),
+        (status = 503, description = "Write queue full", body = crate::routes::ErrorBody),
+    ))]
+pub async fn count_page_visit(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Path(page_id): Path<String>,
+) -> Result<Json<PageVisitResponse>> {
+    let page_id = page_id_param(&page_id)?;
+    state.limits.check_visit(ip.0, &format!("page:{page_id}"))?;
+    state
+        .writer
+        .submit(WriteOp::CountPage(page_id.to_owned()))
+        .await?;
+    Ok(Json(PageVisitResponse {
+        status: "success",
+        message: format!("Visit recorded for page {page_id}"),
+    }))
+}
+
+/// The exact visit count of a per-page counter.
+#[utoipa::path(get, path = "/visits/{page_id}", tag = "counters",
+    params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`")),
+    responses(
+        (status = 200, description = "The committed count", body = PageCountResponse),
+        (status = 422, description = "Invalid page id", body = crate::routes::ErrorBody),
+    ))]
+pub async fn page_visit_count(
+    State(state): State<AppState>,
+    Path(page_id): Path<String>,
+) -> Result<Json<PageCountResponse>> {
+    let page_id = page_id_param(&page_id)?.to_owned();
+    let counters = state.counters.clone();
+    let (count, via) = tokio::task::spawn_blocking(move || counters.get(&page_id)).await??;
+    Ok(Json(PageCountResponse {
+        count,
+        served_via: via.as_str(),
+    }))
+}

@@ -1,0 +1,219 @@
+//! Calendar breakdowns (seed 001) and top sites per trailing period (seed 000), read from the
+//! per-site minute/hour/day rollups: a year's breakdown reads at most 366 day rows, a day's 24
+//! hour rows, an hour's 60 minute rows; never the raw visits.
+
+use chrono::{Datelike, NaiveDate};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rollups::{ALL_SITES, DAY_MS, HOUR_MS, MINUTE_MS};
+use crate::domain::UnixMillis;
+
+/// The period of a breakdown: a year, a month, a day or an hour (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub year: i32,
+    pub month: Option<u32>,
+    pub day: Option<u32>,
+    pub hour: Option<u32>,
+}
+
+impl Period {
+    /// Validates the parts; `None` for an impossible date (Feb 30, month 13, hour 24, ...).
+    pub fn new(year: i32, month: Option<u32>, day: Option<u32>, hour: Option<u32>) -> Option<Self> {
+        if !(1970..=2200).contains(&year) {
+            return None;
+        }
+        if let Some(m) = month {
+            NaiveDate::from_ymd_opt(year, m, day.unwrap_or(1))?;
+        }
+        if hour.is_some_and(|h| h > 23) {
+            return None;
+        }
+        Some(Self {
+            year,
+            month,
+            day,
+            hour,
+        })
+    }
+
+    fn start_date(&self) -> NaiveDate {
+        NaiveDate::from_ymd_opt(self.year, self.month.unwrap_or(1), self.day.unwrap_or(1))
+            .expect("validated in Period::new")
+    }
+
+    fn start_millis(&self) -> UnixMillis {
+        crate::domain::date_start_millis(self.start_date())
+            + i64::from(self.hour.unwrap_or(0)) * HOUR_MS
+    }
+}
+
+/// Per-segment counts of a period: (segment label, count), every segment present, in order.
+pub fn breakdown(
+    conn: &Connection,
+    site: &str,
+    event: &str,
+    period: &Period,
+) -> rusqlite::Result<Vec<(u32, i64)>> {
+    let start = period.start_millis();
+    // (table, bucket column, segments as (label, first bucket, end bucket))
+    let (table, column, segments): (&str, &str, Vec<(u32, i64, i64)>) =
+        match (period.month, period.day, period.hour) {
+            (None, _, _) => {
+                let segments = (1..=12)
+                    .map(|m| {
+                        let first = month_start(period.year, m);
+                        let end = if m == 12 {
+                            month_start(period.year + 1, 1)
+                        } else {
+                            month_start(period.year, m + 1)
+                        };
+                        (m, first / DAY_MS, end / DAY_MS)
+                    })
+                    .collect();
+                ("site_days", "day", segments)
+            }
+            (Some(m), None, _) => {
+                let days = days_in_month(period.year, m);
+                let first = start / DAY_MS;
+                let segments = (1..=days)
+                    .map(|d| (d, first + i64::from(d) - 1, first + i64::from(d)))
+                    .collect();
+                ("site_days", "day", segments)
+            }
+            (Some(_), Some(_), None) => {
+                let first = start / HOUR_MS;
+                let segments = (0..24)
+                    .map(|h| (h, first + i64::from(h), first + i64::from(h) + 1))
+                    .collect();
+                ("site_hours", "hour", segments)
+            }
+            (Some(_), Some(_), Some(_)) => {
+                let first = start / MINUTE_MS;
+                let segments = (0..60)
+                    .map(|m| (m, first + i64::from(m), first + i64::from(m) + 1))
+                    .collect();
+                ("site_minutes", "minute", segments)
+            }
+        };
+    let mut out: Vec<(u32, i64)> = segments.iter().map(|&(label, _, _)| (label, 0)).collect();
+    let (Some(site_id), Some(event_id)) = (site_id(conn, site)?, event_id(conn, event)?) else {
+        return Ok(out);
+    };
+    let (from, to) = (segments[0].1, segments[segments.len() - 1].2);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {column}, visits FROM {table}
+         WHERE site_id = ?1 AND event_id = ?2 AND {column} >= ?3 AND {column} < ?4"
+    ))?;
+    let mut rows = stmt.query(params![site_id, event_id, from, to])?;
+    while let Some(row) = rows.next()? {
+        let bucket: i64 = row.get(0)?;
+        let n: i64 = row.get(1)?;
+        if let Some(i) = segments
+            .iter()
+            .position(|&(_, a, b)| (a..b).contains(&bucket))
+        {
+            out[i].1 += n;
+        }
+    }
+    Ok(out)
+}
+
+fn month_start(year: i32, month: u32) -> UnixMillis {
+    crate::domain::date_start_millis(NaiveDate::from_ymd_opt(year, month, 1).expect("valid month"))
+}
+
+fn days_in_month(year: i32, month: u32) -> u32 {
+    let next = if month == 12 {
+        NaiveDate::from_ymd_opt(year + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(year, month + 1, 1)
+    };
+    next.and_then(|d| d.pred_opt()).map_or(31, |d| d.day())
+}
+
+/// The id of a site name (`all` is the all-sites rollup); `None` when never seen.
+fn site_id(conn: &Connection, site: &str) -> rusqlite::Result<Option<i64>> {
+    if site == "all" {
+        return Ok(Some(ALL_SITES));
+    }
+    conn.prepare_cached("SELECT id FROM sites WHERE name = ?1 AND id != 0")?
+        .query_row([site], |r| r.get(0))
+        .optional()
+}
+
+fn event_id(conn: &Connection, event: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM events WHERE name = ?1")?
+        .query_row([event], |r| r.get(0))
+        .optional()
+}
+
+/// The trailing periods of `/domains/{period}`, in minutes.
+pub fn period_minutes(period: &str) -> Option<i64> {
+    match period {
+        "min" => Some(1),
+        "hour" => Some(60),
+        "day" => Some(1440),
+        _ => None,
+    }
+}
+
+/// The sites with the most visits (all events, clicks included) in the minutes
+/// `[now_minute - minutes, now_minute]`: the trailing period rounded out to whole minutes.
+/// Whole hours inside the range are read from `site_hours`, the ragged ends from
+/// `site_minutes`: at most 24 + 2 × 60 rows per site and event.
+pub fn top_sites(
+    conn: &Connection,
+    now: UnixMillis,
+    minutes: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(String, i64)>> {
+    let last = now.div_euclid(MINUTE_MS);
+    let first = last - minutes;
+    let first_full_hour = (first + 59).div_euclid(60);
+    let end_full_hour = (last + 1).div_euclid(60);
+    let events: Vec<i64> = conn
+        .prepare_cached("SELECT id FROM events")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut minute_sum = conn.prepare_cached(
+        "SELECT coalesce(sum(visits), 0) FROM site_minutes
+         WHERE site_id = ?1 AND event_id = ?2 AND minute >= ?3 AND minute < ?4",
+    )?;
+    let mut hour_sum = conn.prepare_cached(
+        "SELECT coalesce(sum(visits), 0) FROM site_hours
+         WHERE site_id = ?1 AND event_id = ?2 AND hour >= ?3 AND hour < ?4",
+    )?;
+    let mut sites_stmt = conn.prepare_cached("SELECT id, name FROM sites WHERE id != 0")?;
+    let sites: Vec<(i64, String)> = sites_stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut totals = Vec::new();
+    for (site_id, name) in sites {
+        let mut total = 0i64;
+        for &event_id in &events {
+            let mut minutes_between = |a: i64, b: i64| -> rusqlite::Result<i64> {
+                if a >= b {
+                    return Ok(0);
+                }
+                minute_sum.query_row(params![site_id, event_id, a, b], |r| r.get(0))
+            };
+            if first_full_hour < end_full_hour {
+                total += minutes_between(first, first_full_hour * 60)?;
+                total += hour_sum.query_row(
+                    params![site_id, event_id, first_full_hour, end_full_hour],
+                    |r| r.get::<_, i64>(0),
+                )?;
+                total += minutes_between(end_full_hour * 60, last + 1)?;
+            } else {
+                total += minutes_between(first, last + 1)?;
+            }
+        }
+        if total > 0 {
+            totals.push((name, total));
+        }
+    }
+    totals.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    totals.truncate(limit);
+    Ok(totals)
+}

@@ -1,0 +1,389 @@
+//! Analytics reads. Each answer comes from the rollup tables, so its cost depends on the window
+//! and on the number of pages or sites reported, never on the number of stored visits.
+//!
+//! Windows are exact to the millisecond: whole hours inside the window come from the hourly
+//! rollups, and the one partial hour at the window's start is counted from the raw rows of
+//! that hour alone (a rowid range: visit ids are time-ordered).
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::rollups::{HOUR_MS, id_at, millis_of};
+use crate::domain::{UnixMillis, format_iso, format_space, ip_from_bytes};
+
+/// Newest visits shown per page by `/summary`.
+pub const SUMMARY_RECENT: usize = 10;
+/// Newest visits shown by `/stats/{url}`.
+pub const STATS_RECENT: usize = 20;
+/// Pages listed by `/stats` under `popular_pages`.
+pub const POPULAR_PAGES: i64 = 100;
+/// Visits listed by `/stats` under `recent_visits`.
+pub const SITE_RECENT: i64 = 10;
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct RecentVisit {
+    #[schema(example = "192.168.1.1")]
+    pub ip: String,
+    #[schema(example = "Mozilla/5.0...")]
+    pub user_agent: String,
+    /// ISO time, UTC.
+    #[schema(example = "2025-07-28T11:30:00")]
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, Default)]
+pub struct PageSummary {
+    /// All retained visits of the page (not limited by `hours`).
+    pub total_visits: i64,
+    /// Distinct client IPs over all retained visits of the page.
+    pub unique_ips: i64,
+    /// Visits per hour in the window, keyed `YYYY-MM-DD HH:00:00` (UTC); empty hours left out.
+    #[schema(value_type = HashMap<String, i64>, example = json!({"2025-07-28 10:00:00": 5}))]
+    pub by_hour: BTreeMap<String, i64>,
+    /// Visits per user agent in the window, most frequent first.
+    #[schema(value_type = HashMap<String, i64>, example = json!({"Mozilla/5.0...": 30}))]
+    pub user_agents: serde_json::Map<String, serde_json::Value>,
+    /// The newest visits of the page in the window (at most 10), newest first.
+    pub recent_visits: Vec<RecentVisit>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct DateRange {
+    #[schema(example = "2025-07-20T10:00:00")]
+    pub earliest: String,
+    #[schema(example = "2025-07-28T11:30:00")]
+    pub latest: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SummaryResponse {
+    /// Per page URL, ordered by total visits (most first).
+    #[schema(value_type = HashMap<String, PageSummary>)]
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// All retained visits.
+    pub total_entries: i64,
+    /// Oldest and newest retained visit; `null` when there is none.
+    pub date_range: Option<DateRange>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UrlStatsResponse {
+    #[schema(example = "https://example.com/page")]
+    pub url: String,
+    pub total_visits: i64,
+    pub unique_ips: i64,
+    /// Visits per hour in the window, keyed `YYYY-MM-DD HH:00:00` (UTC).
+    #[schema(value_type = HashMap<String, i64>, example = json!({"2025-07-28 10:00:00": 3}))]
+    pub hourly_visits: BTreeMap<String, i64>,
+    /// The newest visits in the window (at most 20), newest first.
+    pub recent_visits: Vec<RecentVisit>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct SiteRecentVisit {
+    pub url: String,
+    pub ip: String,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SiteStatsResponse {
+    pub total_visits: i64,
+    /// Distinct client IPs over all retained visits.
+    pub unique_visitors: i64,
+    /// The 100 most visited pages, most first.
+    #[schema(value_type = HashMap<String, i64>)]
+    pub popular_pages: serde_json::Map<String, serde_json::Value>,
+    /// The 10 newest visits, newest first.
+    pub recent_visits: Vec<SiteRecentVisit>,
+}
+
+/// The hours a window starting at `start` covers: whole hours from the rollups, and the
+/// partial first hour (if the start is not on the hour) as a raw id range.
+struct Window {
+    first_whole_hour: i64,
+    partial: Option<(i64, i64, i64)>, // (hour, first id, end id)
+    start_id: i64,
+}
+
+impl Window {
+    fn new(start: UnixMillis) -> Self {
+        let hour = start.div_euclid(HOUR_MS);
+        if start.rem_euclid(HOUR_MS) == 0 {
+            Self {
+                first_whole_hour: hour,
+                partial: None,
+                start_id: id_at(start),
+            }
+        } else {
+            Self {
+                first_whole_hour: hour + 1,
+                partial: Some((hour, id_at(start), id_at((hour + 1) * HOUR_MS))),
+                start_id: id_at(start),
+            }
+        }
+    }
+}
+
+fn hour_key(hour: i64) -> String {
+    format_space(hour * HOUR_MS)
+}
+
+fn ip_text(bytes: &[u8]) -> String {
+    ip_from_bytes(bytes).map_or_else(|| "unknown".into(), |ip| ip.to_string())
+}
+
+/// Names of user agents by id, looked up once each.
+struct AgentNames<'c> {
+    conn: &'c Connection,
+    names: HashMap<i64, String>,
+}
+
+impl<'c> AgentNames<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Self {
+            conn,
+            names: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, id: i64) -> rusqlite::Result<String> {
+        if let Some(name) = self.names.get(&id) {
+            return Ok(name.clone());
+        }
+        let name: String = self
+            .conn
+            .prepare_cached("SELECT ua FROM agents WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?
+            .unwrap_or_else(|| "unknown".into());
+        self.names.insert(id, name.clone());
+        Ok(name)
+    }
+}
+
+fn totals(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(
+        "SELECT visits, unique_ips FROM totals WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// Oldest and newest retained visit: the first and last rowid, two B-tree probes.
+pub fn date_range(conn: &Connection) -> rusqlite::Result<Option<DateRange>> {
+    let (min, max): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT min(id), max(id) FROM visits", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok(min.zip(max).map(|(min, max)| DateRange {
+        earliest: format_iso(millis_of(min)),
+        latest: format_iso(millis_of(max)),
+    }))
+}
+
+/// `GET /summary`: every page (or the `limit` most visited), with its window figures.
+pub fn summary(
+    conn: &Connection,
+    now: UnixMillis,
+    hours: i64,
+    limit: Option<i64>,
+) -> rusqlite::Result<SummaryResponse> {
+    let window = Window::new(now - hours * HOUR_MS);
+    let mut pages: Vec<(i64, String, PageSummary)> = Vec::new();
+    let mut index: HashMap<i64, usize> = HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.page_id, p.url, t.visits, t.unique_ips
+             FROM page_totals t JOIN pages p ON p.id = t.page_id
+             ORDER BY t.visits DESC, p.url LIMIT ?1",
+        )?;
+        let mut rows = stmt.query([limit.unwrap_or(-1)])?;
+        while let Some(row) = rows.next()? {
+            let page_id: i64 = row.get(0)?;
+            index.insert(page_id, pages.len());
+            let summary = PageSummary {
+                total_visits: row.get(2)?,
+                unique_ips: row.get(3)?,
+                ..PageSummary::default()
+            };
+            pages.push((page_id, row.get(1)?, summary));
+        }
+    }
+
+    // (page index) -> hour -> visits, and (page index) -> agent id -> visits.
+    let mut hours_of: Vec<BTreeMap<i64, i64>> = vec![BTreeMap::new(); pages.len()];
+    let mut agents_of: Vec<HashMap<i64, i64>> = vec![HashMap::new(); pages.len()];
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT hour, page_id, agent_id, visits FROM page_hour_agents WHERE hour >= ?1",
+        )?;
+        let mut rows = stmt.query([window.first_whole_hour])?;
+        while let Some(row) = rows.next()? {
+            let Some(&i) = index.get(&row.get::<_, i64>(1)?) else {
+                continue;
+            };
+            let (hour, agent, n): (i64, i64, i64) = (row.get(0)?, row.get(2)?, row.get(3)?);
+            *hours_of[i].entry(hour).or_default() += n;
+            *agents_of[i].entry(agent).or_default() += n;
+        }
+    }
+    if let Some((hour, from, to)) = window.partial {
+        let mut stmt =
+            conn.prepare_cached("SELECT page_id, agent_id FROM visits WHERE id >= ?1 AND id < ?2")?;
+        let mut rows = stmt.query([from, to])?;
+        while let Some(row) = rows.next()? {
+            let Some(&i) = index.get(&row.get::<_, i64>(0)?) else {
+                continue;
+            };
+            *hours_of[i].entry(hour).or_default() += 1;
+            *agents_of[i].entry(row.get(1)?).or_default() += 1;
+        }
+    }
+
+    let mut agents = AgentNames::new(conn);
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT page_id, id, ip, agent_id FROM page_recent WHERE id >= ?1
+             ORDER BY page_id, id DESC",
+        )?;
+        let mut rows = stmt.query([window.start_id])?;
+        while let Some(row) = rows.next()? {
+            let Some(&i) = index.get(&row.get::<_, i64>(0)?) else {
+                continue;
+            };
+            let recent = &mut pages[i].2.recent_visits;
+            if recent.len() < SUMMARY_RECENT {
+                recent.push(RecentVisit {
+                    ip: ip_text(&row.get::<_, Vec<u8>>(2)?),
+                    user_agent: agents.get(row.get(3)?)?,
+                    timestamp: format_iso(millis_of(row.get(1)?)),
+                });
+            }
+        }
+    }
+
+    let mut data = serde_json::Map::with_capacity(pages.len());
+    for (i, (_, url, mut summary)) in pages.into_iter().enumerate() {
+        summary.by_hour = std::mem::take(&mut hours_of[i])
+            .into_iter()
+            .map(|(h, n)| (hour_key(h), n))
+            .collect();
+        let mut by_agent: Vec<(i64, i64)> = agents_of[i].drain().collect();
+        by_agent.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (agent, n) in by_agent {
+            summary.user_agents.insert(agents.get(agent)?, n.into());
+        }
+        data.insert(url, serde_json::to_value(summary).unwrap_or_default());
+    }
+    Ok(SummaryResponse {
+        data,
+        total_entries: totals(conn)?.0,
+        date_range: date_range(conn)?,
+    })
+}
+
+/// `GET /stats/{url}`: one page's figures; an unknown page has zeros.
+pub fn url_stats(
+    conn: &Connection,
+    url: &str,
+    now: UnixMillis,
+    hours: i64,
+) -> rusqlite::Result<UrlStatsResponse> {
+    let mut response = UrlStatsResponse {
+        url: url.to_owned(),
+        total_visits: 0,
+        unique_ips: 0,
+        hourly_visits: BTreeMap::new(),
+        recent_visits: Vec::new(),
+    };
+    let page_id: Option<i64> = conn
+        .prepare_cached("SELECT id FROM pages WHERE url = ?1")?
+        .query_row([url], |r| r.get(0))
+        .optional()?;
+    let Some(page_id) = page_id else {
+        return Ok(response);
+    };
+    if let Some((visits, unique)) = conn
+        .prepare_cached("SELECT visits, unique_ips FROM page_totals WHERE page_id = ?1")?
+        .query_row([page_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+    {
+        response.total_visits = visits;
+        response.unique_ips = unique;
+    }
+    let window = Window::new(now - hours * HOUR_MS);
+    if let Some((hour, from, to)) = window.partial {
+        let n: i64 = conn
+            .prepare_cached(
+                "SELECT count(*) FROM visits WHERE id >= ?1 AND id < ?2 AND page_id = ?3",
+            )?
+            .query_row(params![from, to, page_id], |r| r.get(0))?;
+        if n > 0 {
+            response.hourly_visits.insert(hour_key(hour), n);
+        }
+    }
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT hour, visits FROM page_hours WHERE page_id = ?1 AND hour >= ?2",
+        )?;
+        let mut rows = stmt.query([page_id, window.first_whole_hour])?;
+        while let Some(row) = rows.next()? {
+            response
+                .hourly_visits
+                .insert(hour_key(row.get(0)?), row.get(1)?);
+        }
+    }
+    let mut agents = AgentNames::new(conn);
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, ip, agent_id FROM page_recent WHERE page_id = ?1 AND id >= ?2
+         ORDER BY id DESC LIMIT ?3",
+    )?;
+    let mut rows = stmt.query(params![page_id, window.start_id, STATS_RECENT as i64])?;
+    while let Some(row) = rows.next()? {
+        response.recent_visits.push(RecentVisit {
+            ip: ip_text(&row.get::<_, Vec<u8>>(1)?),
+            user_agent: agents.get(row.get(2)?)?,
+            timestamp: format_iso(millis_of(row.get(0)?)),
+        });
+    }
+    Ok(response)
+}
+
+/// `GET /stats`: whole-database figures.
+pub fn site_stats(conn: &Connection) -> rusqlite::Result<SiteStatsResponse> {
+    let (total_visits, unique_visitors) = totals(conn)?;
+    let mut popular_pages = serde_json::Map::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT p.url, t.visits FROM page_totals t JOIN pages p ON p.id = t.page_id
+             ORDER BY t.visits DESC, p.url LIMIT ?1",
+        )?;
+        let mut rows = stmt.query([POPULAR_PAGES])?;
+        while let Some(row) = rows.next()? {
+            popular_pages.insert(row.get(0)?, row.get::<_, i64>(1)?.into());
+        }
+    }
+    let mut recent_visits = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT v.id, p.url, v.ip FROM visits v JOIN pages p ON p.id = v.page_id
+         ORDER BY v.id DESC LIMIT ?1",
+    )?;
+    let mut rows = stmt.query([SITE_RECENT])?;
+    while let Some(row) = rows.next()? {
+        recent_visits.push(SiteRecentVisit {
+            url: row.get(1)?,
+            ip: ip_text(&row.get::<_, Vec<u8>>(2)?),
+            timestamp: format_iso(millis_of(row.get(0)?)),
+        });
+    }
+    Ok(SiteStatsResponse {
+        total_visits,
+        unique_visitors,
+        popular_pages,
+        recent_visits,
+    })
+}

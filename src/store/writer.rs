@@ -1,0 +1,280 @@
+//! The writer: one thread, the only writable connection, group commit.
+//!
+//! Handlers submit a [`WriteOp`] through a bounded queue and await a oneshot reply. The thread
+//! blocks for the first queued op, drains whatever else is already queued (up to `max_batch`
+//! visits), writes all of it — raw rows and every rollup — in one transaction, commits, and
+//! only then replies to each submitter. Throughput therefore grows with load, with no timer and
+//! no added latency at low load. A full queue is refused at once ([`ApiError::Overloaded`], a
+//! `503`), so memory stays bounded. [`WriterHandle::shutdown`] makes the thread commit what is
+//! queued and exit.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::CounterCache;
+use super::ingest::{Ingest, NewVisit, count_page};
+use super::rollups::{self, RollupDelta};
+use crate::domain::UnixMillis;
+use crate::error::ApiError;
+
+/// One unit of work for the writer; each is atomic and committed before it is answered.
+#[derive(Debug)]
+pub enum WriteOp {
+    /// Visits to record (one request's worth: 1 for `/visit`, up to 100 for `/bulk-visits`, a
+    /// chunk for imports).
+    Visits(Vec<NewVisit>),
+    /// `POST /visit/{page_id}`: one more visit on a per-page counter.
+    CountPage(String),
+    /// `POST /domains`: pre-counted clicks per site at one time.
+    Clicks {
+        at: UnixMillis,
+        clicks: Vec<(String, i64)>,
+    },
+    /// `DELETE /cleanup`: visits older than `cutoff` go, with their share of every rollup.
+    Cleanup { cutoff: UnixMillis },
+}
+
+impl WriteOp {
+    /// The visits this op writes, for the batch cap.
+    fn weight(&self) -> usize {
+        match self {
+            Self::Visits(v) => v.len(),
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Recorded(usize),
+    Counted(i64),
+    ClicksAdded,
+    Cleaned { deleted: u64 },
+}
+
+struct Job {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutcome, String>>,
+}
+
+enum Message {
+    Job(Job),
+    /// Commit what is queued, then exit.
+    Stop,
+}
+
+/// The submitting side of the writer; cheap to clone.
+#[derive(Clone)]
+pub struct WriterHandle {
+    sender: SyncSender<Message>,
+    queued: Arc<AtomicI64>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for WriterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterHandle")
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl WriterHandle {
+    /// Starts the writer thread on `conn` (opened with [`super::open_writer`]).
+    pub fn spawn(
+        conn: Connection,
+        counters: Arc<CounterCache>,
+        queue_capacity: usize,
+        max_batch: usize,
+    ) -> anyhow::Result<Self> {
+        let (sender, receiver) = sync_channel(queue_capacity.max(1));
+        let queued = Arc::new(AtomicI64::new(0));
+        let writer = Writer {
+            conn,
+            ingest: Ingest::new(),
+            counters,
+            queued: queued.clone(),
+            max_batch: max_batch.max(1),
+        };
+        let thread = std::thread::Builder::new()
+            .name("footfall-writer".into())
+            .spawn(move || writer.run(receiver))?;
+        Ok(Self {
+            sender,
+            queued,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Queues `op` and waits until it is committed. A full queue answers `Overloaded` at once.
+    pub async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        match self.sender.try_send(Message::Job(Job { op, reply })) {
+            Ok(()) => {
+                let depth = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::gauge!("footfall_write_queue_depth").set(depth as f64);
+            }
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!("footfall_write_queue_full_total").increment(1);
+                return Err(ApiError::Overloaded);
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(ApiError::ShuttingDown),
+        }
+        match answer.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(cause)) => Err(ApiError::Unavailable(cause)),
+            // The writer exited without answering: it was stopping.
+            Err(_) => Err(ApiError::ShuttingDown),
+        }
+    }
+
+    /// Requests waiting for the writer right now.
+    pub fn queue_depth(&self) -> i64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Makes the writer commit everything queued and exit; waits for it. Idempotent.
+    pub fn shutdown(&self) {
+        let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        // A blocking send: if the queue is full, the writer is draining it and makes room.
+        let _ = self.sender.send(Message::Stop);
+        if thread.join().is_err() {
+            tracing::error!("the writer thread panicked");
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    ingest: Ingest,
+    counters: Arc<CounterCache>,
+    queued: Arc<AtomicI64>,
+    max_batch: usize,
+}
+
+impl Writer {
+    fn run(mut self, receiver: Receiver<Message>) {
+        let mut stopping = false;
+        loop {
+            // Block for the first op; once stopping, only take what is already queued.
+            let first = if stopping {
+                receiver.try_recv().ok()
+            } else {
+                receiver.recv().ok()
+            };
+            let Some(first) = first else { break };
+            let mut jobs = Vec::new();
+            let mut weight = 0;
+            let mut next = Some(first);
+            while let Some(message) = next {
+                match message {
+                    Message::Stop => stopping = true,
+                    Message::Job(job) => {
+                        weight += job.op.weight();
+                        jobs.push(job);
+                    }
+                }
+                next = if weight < self.max_batch {
+                    receiver.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            self.queued.fetch_sub(jobs.len() as i64, Ordering::Relaxed);
+            if !jobs.is_empty() {
+                self.commit_batch(jobs, weight);
+            }
+        }
+        tracing::info!("writer stopped: every queued write is committed");
+    }
+
+    /// Writes `jobs` in one transaction and answers each: all committed, or all failed.
+    fn commit_batch(&mut self, jobs: Vec<Job>, weight: usize) {
+        let started = Instant::now();
+        match self.write(&jobs) {
+            Ok(outcomes) => {
+                metrics::histogram!("footfall_batch_visits").record(weight as f64);
+                metrics::histogram!("footfall_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let recorded: usize = outcomes
+                    .iter()
+                    .map(|o| match o {
+                        WriteOutcome::Recorded(n) => *n,
+                        _ => 0,
+                    })
+                    .sum();
+                metrics::counter!("footfall_visits_recorded_total").increment(recorded as u64);
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                self.ingest.rolled_back();
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    ops = jobs.len(),
+                    "write batch failed"
+                );
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(format!("The database could not be written: {err}")));
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<WriteOutcome>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.ingest.begin(&tx)?;
+        let version_before = self.counters.version_before_commit()?;
+        let mut delta = RollupDelta::default();
+        let mut counts = Vec::new();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let outcome = match &job.op {
+                WriteOp::Visits(visits) => {
+                    for visit in visits {
+                        self.ingest.add_visit(&tx, &mut delta, visit)?;
+                    }
+                    WriteOutcome::Recorded(visits.len())
+                }
+                WriteOp::CountPage(name) => {
+                    let n = count_page(&tx, name)?;
+                    counts.push((name.clone(), n));
+                    WriteOutcome::Counted(n)
+                }
+                WriteOp::Clicks { at, clicks } => {
+                    for (site, n) in clicks {
+                        self.ingest.add_clicks(&tx, &mut delta, site, *at, *n)?;
+                    }
+                    WriteOutcome::ClicksAdded
+                }
+                WriteOp::Cleanup { cutoff } => {
+                    // Rollup deltas of earlier ops in this batch must land before cleanup reads.
+                    delta.apply(&tx)?;
+                    let deleted = rollups::cleanup(&tx, *cutoff)?;
+                    WriteOutcome::Cleaned { deleted }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        delta.apply(&tx)?;
+        tx.commit()?;
+        let (ingest, conn) = (&self.ingest, &self.conn);
+        self.counters.after_commit(version_before, &counts, || {
+            ingest.foreign_commit_since_begin(conn)
+        });
+        Ok(outcomes)
+    }
+}
