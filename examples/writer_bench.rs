@@ -1,0 +1,48 @@
+//! Writer throughput without HTTP: batches of visits shaped like `../shared/bench/visit.lua`
+//! (20 sites × 1,000 pages, random client IPs, 4 agents) written through the same code as the
+//! server's writer thread, one transaction per batch.
+//!
+//! Run with: `cargo run --release --example writer_bench -- [VISITS] [BATCH]`
+use std::time::Instant;
+
+use footfall::config::Durability;
+use footfall::domain::{PageUrl, now_millis};
+use footfall::store::ingest::{Ingest, NewVisit};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let total: usize = args.next().map_or(Ok(200_000), |s| s.parse())?;
+    let batch: usize = args.next().map_or(Ok(64), |s| s.parse())?;
+    let dir = tempfile::tempdir()?;
+    let mut conn = footfall::store::open_writer(&dir.path().join("bench.db"), Durability::Normal)?;
+    let mut ingest = Ingest::new();
+    let agents = ["Chrome/130", "Safari/17", "Firefox/131", "iPhone"];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let started = Instant::now();
+    let mut written = 0;
+    while written < total {
+        let visits: Vec<NewVisit> = (0..batch)
+            .map(|i| {
+                let r = rand();
+                let url = format!("https://site{}.example.com/page/{}", r % 20 + 1, (r >> 8) % 1000 + 1);
+                NewVisit::pageview(
+                    PageUrl::parse(&url).expect("valid"),
+                    std::net::IpAddr::from([10, (r >> 20) as u8, (r >> 28) as u8, (r >> 36) as u8]),
+                    agents[i % 4].to_owned(),
+                    now_millis(),
+                )
+            })
+            .collect();
+        footfall::cli::write_batch(&mut conn, &mut ingest, &visits)?;
+        written += batch;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("{written} visits in batches of {batch}: {:.0} visits/s ({:.1} µs/visit)", written as f64 / secs, secs * 1e6 / written as f64);
+    Ok(())
+}

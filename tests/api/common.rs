@@ -1,0 +1,233 @@
+//! Shared test harness: an in-process app driven with `oneshot`, and a real server process for
+//! the tests that need a socket, a signal or a `kill -9`.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use footfall::app::{App, AppState};
+use footfall::config::ServeArgs;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+/// An application on a fresh database in a temporary folder, driven in-process.
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub db: PathBuf,
+    _dir: TempDir,
+}
+
+/// A response as the tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `detail` of an error answer (and checks the shape).
+    pub fn detail(&self) -> String {
+        let body = self.json();
+        let obj = body.as_object().expect("error body is an object");
+        assert_eq!(obj.len(), 1, "error body has only `detail`: {body}");
+        obj["detail"].as_str().expect("detail is a string").to_owned()
+    }
+}
+
+impl TestApp {
+    /// Default configuration, but rate limits off: most tests are not about them.
+    pub fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// Default configuration (rate limits off), adjusted by `configure`.
+    pub fn with(configure: impl FnOnce(&mut ServeArgs)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("visits.db");
+        let mut args = ServeArgs::for_db(&db);
+        args.rate_limit_per_minute = 0;
+        args.bulk_rate_limit_per_minute = 0;
+        args.ip_rate_per_second = 0;
+        configure(&mut args);
+        let app = App::build(&args).unwrap();
+        Self {
+            router: app.router,
+            state: app.state,
+            db,
+            _dir: dir,
+        }
+    }
+
+    /// Sends a request from `peer` (as the TCP peer address).
+    pub async fn send_from(&self, peer: IpAddr, request: Request<Body>) -> Reply {
+        let mut request = request;
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(peer, 40_000)));
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        self.send_from([127, 0, 0, 1].into(), request).await
+    }
+
+    pub async fn get(&self, uri: &str) -> Reply {
+        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn delete(&self, uri: &str) -> Reply {
+        self.send(Request::delete(uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    pub async fn post_json(&self, uri: &str, body: &Value) -> Reply {
+        self.post_raw(uri, "application/json", body.to_string()).await
+    }
+
+    pub async fn post_raw(&self, uri: &str, content_type: &str, body: impl Into<Body>) -> Reply {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header("content-type", content_type)
+            .body(body.into())
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// Records a visit of `url` from `ip` (through the trusted loopback proxy) as `ua`.
+    pub async fn visit(&self, url: &str, ip: &str, ua: &str) -> Reply {
+        let request = Request::post("/visit")
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", ip)
+            .header("user-agent", ua)
+            .body(Body::from(serde_json::json!({ "url": url }).to_string()))
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// A read connection on the test database.
+    pub fn conn(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.db).unwrap()
+    }
+
+    /// Imports JSONL through the same code as `footfall import`.
+    pub fn import_jsonl(&self, jsonl: &str) -> footfall::import::ImportReport {
+        let mut conn = footfall::store::open_writer(&self.db, footfall::config::Durability::Normal).unwrap();
+        footfall::cli::import_into(&mut conn, jsonl.as_bytes(), false).unwrap()
+    }
+
+    /// Names of rollup tables that disagree with a rebuild from the raw rows.
+    pub fn rollup_mismatches(&self) -> Vec<String> {
+        footfall::store::rollups::check(&self.conn()).unwrap()
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real `footfall` process on a temporary port.
+pub struct ServerProcess {
+    pub child: Child,
+    pub base: String,
+    pub db: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `footfall serve` on `db` with extra arguments and waits until it answers.
+    pub fn start(db: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_footfall"))
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(db)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("footfall starts");
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            db: db.to_owned(),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(self.base.trim_start_matches("http://")).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("footfall did not start at {}", self.base);
+    }
+
+    pub fn kill_hard(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "footfall did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Counts rows of `visits` in a database file.
+pub fn stored_visits(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM visits", [], |r| r.get(0))
+        .unwrap()
+}

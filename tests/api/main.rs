@@ -1,0 +1,4 @@
+//! The integration test binary: every module drives footfall as a user would, through HTTP
+//! (in-process with `oneshot`, or a real process for signals and crashes) and the CLI.
+
+mod common;
