@@ -30,7 +30,11 @@ fn main() -> anyhow::Result<()> {
         let visits: Vec<NewVisit> = (0..batch)
             .map(|i| {
                 let r = rand();
-                let url = format!("https://site{}.example.com/page/{}", r % 20 + 1, (r >> 8) % 1000 + 1);
+                let url = format!(
+                    "https://site{}.example.com/page/{}",
+                    r % 20 + 1,
+                    (r >> 8) % 1000 + 1
+                );
                 NewVisit::pageview(
                     PageUrl::parse(&url).expect("valid"),
                     std::net::IpAddr::from([10, (r >> 20) as u8, (r >> 28) as u8, (r >> 36) as u8]),
@@ -43,6 +47,10 @@ fn main() -> anyhow::Result<()> {
         written += batch;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("{written} visits in batches of {batch}: {:.0} visits/s ({:.1} µs/visit)", written as f64 / secs, secs * 1e6 / written as f64);
+    println!(
+        "{written} visits in batches of {batch}: {:.0} visits/s ({:.1} µs/visit)",
+        written as f64 / secs,
+        secs * 1e6 / written as f64
+    );
     Ok(())
 }

@@ -37,9 +37,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -51,7 +50,10 @@ impl Reply {
         let body = self.json();
         let obj = body.as_object().expect("error body is an object");
         assert_eq!(obj.len(), 1, "error body has only `detail`: {body}");
-        obj["detail"].as_str().expect("detail is a string").to_owned()
+        obj["detail"]
+            .as_str()
+            .expect("detail is a string")
+            .to_owned()
     }
 }
 
@@ -101,7 +103,8 @@ impl TestApp {
     }
 
     pub async fn get(&self, uri: &str) -> Reply {
-        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+        self.send(Request::get(uri).body(Body::empty()).unwrap())
+            .await
     }
 
     pub async fn delete(&self, uri: &str) -> Reply {
@@ -110,7 +113,8 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, uri: &str, body: &Value) -> Reply {
-        self.post_raw(uri, "application/json", body.to_string()).await
+        self.post_raw(uri, "application/json", body.to_string())
+            .await
     }
 
     pub async fn post_raw(&self, uri: &str, content_type: &str, body: impl Into<Body>) -> Reply {
@@ -141,7 +145,8 @@ impl TestApp {
 
     /// Imports JSONL through the same code as `footfall import`.
     pub fn import_jsonl(&self, jsonl: &str) -> footfall::import::ImportReport {
-        let mut conn = footfall::store::open_writer(&self.db, footfall::config::Durability::Normal).unwrap();
+        let mut conn =
+            footfall::store::open_writer(&self.db, footfall::config::Durability::Normal).unwrap();
         footfall::cli::import_into(&mut conn, jsonl.as_bytes(), false).unwrap()
     }
 
@@ -153,7 +158,11 @@ impl TestApp {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A real `footfall` process on a temporary port.
@@ -212,7 +221,10 @@ impl ServerProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "footfall did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "footfall did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -2,3 +2,6 @@
 //! (in-process with `oneshot`, or a real process for signals and crashes) and the CLI.
 
 mod common;
+mod process;
+mod record;
+mod rollups;

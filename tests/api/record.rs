@@ -1,0 +1,307 @@
+//! API.md §1 (recording) and §4 (health, docs): every shape and error case, in-process.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::TestApp;
+
+async fn total_visits(app: &TestApp, url: &str) -> i64 {
+    let encoded: String = url.bytes().map(|b| format!("%{b:02X}")).collect();
+    let reply = app.get(&format!("/stats/{encoded}")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()["total_visits"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn post_visit_answers_the_original_shape_after_commit() {
+    let app = TestApp::new();
+    let reply = app
+        .visit(
+            "https://Example.com:443/a?x=1#top",
+            "203.0.113.5",
+            "TestAgent/1.0",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    assert_eq!(body["url"], "https://example.com/a?x=1");
+    assert_eq!(body["ip"], "203.0.113.5");
+    assert_eq!(body["user_agent"], "TestAgent/1.0");
+    assert_eq!(body["status"], "recorded");
+    let ts = body["timestamp"].as_str().unwrap();
+    assert_eq!(ts.len(), 19, "ISO with second precision: {ts}");
+    assert_eq!(&ts[10..11], "T");
+    // Committed before the answer: a fresh connection sees it.
+    assert_eq!(crate::common::stored_visits(&app.db), 1);
+    assert_eq!(total_visits(&app, "https://example.com/a?x=1").await, 1);
+    assert!(app.rollup_mismatches().is_empty());
+}
+
+#[tokio::test]
+async fn post_visit_accepts_text_plain_as_sent_by_send_beacon() {
+    let app = TestApp::new();
+    let reply = app
+        .post_raw(
+            "/visit",
+            "text/plain;charset=UTF-8",
+            r#"{"url":"https://a.com/beacon"}"#,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(total_visits(&app, "https://a.com/beacon").await, 1);
+}
+
+#[tokio::test]
+async fn post_visit_rejects_other_content_types_with_415() {
+    let app = TestApp::new();
+    for ct in [
+        "application/xml",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
+        let reply = app
+            .post_raw("/visit", ct, r#"{"url":"https://a.com/"}"#)
+            .await;
+        assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+        assert!(reply.detail().contains("Content-Type"));
+    }
+    assert_eq!(crate::common::stored_visits(&app.db), 0);
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_422_with_a_detail() {
+    let app = TestApp::new();
+    let cases: &[&[u8]] = &[
+        b"",
+        b"{",
+        b"{\"url\": 5}",
+        b"{\"nourl\": \"https://a.com\"}",
+        b"[1,2]",
+        b"\"https://a.com\"",
+        b"{\"url\": \"https://a.com/\xff\xfe\"}",
+        b"null",
+    ];
+    for body in cases {
+        let reply = app
+            .post_raw("/visit", "application/json", body.to_vec())
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{:?} -> {}",
+            String::from_utf8_lossy(body),
+            reply.text()
+        );
+        assert!(!reply.detail().is_empty());
+    }
+    assert_eq!(crate::common::stored_visits(&app.db), 0);
+}
+
+#[tokio::test]
+async fn invalid_urls_are_400_invalid_url_format_and_record_nothing() {
+    let app = TestApp::new();
+    for url in [
+        "not a url",
+        "ftp://a.com/",
+        "https://",
+        "javascript:alert(1)",
+        "https://a.com/\u{0}",
+        "'; DROP TABLE visits; --",
+    ] {
+        let reply = app.post_json("/visit", &json!({ "url": url })).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{url:?}");
+        assert_eq!(reply.detail(), "Invalid URL format");
+    }
+    let long = format!("https://a.com/{}", "x".repeat(2048));
+    let reply = app.post_json("/visit", &json!({ "url": long })).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(crate::common::stored_visits(&app.db), 0);
+}
+
+#[tokio::test]
+async fn extra_keys_are_ignored_and_a_bad_event_is_422() {
+    let app = TestApp::new();
+    let reply = app
+        .post_json(
+            "/visit",
+            &json!({"url": "https://a.com/", "referrer": "x", "n": 1}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = app
+        .post_json(
+            "/visit",
+            &json!({"url": "https://a.com/", "event": "Bad Event!"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(crate::common::stored_visits(&app.db), 1);
+}
+
+#[tokio::test]
+async fn user_agent_defaults_to_unknown_and_is_cut_to_512_bytes() {
+    let app = TestApp::new();
+    let reply = app
+        .post_raw("/visit", "application/json", r#"{"url":"https://a.com/"}"#)
+        .await;
+    assert_eq!(reply.json()["user_agent"], "unknown");
+    let long = "A".repeat(2000);
+    let reply = app.visit("https://a.com/", "1.2.3.4", &long).await;
+    assert_eq!(reply.json()["user_agent"].as_str().unwrap().len(), 512);
+}
+
+#[tokio::test]
+async fn legacy_get_records_and_omits_the_timestamp() {
+    let app = TestApp::new();
+    let reply = app.get("/?url=https%3A%2F%2Fa.com%2Flegacy").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    assert_eq!(body["url"], "https://a.com/legacy");
+    assert_eq!(body["status"], "recorded");
+    assert!(body.get("timestamp").is_none());
+    assert_eq!(total_visits(&app, "https://a.com/legacy").await, 1);
+
+    let reply = app.get("/").await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(reply.detail().contains("url"));
+    let reply = app.get("/?url=nope").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.detail(), "Invalid URL format");
+}
+
+#[tokio::test]
+async fn bulk_visits_records_every_item_in_one_answer() {
+    let app = TestApp::new();
+    let items: Vec<Value> = (0..100)
+        .map(|i| json!({"url": format!("https://a.com/{}", i % 7)}))
+        .collect();
+    let reply = app.post_json("/bulk-visits", &Value::Array(items)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"status": "recorded", "visits_recorded": 100, "visits_rejected": 0, "ip": "127.0.0.1"})
+    );
+    assert_eq!(crate::common::stored_visits(&app.db), 100);
+    assert!(app.rollup_mismatches().is_empty());
+}
+
+#[tokio::test]
+async fn bulk_over_100_items_records_nothing() {
+    let app = TestApp::new();
+    let items: Vec<Value> = (0..101).map(|_| json!({"url": "https://a.com/"})).collect();
+    let reply = app.post_json("/bulk-visits", &Value::Array(items)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.detail(), "Too many visits in bulk request (max 100)");
+    assert_eq!(crate::common::stored_visits(&app.db), 0);
+}
+
+#[tokio::test]
+async fn bulk_with_an_invalid_item_or_no_items_records_nothing() {
+    let app = TestApp::new();
+    let reply = app
+        .post_json(
+            "/bulk-visits",
+            &json!([{"url": "https://a.com/"}, {"url": "bad"}]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.detail(), "Invalid URL format");
+    let reply = app.post_json("/bulk-visits", &json!([])).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let reply = app
+        .post_json("/bulk-visits", &json!({"url": "https://a.com/"}))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(crate::common::stored_visits(&app.db), 0);
+}
+
+#[tokio::test]
+async fn bodies_over_one_mib_are_413() {
+    let app = TestApp::new();
+    let body = format!(
+        r#"{{"url":"https://a.com/","pad":"{}"}}"#,
+        "x".repeat(1024 * 1024)
+    );
+    let reply = app.post_raw("/visit", "application/json", body).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(!reply.detail().is_empty());
+    assert_eq!(crate::common::stored_visits(&app.db), 0);
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_answer_json() {
+    let app = TestApp::new();
+    let reply = app.get("/no/such/thing").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.detail(), "Not Found");
+    let reply = app
+        .send(Request::put("/visit").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.detail(), "Method Not Allowed");
+}
+
+#[tokio::test]
+async fn health_reports_the_database() {
+    let app = TestApp::new();
+    let reply = app.get("/health").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["database"], "connected");
+    assert_eq!(body["timestamp"].as_str().unwrap().len(), 19);
+}
+
+#[tokio::test]
+async fn openapi_documents_every_endpoint_and_docs_are_served_offline() {
+    let app = TestApp::new();
+    let reply = app.get("/openapi.json").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let doc = reply.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/visit",
+        "/",
+        "/bulk-visits",
+        "/summary",
+        "/stats/{url}",
+        "/stats",
+        "/all-visits",
+        "/import",
+        "/cleanup",
+        "/health",
+        "/metrics",
+        "/visit/{page_id}",
+        "/visits/{page_id}",
+        "/domains/{period}",
+        "/domains",
+    ] {
+        assert!(paths.contains_key(path), "{path} is not documented");
+    }
+    let docs = app.get("/docs/").await;
+    assert_eq!(docs.status, StatusCode::OK);
+    let html = docs.text();
+    assert!(
+        !html.contains("https://"),
+        "Swagger UI must not load from a CDN"
+    );
+    let init = app.get("/docs/swagger-initializer.js").await;
+    assert_eq!(init.status, StatusCode::OK);
+    assert!(init.text().contains("/openapi.json"));
+    assert!(
+        init.text().contains(r#""validatorUrl": "none""#),
+        "{}",
+        init.text()
+    );
+    let bundle = app.get("/docs/swagger-ui-bundle.js").await;
+    assert_eq!(bundle.status, StatusCode::OK);
+    assert!(
+        bundle.body.len() > 100_000,
+        "Swagger UI is vendored in the binary"
+    );
+    let redoc = app.get("/redoc").await;
+    assert_eq!(redoc.status, StatusCode::OK);
+    assert!(redoc.text().contains("redoc"));
+}
