@@ -127,112 +127,196 @@ impl<'c> Names<'c> {
     }
 }
 
-/// Streams the matching visits to `sink` in `format`. `sink` returns `false` when the reader
-/// has gone, which stops the cursor. Returns the number of visits written.
-pub fn export(
-    conn: &Connection,
-    filter: &ExportFilter,
+/// One raw row of `visits`.
+struct Row {
+    id: i64,
+    page_id: i64,
+    ip: Vec<u8>,
+    agent_id: i64,
+    event_id: i64,
+}
+
+/// Renders rows into chunks in one format and hands full chunks to the sink.
+struct Renderer<'c, S> {
     format: ExportFormat,
-    mut sink: impl FnMut(Bytes) -> bool,
-) -> rusqlite::Result<u64> {
-    let mut pages = Names::new(conn, "SELECT url FROM pages WHERE id = ?1");
-    let mut agents = Names::new(conn, "SELECT ua FROM agents WHERE id = ?1");
-    let mut events = Names::new(conn, "SELECT name FROM events WHERE id = ?1");
-    let mut out = String::with_capacity(CHUNK_BYTES + 4096);
-    let new_csv = || csv::Writer::from_writer(Vec::with_capacity(CHUNK_BYTES + 4096));
-    let mut csv_out = new_csv();
-    match format {
-        ExportFormat::Json => out.push_str("{\"visits\":["),
-        ExportFormat::Csv => {
-            let _ = csv_out.write_record(["url", "ip", "user_agent", "timestamp"]);
-        }
-        ExportFormat::Jsonl => {}
-    }
-    let mut stmt = conn.prepare(
-        "SELECT id, page_id, ip, agent_id, event_id FROM visits
-         WHERE id >= ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4",
-    )?;
-    let mut rows = stmt.query(rusqlite::params![
-        filter.from_id,
-        filter.to_id,
-        filter.limit.unwrap_or(-1),
-        filter.offset
-    ])?;
-    let mut written = 0u64;
-    let mut ip_buf = String::new();
-    let mut ts_buf = String::new();
-    while let Some(row) = rows.next()? {
-        let id: i64 = row.get(0)?;
-        let ip = row.get_ref(2)?.as_blob().unwrap_or_default();
-        let event_id: i64 = row.get(4)?;
-        ip_buf.clear();
-        match ip_from_bytes(ip) {
+    pages: Names<'c>,
+    agents: Names<'c>,
+    events: Names<'c>,
+    out: String,
+    csv_out: csv::Writer<Vec<u8>>,
+    written: u64,
+    sink: S,
+    ip_buf: String,
+    ts_buf: String,
+}
+
+fn new_csv() -> csv::Writer<Vec<u8>> {
+    csv::Writer::from_writer(Vec::with_capacity(CHUNK_BYTES + 4096))
+}
+
+impl<S: FnMut(Bytes) -> bool> Renderer<'_, S> {
+    /// Renders one row; `false` when the reader has gone.
+    fn row(&mut self, row: &Row) -> rusqlite::Result<bool> {
+        use std::fmt::Write;
+        self.ip_buf.clear();
+        match ip_from_bytes(&row.ip) {
             Some(ip) => {
-                use std::fmt::Write;
-                let _ = write!(ip_buf, "{ip}");
+                let _ = write!(self.ip_buf, "{ip}");
             }
-            None => ip_buf.push_str("unknown"),
+            None => self.ip_buf.push_str("unknown"),
         }
-        ts_buf.clear();
-        write_space(&mut ts_buf, millis_of(id).div_euclid(1000));
-        let page = pages.get(row.get(1)?)?;
-        match format {
+        self.ts_buf.clear();
+        write_space(&mut self.ts_buf, millis_of(row.id).div_euclid(1000));
+        let page = self.pages.get(row.page_id)?;
+        let agent = self.agents.get(row.agent_id)?;
+        match self.format {
             ExportFormat::Csv => {
-                let agent = agents.get(row.get(3)?)?;
-                let _ = csv_out.write_record([&page.raw, &ip_buf, &agent.raw, &ts_buf]);
+                let _ =
+                    self.csv_out
+                        .write_record([&page.raw, &self.ip_buf, &agent.raw, &self.ts_buf]);
             }
             ExportFormat::Json | ExportFormat::Jsonl => {
-                if format == ExportFormat::Json && written > 0 {
+                let out = &mut self.out;
+                if self.format == ExportFormat::Json && self.written > 0 {
                     out.push(',');
                 }
                 out.push_str("{\"url\":");
                 out.push_str(&page.json);
                 out.push_str(",\"ip\":\"");
-                out.push_str(&ip_buf);
+                out.push_str(&self.ip_buf);
                 out.push_str("\",\"user_agent\":");
-                out.push_str(&agents.get(row.get(3)?)?.json);
+                out.push_str(&agent.json);
                 out.push_str(",\"timestamp\":\"");
-                out.push_str(&ts_buf);
+                out.push_str(&self.ts_buf);
                 out.push('"');
                 // The event goes out only when it is not the default, so the original's shape
                 // is kept and an export still imports back into the same breakdowns.
-                let event = events.get(event_id)?;
+                let event = self.events.get(row.event_id)?;
                 if event.raw != DEFAULT_EVENT {
                     out.push_str(",\"event\":");
                     out.push_str(&event.json);
                 }
                 out.push('}');
-                if format == ExportFormat::Jsonl {
+                if self.format == ExportFormat::Jsonl {
                     out.push('\n');
                 }
             }
         }
-        written += 1;
-        if out.len() >= CHUNK_BYTES {
-            if !sink(Bytes::from(std::mem::take(&mut out))) {
-                return Ok(written);
-            }
-            out.reserve(CHUNK_BYTES + 4096);
+        self.written += 1;
+        if self.out.len() >= CHUNK_BYTES && !(self.sink)(Bytes::from(std::mem::take(&mut self.out)))
+        {
+            return Ok(false);
         }
-        if csv_out.get_ref().len() >= CHUNK_BYTES {
-            let full = std::mem::replace(&mut csv_out, new_csv());
+        if self.csv_out.get_ref().len() >= CHUNK_BYTES {
+            let full = std::mem::replace(&mut self.csv_out, new_csv());
             let chunk = full.into_inner().map_err(|e| csv_failed(e.error()))?;
-            if !sink(Bytes::from(chunk)) {
-                return Ok(written);
+            if !(self.sink)(Bytes::from(chunk)) {
+                return Ok(false);
             }
         }
+        Ok(true)
     }
-    if format == ExportFormat::Json {
-        out.push_str(&format!("],\"total_count\":\"{written}\"}}"));
+
+    fn finish(mut self) -> rusqlite::Result<u64> {
+        if self.format == ExportFormat::Json {
+            let tail = format!("],\"total_count\":\"{}\"}}", self.written);
+            self.out.push_str(&tail);
+        }
+        let csv_tail = self
+            .csv_out
+            .into_inner()
+            .map_err(|e| csv_failed(e.error()))?;
+        if !csv_tail.is_empty() {
+            (self.sink)(Bytes::from(csv_tail));
+        }
+        if !self.out.is_empty() {
+            (self.sink)(Bytes::from(self.out));
+        }
+        Ok(self.written)
     }
-    let tail = csv_out.into_inner().map_err(|e| csv_failed(e.error()))?;
-    if !tail.is_empty() {
-        sink(Bytes::from(tail));
+}
+
+/// Streams the matching visits to `sink` in `format`. `sink` returns `false` when the reader
+/// has gone, which stops the cursor. Returns the number of visits written.
+///
+/// Order: newest second first; within one second, oldest first. Timestamps are written with
+/// second precision, so this order is invisible in the output — but it is the order in which
+/// an import hands out ids, so an export imported into an empty server exports identically.
+/// Rows of one second are held back until the second is complete: memory is bounded by the
+/// busiest second, not by the export.
+pub fn export(
+    conn: &Connection,
+    filter: &ExportFilter,
+    format: ExportFormat,
+    sink: impl FnMut(Bytes) -> bool,
+) -> rusqlite::Result<u64> {
+    let mut renderer = Renderer {
+        format,
+        pages: Names::new(conn, "SELECT url FROM pages WHERE id = ?1"),
+        agents: Names::new(conn, "SELECT ua FROM agents WHERE id = ?1"),
+        events: Names::new(conn, "SELECT name FROM events WHERE id = ?1"),
+        out: String::with_capacity(CHUNK_BYTES + 4096),
+        csv_out: new_csv(),
+        written: 0,
+        sink,
+        ip_buf: String::new(),
+        ts_buf: String::new(),
+    };
+    match format {
+        ExportFormat::Json => renderer.out.push_str("{\"visits\":["),
+        ExportFormat::Csv => {
+            let _ = renderer
+                .csv_out
+                .write_record(["url", "ip", "user_agent", "timestamp"]);
+        }
+        ExportFormat::Jsonl => {}
     }
-    if !out.is_empty() {
-        sink(Bytes::from(out));
+    let mut stmt = conn.prepare(
+        "SELECT id, page_id, ip, agent_id, event_id FROM visits
+         WHERE id >= ?1 AND id < ?2 ORDER BY id DESC",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![filter.from_id, filter.to_id])?;
+    let mut skip = filter.offset.max(0) as u64;
+    let mut left = filter.limit.map_or(u64::MAX, |l| l.max(0) as u64);
+    let mut group: Vec<Row> = Vec::new();
+    let second_of = |id: i64| millis_of(id).div_euclid(1000);
+    'read: loop {
+        let next = match rows.next()? {
+            Some(row) => Some(Row {
+                id: row.get(0)?,
+                page_id: row.get(1)?,
+                ip: row.get(2)?,
+                agent_id: row.get(3)?,
+                event_id: row.get(4)?,
+            }),
+            None => None,
+        };
+        let boundary = match (&next, group.last()) {
+            (Some(n), Some(last)) => second_of(n.id) != second_of(last.id),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if boundary {
+            for row in group.drain(..).rev() {
+                if left == 0 {
+                    break 'read;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                left -= 1;
+                if !renderer.row(&row)? {
+                    return Ok(renderer.written);
+                }
+            }
+        }
+        match next {
+            Some(row) => group.push(row),
+            None => break,
+        }
     }
-    Ok(written)
+    renderer.finish()
 }
 
 /// A CSV write into memory cannot fail for I/O reasons; map the impossible to an SQLite error so

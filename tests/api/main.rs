@@ -5,3 +5,4 @@ mod common;
 mod process;
 mod record;
 mod rollups;
+mod analytics;
