@@ -6,3 +6,4 @@ mod process;
 mod record;
 mod rollups;
 mod analytics;
+mod seeds;
