@@ -5,8 +5,8 @@
 -- Times are unix milliseconds (UTC). A visit's id is `millis << 20 | seq`, so the rowid order of
 -- `visits` is time order: exports, cleanup and "newest" need no time index, and the time of a
 -- visit costs no column. Buckets are whole units since the epoch: hour = millis / 3600000, etc.
--- Rollup tables are kept in step with `visits` by the writer in the same transaction; an
--- invariant test rebuilds each from the raw rows and compares.
+-- Rollup tables hold exactly the visits below the watermark `totals.rolled_up_to`, moved in the
+-- same transaction as the rollups; an invariant test rebuilds each from the raw rows and compares.
 
 -- Dimensions: each value stored once, referenced by id; rows are never deleted, so an id a
 -- process has cached stays right forever.
@@ -42,13 +42,18 @@ CREATE TABLE visits (
     event_id INTEGER NOT NULL
 );
 
--- Whole-database totals: one row.
+-- Whole-database totals: one row. `rolled_up_to` is the rollup watermark: every visit with an id
+-- below it is counted in every rollup table, every visit at or above it (the "tail", a few
+-- seconds of traffic at most) in none — queries add the tail from the raw rows. Recording
+-- commits only raw rows; the writer rolls the tail up in large batches, where random-key B-tree
+-- updates cost a fraction of what they cost one small commit at a time.
 CREATE TABLE totals (
-    id         INTEGER PRIMARY KEY CHECK (id = 1),
-    visits     INTEGER NOT NULL,
-    unique_ips INTEGER NOT NULL
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    visits       INTEGER NOT NULL,
+    unique_ips   INTEGER NOT NULL,
+    rolled_up_to INTEGER NOT NULL
 );
-INSERT INTO totals (id, visits, unique_ips) VALUES (1, 0, 0);
+INSERT INTO totals (id, visits, unique_ips, rolled_up_to) VALUES (1, 0, 0, 0);
 
 -- Per-page totals over all retained visits; a page with none has no row.
 CREATE TABLE page_totals (

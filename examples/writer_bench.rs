@@ -1,6 +1,7 @@
 //! Writer throughput without HTTP: batches of visits shaped like `../shared/bench/visit.lua`
-//! (20 sites × 1,000 pages, random client IPs, 4 agents) written through the same code as the
-//! server's writer thread, one transaction per batch.
+//! (20 sites × 1,000 pages, random client IPs, 4 agents) written like the server's writer
+//! thread does: one transaction of raw rows per batch, and the tail rolled up in its own
+//! transaction every `ROLL_UP_AT` visits.
 //!
 //! Run with: `cargo run --release --example writer_bench -- [VISITS] [BATCH]`
 use std::time::Instant;
@@ -8,6 +9,8 @@ use std::time::Instant;
 use footfall::config::Durability;
 use footfall::domain::{PageUrl, now_millis};
 use footfall::store::ingest::{Ingest, NewVisit};
+use footfall::store::rollups::RollupDelta;
+use footfall::store::writer::ROLL_UP_AT;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -43,7 +46,20 @@ fn main() -> anyhow::Result<()> {
                 )
             })
             .collect();
-        footfall::cli::write_batch(&mut conn, &mut ingest, &visits)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        ingest.begin(&tx)?;
+        let mut delta = RollupDelta::default();
+        for visit in &visits {
+            ingest.add_visit(&tx, &mut delta, visit)?;
+        }
+        delta.apply(&tx)?;
+        tx.commit()?;
+        if ingest.tail_len() >= ROLL_UP_AT {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            ingest.begin(&tx)?;
+            ingest.roll_up(&tx)?;
+            tx.commit()?;
+        }
         written += batch;
     }
     let secs = started.elapsed().as_secs_f64();

@@ -51,6 +51,8 @@ pub fn write_batch(
         ingest.add_visit(&tx, &mut delta, visit)?;
     }
     delta.apply(&tx)?;
+    // A batch this large is the bulk case rollups are built for: roll it up at once.
+    ingest.roll_up(&tx)?;
     tx.commit().inspect_err(|_| ingest.rolled_back())?;
     Ok(())
 }

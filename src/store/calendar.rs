@@ -1,11 +1,13 @@
 //! Calendar breakdowns (seed 001) and top sites per trailing period (seed 000), read from the
 //! per-site minute/hour/day rollups: a year's breakdown reads at most 366 day rows, a day's 24
-//! hour rows, an hour's 60 minute rows; never the raw visits.
+//! hour rows, an hour's 60 minute rows; never the raw visits (except the tail not yet rolled
+//! up, a few seconds of traffic: see `schema.sql`).
 
 use chrono::{Datelike, NaiveDate};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rollups::{ALL_SITES, DAY_MS, HOUR_MS, MINUTE_MS};
+use super::ingest::tail;
+use super::rollups::{ALL_SITES, DAY_MS, HOUR_MS, MINUTE_MS, millis_of};
 use crate::domain::UnixMillis;
 
 /// The period of a breakdown: a year, a month, a day or an hour (UTC).
@@ -97,9 +99,16 @@ pub fn breakdown(
             }
         };
     let mut out: Vec<(u32, i64)> = segments.iter().map(|&(label, _, _)| (label, 0)).collect();
+    let conn = &conn.unchecked_transaction()?;
     let (Some(site_id), Some(event_id)) = (site_id(conn, site)?, event_id(conn, event)?) else {
         return Ok(out);
     };
+    let bucket_ms = match column {
+        "day" => DAY_MS,
+        "hour" => HOUR_MS,
+        _ => MINUTE_MS,
+    };
+    let (_, tail) = tail(conn)?;
     let (from, to) = (segments[0].1, segments[segments.len() - 1].2);
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {column}, visits FROM {table}
@@ -116,6 +125,20 @@ pub fn breakdown(
             out[i].1 += n;
         }
     }
+    let tail_visits = tail
+        .iter()
+        .filter(|v| v.event_id == event_id && (site_id == ALL_SITES || v.site_id == site_id));
+    for v in tail_visits {
+        let bucket = millis_of(v.id).div_euclid(bucket_ms);
+        if let Some(i) = segments
+            .iter()
+            .position(|&(_, a, b)| (a..b).contains(&bucket))
+        {
+            out[i].1 += 1;
+        }
+    }
+    drop(rows);
+    drop(stmt);
     Ok(out)
 }
 
@@ -168,6 +191,8 @@ pub fn top_sites(
     minutes: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<(String, i64)>> {
+    let conn = &conn.unchecked_transaction()?;
+    let (_, tail) = tail(conn)?;
     let last = now.div_euclid(MINUTE_MS);
     let first = last - minutes;
     let first_full_hour = (first + 59).div_euclid(60);
@@ -209,6 +234,13 @@ pub fn top_sites(
                 total += minutes_between(first, last + 1)?;
             }
         }
+        total += tail
+            .iter()
+            .filter(|v| {
+                v.site_id == site_id
+                    && (first..=last).contains(&millis_of(v.id).div_euclid(MINUTE_MS))
+            })
+            .count() as i64;
         if total > 0 {
             totals.push((name, total));
         }

@@ -49,6 +49,10 @@ pub struct Ingest {
     events: HashMap<String, i64>,
     /// The highest visit id stored; `None` until read from the file.
     last_id: Option<i64>,
+    /// The rollup watermark (`totals.rolled_up_to`); `None` until read from the file.
+    watermark: Option<i64>,
+    /// Visits this connection added to the tail since it last rolled up.
+    tail: usize,
     /// `PRAGMA data_version` when `last_id` was read: another connection's commit changes it.
     data_version: i64,
 }
@@ -65,6 +69,7 @@ impl Ingest {
         if version != self.data_version {
             self.data_version = version;
             self.last_id = None;
+            self.watermark = None;
         }
         Ok(())
     }
@@ -80,8 +85,10 @@ impl Ingest {
         *self = Self::default();
     }
 
-    /// Stores one visit inside the caller's transaction and counts it into `delta`. Returns the
-    /// visit's id.
+    /// Stores one visit inside the caller's transaction. A visit at or above the rollup
+    /// watermark (any visit recorded now) joins the tail, rolled up later in bulk by
+    /// [`roll_up_tail`]; an older one (imports, a clock step back) is counted into `delta` at
+    /// once, since the watermark says the rollups already cover its time. Returns its id.
     pub fn add_visit(
         &mut self,
         conn: &Connection,
@@ -93,46 +100,41 @@ impl Ingest {
         let event_id = self.event_id(conn, &visit.event)?;
         let ip = ip_to_bytes(visit.ip);
         let id = self.insert_visit(conn, visit.at, page_id, &ip, agent_id, event_id)?;
-
-        // A new (page, IP) pair or IP raises the distinct counts; a known one moves its last id.
-        let new_pair = conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO page_ips (page_id, ip, last_id) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![page_id, ip, id])?;
-        if new_pair == 1 {
-            delta.count_page_ip(page_id, 1);
+        let stored = StoredVisit {
+            id,
+            page_id,
+            site_id,
+            agent_id,
+            event_id,
+            ip,
+        };
+        if id < self.watermark(conn)? {
+            roll_up_visit(conn, delta, &stored)?;
         } else {
-            conn.prepare_cached(
-                "UPDATE page_ips SET last_id = ?3 WHERE page_id = ?1 AND ip = ?2 AND last_id < ?3",
-            )?
-            .execute(params![page_id, ip, id])?;
+            self.tail += 1;
         }
-        let new_ip = conn
-            .prepare_cached("INSERT OR IGNORE INTO ips (ip, last_id) VALUES (?1, ?2)")?
-            .execute(params![ip, id])?;
-        if new_ip == 1 {
-            delta.count_ips(1);
-        } else {
-            conn.prepare_cached("UPDATE ips SET last_id = ?2 WHERE ip = ?1 AND last_id < ?2")?
-                .execute(params![ip, id])?;
-        }
-        conn.prepare_cached(
-            "INSERT INTO page_recent (page_id, id, ip, agent_id) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![page_id, id, ip, agent_id])?;
-        delta.touch_recent(page_id);
-        delta.count_visit(
-            &VisitKey {
-                page_id,
-                site_id,
-                agent_id,
-                event_id,
-                millis: millis_of(id),
-            },
-            1,
-        );
         Ok(id)
+    }
+
+    /// The rollup watermark, read once per transaction that needs it.
+    fn watermark(&mut self, conn: &Connection) -> rusqlite::Result<i64> {
+        match self.watermark {
+            Some(w) => Ok(w),
+            None => Ok(*self.watermark.insert(read_watermark(conn)?)),
+        }
+    }
+
+    /// Visits added to the tail since the last [`Self::roll_up`] (by this connection).
+    pub fn tail_len(&self) -> usize {
+        self.tail
+    }
+
+    /// Rolls up the whole tail inside the caller's transaction; returns the visits rolled up.
+    pub fn roll_up(&mut self, conn: &Connection) -> rusqlite::Result<u64> {
+        let (rolled, watermark) = roll_up_tail(conn)?;
+        self.watermark = Some(watermark);
+        self.tail = 0;
+        Ok(rolled)
     }
 
     /// Adds pre-counted clicks of a site (`POST /domains`) to `site_clicks` and the site rollups.
@@ -270,6 +272,135 @@ fn cache<V>(map: &mut HashMap<String, V>, key: &str, value: V) {
         map.clear();
     }
     map.insert(key.to_owned(), value);
+}
+
+/// A visit as stored, in dimension ids: what the rollups are computed from.
+#[derive(Debug, Clone)]
+pub struct StoredVisit {
+    pub id: i64,
+    pub page_id: i64,
+    pub site_id: i64,
+    pub agent_id: i64,
+    pub event_id: i64,
+    pub ip: Vec<u8>,
+}
+
+/// Counts one stored visit into the rollups: the distinct-IP tables and the newest-visits table
+/// directly, the counters through `delta` (applied once per transaction).
+pub fn roll_up_visit(
+    conn: &Connection,
+    delta: &mut RollupDelta,
+    v: &StoredVisit,
+) -> rusqlite::Result<()> {
+    // A new (page, IP) pair or IP raises the distinct counts; a known one moves its last id.
+    let new_pair = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO page_ips (page_id, ip, last_id) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![v.page_id, v.ip, v.id])?;
+    if new_pair == 1 {
+        delta.count_page_ip(v.page_id, 1);
+    } else {
+        conn.prepare_cached(
+            "UPDATE page_ips SET last_id = ?3 WHERE page_id = ?1 AND ip = ?2 AND last_id < ?3",
+        )?
+        .execute(params![v.page_id, v.ip, v.id])?;
+    }
+    let new_ip = conn
+        .prepare_cached("INSERT OR IGNORE INTO ips (ip, last_id) VALUES (?1, ?2)")?
+        .execute(params![v.ip, v.id])?;
+    if new_ip == 1 {
+        delta.count_ips(1);
+    } else {
+        conn.prepare_cached("UPDATE ips SET last_id = ?2 WHERE ip = ?1 AND last_id < ?2")?
+            .execute(params![v.ip, v.id])?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO page_recent (page_id, id, ip, agent_id) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![v.page_id, v.id, v.ip, v.agent_id])?;
+    delta.touch_recent(v.page_id);
+    delta.count_visit(
+        &VisitKey {
+            page_id: v.page_id,
+            site_id: v.site_id,
+            agent_id: v.agent_id,
+            event_id: v.event_id,
+            millis: millis_of(v.id),
+        },
+        1,
+    );
+    Ok(())
+}
+
+/// `totals.rolled_up_to`: visits below it are in the rollups, the others are the tail.
+pub fn read_watermark(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT rolled_up_to FROM totals WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+}
+
+/// The watermark and the tail: every visit not yet in the rollups, oldest first. Bounded by the
+/// writer's roll-up policy (a few seconds of traffic, at most ~20,000 visits).
+pub fn tail(conn: &Connection) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
+    let watermark = read_watermark(conn)?;
+    let visits = conn
+        .prepare_cached(
+            "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.ip
+             FROM visits v JOIN pages p ON p.id = v.page_id
+             WHERE v.id >= ?1 ORDER BY v.id",
+        )?
+        .query_map([watermark], |r| {
+            Ok(StoredVisit {
+                id: r.get(0)?,
+                page_id: r.get(1)?,
+                site_id: r.get(2)?,
+                agent_id: r.get(3)?,
+                event_id: r.get(4)?,
+                ip: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((watermark, visits))
+}
+
+/// Visits rolled up per step of [`roll_up_tail`]: bounds its memory, not its atomicity.
+const ROLL_UP_CHUNK: i64 = 50_000;
+
+/// Counts every tail visit into the rollups and moves the watermark past them, inside the
+/// caller's transaction. Returns (visits rolled up, new watermark).
+pub fn roll_up_tail(conn: &Connection) -> rusqlite::Result<(u64, i64)> {
+    let mut watermark = read_watermark(conn)?;
+    let mut rolled = 0u64;
+    let mut select = conn.prepare_cached(
+        "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.ip
+         FROM visits v JOIN pages p ON p.id = v.page_id
+         WHERE v.id >= ?1 ORDER BY v.id LIMIT ?2",
+    )?;
+    loop {
+        let chunk: Vec<StoredVisit> = select
+            .query_map(params![watermark, ROLL_UP_CHUNK], |r| {
+                Ok(StoredVisit {
+                    id: r.get(0)?,
+                    page_id: r.get(1)?,
+                    site_id: r.get(2)?,
+                    agent_id: r.get(3)?,
+                    event_id: r.get(4)?,
+                    ip: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(last) = chunk.last() else { break };
+        watermark = last.id + 1;
+        let mut delta = RollupDelta::default();
+        for visit in &chunk {
+            roll_up_visit(conn, &mut delta, visit)?;
+        }
+        delta.apply(conn)?;
+        rolled += chunk.len() as u64;
+    }
+    conn.prepare_cached("UPDATE totals SET rolled_up_to = ?1 WHERE id = 1")?
+        .execute([watermark])?;
+    Ok((rolled, watermark))
 }
 
 /// Increments a per-page counter (seed 004) and returns its new value.

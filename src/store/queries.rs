@@ -4,6 +4,10 @@
 //! Windows are exact to the millisecond: whole hours inside the window come from the hourly
 //! rollups, and the one partial hour at the window's start is counted from the raw rows of
 //! that hour alone (a rowid range: visit ids are time-ordered).
+//!
+//! Every answer is read in one transaction (one snapshot) and adds the *tail* — the visits above
+//! the rollup watermark, not yet rolled up (see `schema.sql`) — from the raw rows: bounded by
+//! the writer to a few seconds of traffic.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::ingest::{StoredVisit, tail};
 use super::rollups::{HOUR_MS, id_at, millis_of};
 use crate::domain::{UnixMillis, format_iso, format_space, ip_from_bytes};
 
@@ -128,6 +133,35 @@ impl Window {
     }
 }
 
+/// What the tail adds to one page.
+#[derive(Default)]
+struct PageTail<'t> {
+    visits: i64,
+    /// Distinct IPs of the page's tail visits that the rollups do not know for this page.
+    new_ips: i64,
+    /// The page's tail visits, oldest first.
+    rows: Vec<&'t StoredVisit>,
+}
+
+/// Groups the tail by page and counts the (page, IP) pairs the rollups have not seen.
+fn tail_by_page<'t>(
+    conn: &Connection,
+    tail: &'t [StoredVisit],
+) -> rusqlite::Result<HashMap<i64, PageTail<'t>>> {
+    let mut pages: HashMap<i64, PageTail> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut known = conn.prepare_cached("SELECT 1 FROM page_ips WHERE page_id = ?1 AND ip = ?2")?;
+    for v in tail {
+        let page = pages.entry(v.page_id).or_default();
+        page.visits += 1;
+        page.rows.push(v);
+        if seen.insert((v.page_id, v.ip.as_slice())) && !known.exists(params![v.page_id, v.ip])? {
+            page.new_ips += 1;
+        }
+    }
+    Ok(pages)
+}
+
 fn hour_key(hour: i64) -> String {
     format_space(hour * HOUR_MS)
 }
@@ -192,27 +226,60 @@ pub fn summary(
     hours: i64,
     limit: Option<i64>,
 ) -> rusqlite::Result<SummaryResponse> {
+    let conn = &conn.unchecked_transaction()?;
+    let (watermark, tail) = tail(conn)?;
+    let tail_pages = tail_by_page(conn, &tail)?;
     let window = Window::new(now - hours * HOUR_MS);
+
+    // Candidates: the top pages by rolled-up totals, plus every page the tail touches (only
+    // those can overtake them). Then the final totals decide.
     let mut pages: Vec<(i64, String, PageSummary)> = Vec::new();
     let mut index: HashMap<i64, usize> = HashMap::new();
     {
-        let mut stmt = conn.prepare_cached(
+        let mut top = conn.prepare_cached(
             "SELECT t.page_id, p.url, t.visits, t.unique_ips
              FROM page_totals t JOIN pages p ON p.id = t.page_id
              ORDER BY t.visits DESC, p.url LIMIT ?1",
         )?;
-        let mut rows = stmt.query([limit.unwrap_or(-1)])?;
-        while let Some(row) = rows.next()? {
+        let mut one = conn.prepare_cached(
+            "SELECT p.id, p.url, coalesce(t.visits, 0), coalesce(t.unique_ips, 0)
+             FROM pages p LEFT JOIN page_totals t ON t.page_id = p.id WHERE p.id = ?1",
+        )?;
+        let mut add = |row: &rusqlite::Row| -> rusqlite::Result<()> {
             let page_id: i64 = row.get(0)?;
-            index.insert(page_id, pages.len());
+            if index.contains_key(&page_id) {
+                return Ok(());
+            }
+            let extra = tail_pages.get(&page_id);
             let summary = PageSummary {
-                total_visits: row.get(2)?,
-                unique_ips: row.get(3)?,
+                total_visits: row.get::<_, i64>(2)? + extra.map_or(0, |t| t.visits),
+                unique_ips: row.get::<_, i64>(3)? + extra.map_or(0, |t| t.new_ips),
                 ..PageSummary::default()
             };
+            index.insert(page_id, pages.len());
             pages.push((page_id, row.get(1)?, summary));
+            Ok(())
+        };
+        let mut rows = top.query([limit.unwrap_or(-1)])?;
+        while let Some(row) = rows.next()? {
+            add(row)?;
+        }
+        for page_id in tail_pages.keys() {
+            let mut rows = one.query([page_id])?;
+            if let Some(row) = rows.next()? {
+                add(row)?;
+            }
         }
     }
+    pages.sort_by(|a, b| {
+        b.2.total_visits
+            .cmp(&a.2.total_visits)
+            .then_with(|| a.1.cmp(&b.1))
+    });
+    if let Some(limit) = limit {
+        pages.truncate(limit.max(0) as usize);
+    }
+    index = pages.iter().enumerate().map(|(i, p)| (p.0, i)).collect();
 
     // (page index) -> hour -> visits, and (page index) -> agent id -> visits.
     let mut hours_of: Vec<BTreeMap<i64, i64>> = vec![BTreeMap::new(); pages.len()];
@@ -234,7 +301,7 @@ pub fn summary(
     if let Some((hour, from, to)) = window.partial {
         let mut stmt =
             conn.prepare_cached("SELECT page_id, agent_id FROM visits WHERE id >= ?1 AND id < ?2")?;
-        let mut rows = stmt.query([from, to])?;
+        let mut rows = stmt.query([from, to.min(watermark)])?;
         while let Some(row) = rows.next()? {
             let Some(&i) = index.get(&row.get::<_, i64>(0)?) else {
                 continue;
@@ -243,8 +310,29 @@ pub fn summary(
             *agents_of[i].entry(row.get(1)?).or_default() += 1;
         }
     }
+    for v in tail.iter().filter(|v| v.id >= window.start_id) {
+        if let Some(&i) = index.get(&v.page_id) {
+            *hours_of[i]
+                .entry(millis_of(v.id).div_euclid(HOUR_MS))
+                .or_default() += 1;
+            *agents_of[i].entry(v.agent_id).or_default() += 1;
+        }
+    }
 
     let mut agents = AgentNames::new(conn);
+    // Newest first: the tail is newer than anything rolled up.
+    for v in tail.iter().rev().filter(|v| v.id >= window.start_id) {
+        if let Some(&i) = index.get(&v.page_id) {
+            let recent = &mut pages[i].2.recent_visits;
+            if recent.len() < SUMMARY_RECENT {
+                recent.push(RecentVisit {
+                    ip: ip_text(&v.ip),
+                    user_agent: agents.get(v.agent_id)?,
+                    timestamp: format_iso(millis_of(v.id)),
+                });
+            }
+        }
+    }
     {
         let mut stmt = conn.prepare_cached(
             "SELECT page_id, id, ip, agent_id FROM page_recent WHERE id >= ?1
@@ -281,7 +369,7 @@ pub fn summary(
     }
     Ok(SummaryResponse {
         data,
-        total_entries: totals(conn)?.0,
+        total_entries: totals(conn)?.0 + tail.len() as i64,
         date_range: date_range(conn)?,
     })
 }
@@ -307,6 +395,10 @@ pub fn url_stats(
     let Some(page_id) = page_id else {
         return Ok(response);
     };
+    let conn = &conn.unchecked_transaction()?;
+    let (watermark, tail) = tail(conn)?;
+    let tail_pages = tail_by_page(conn, &tail)?;
+    let page_tail = tail_pages.get(&page_id);
     if let Some((visits, unique)) = conn
         .prepare_cached("SELECT visits, unique_ips FROM page_totals WHERE page_id = ?1")?
         .query_row([page_id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -315,13 +407,15 @@ pub fn url_stats(
         response.total_visits = visits;
         response.unique_ips = unique;
     }
+    response.total_visits += page_tail.map_or(0, |t| t.visits);
+    response.unique_ips += page_tail.map_or(0, |t| t.new_ips);
     let window = Window::new(now - hours * HOUR_MS);
     if let Some((hour, from, to)) = window.partial {
         let n: i64 = conn
             .prepare_cached(
                 "SELECT count(*) FROM visits WHERE id >= ?1 AND id < ?2 AND page_id = ?3",
             )?
-            .query_row(params![from, to, page_id], |r| r.get(0))?;
+            .query_row(params![from, to.min(watermark), page_id], |r| r.get(0))?;
         if n > 0 {
             response.hourly_visits.insert(hour_key(hour), n);
         }
@@ -337,12 +431,33 @@ pub fn url_stats(
                 .insert(hour_key(row.get(0)?), row.get(1)?);
         }
     }
+    let tail_rows = page_tail.map_or(&[][..], |t| t.rows.as_slice());
+    for v in tail_rows.iter().filter(|v| v.id >= window.start_id) {
+        *response
+            .hourly_visits
+            .entry(hour_key(millis_of(v.id).div_euclid(HOUR_MS)))
+            .or_default() += 1;
+    }
     let mut agents = AgentNames::new(conn);
+    // Newest first: the tail is newer than anything rolled up.
+    for v in tail_rows
+        .iter()
+        .rev()
+        .filter(|v| v.id >= window.start_id)
+        .take(STATS_RECENT)
+    {
+        response.recent_visits.push(RecentVisit {
+            ip: ip_text(&v.ip),
+            user_agent: agents.get(v.agent_id)?,
+            timestamp: format_iso(millis_of(v.id)),
+        });
+    }
     let mut stmt = conn.prepare_cached(
         "SELECT id, ip, agent_id FROM page_recent WHERE page_id = ?1 AND id >= ?2
          ORDER BY id DESC LIMIT ?3",
     )?;
-    let mut rows = stmt.query(params![page_id, window.start_id, STATS_RECENT as i64])?;
+    let room = STATS_RECENT - response.recent_visits.len();
+    let mut rows = stmt.query(params![page_id, window.start_id, room as i64])?;
     while let Some(row) = rows.next()? {
         response.recent_visits.push(RecentVisit {
             ip: ip_text(&row.get::<_, Vec<u8>>(1)?),
@@ -350,23 +465,59 @@ pub fn url_stats(
             timestamp: format_iso(millis_of(row.get(0)?)),
         });
     }
+    drop(rows);
+    drop(stmt);
     Ok(response)
 }
 
 /// `GET /stats`: whole-database figures.
 pub fn site_stats(conn: &Connection) -> rusqlite::Result<SiteStatsResponse> {
-    let (total_visits, unique_visitors) = totals(conn)?;
-    let mut popular_pages = serde_json::Map::new();
+    let conn = &conn.unchecked_transaction()?;
+    let (_, tail) = tail(conn)?;
+    let (mut total_visits, mut unique_visitors) = totals(conn)?;
+    total_visits += tail.len() as i64;
+    {
+        let mut known = conn.prepare_cached("SELECT 1 FROM ips WHERE ip = ?1")?;
+        let mut seen = std::collections::HashSet::new();
+        for v in &tail {
+            if seen.insert(v.ip.as_slice()) && !known.exists([&v.ip])? {
+                unique_visitors += 1;
+            }
+        }
+    }
+    // The top pages by rolled-up totals plus the pages the tail touches: only those can be in
+    // the final top list.
+    let mut candidates: HashMap<i64, (String, i64)> = HashMap::new();
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT p.url, t.visits FROM page_totals t JOIN pages p ON p.id = t.page_id
+            "SELECT t.page_id, p.url, t.visits FROM page_totals t JOIN pages p ON p.id = t.page_id
              ORDER BY t.visits DESC, p.url LIMIT ?1",
         )?;
         let mut rows = stmt.query([POPULAR_PAGES])?;
         while let Some(row) = rows.next()? {
-            popular_pages.insert(row.get(0)?, row.get::<_, i64>(1)?.into());
+            candidates.insert(row.get(0)?, (row.get(1)?, row.get(2)?));
+        }
+        let mut one = conn.prepare_cached(
+            "SELECT p.url, coalesce(t.visits, 0) FROM pages p
+             LEFT JOIN page_totals t ON t.page_id = p.id WHERE p.id = ?1",
+        )?;
+        for v in &tail {
+            let page = match candidates.entry(v.page_id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(one.query_row([v.page_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
+                }
+            };
+            page.1 += 1;
         }
     }
+    let mut popular: Vec<(String, i64)> = candidates.into_values().collect();
+    popular.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    popular.truncate(POPULAR_PAGES as usize);
+    let popular_pages = popular
+        .into_iter()
+        .map(|(url, n)| (url, n.into()))
+        .collect();
     let mut recent_visits = Vec::new();
     let mut stmt = conn.prepare_cached(
         "SELECT v.id, p.url, v.ip FROM visits v JOIN pages p ON p.id = v.page_id

@@ -7,12 +7,18 @@
 //! no added latency at low load. A full queue is refused at once ([`ApiError::Overloaded`], a
 //! `503`), so memory stays bounded. [`WriterHandle::shutdown`] makes the thread commit what is
 //! queued and exit.
+//!
+//! Recording commits the raw rows; their rollups follow in bulk (see `schema.sql` on the
+//! watermark): the writer rolls the tail up when it reaches [`ROLL_UP_AT`] visits or when no
+//! write has arrived for [`ROLL_UP_IDLE`]. Queries add the tail themselves, so answers are exact
+//! at every moment; only the cost of keeping rollups moves off the request path.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
@@ -57,6 +63,11 @@ pub enum WriteOutcome {
     ClicksAdded,
     Cleaned { deleted: u64 },
 }
+
+/// Tail length at which the writer rolls up even under load: bounds the raw rows a query adds.
+pub const ROLL_UP_AT: usize = 20_000;
+/// Quiet time after which the writer rolls up whatever tail there is.
+pub const ROLL_UP_IDLE: Duration = Duration::from_millis(25);
 
 struct Job {
     op: WriteOp,
@@ -164,9 +175,19 @@ impl Writer {
     fn run(mut self, receiver: Receiver<Message>) {
         let mut stopping = false;
         loop {
-            // Block for the first op; once stopping, only take what is already queued.
+            // Block for the first op; once stopping, only take what is already queued. With a
+            // tail to roll up, wait only a moment: a quiet writer is a writer with time to spare.
             let first = if stopping {
                 receiver.try_recv().ok()
+            } else if self.ingest.tail_len() > 0 {
+                match receiver.recv_timeout(ROLL_UP_IDLE) {
+                    Ok(message) => Some(message),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.roll_up();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => None,
+                }
             } else {
                 receiver.recv().ok()
             };
@@ -192,14 +213,40 @@ impl Writer {
             if !jobs.is_empty() {
                 self.commit_batch(jobs, weight);
             }
+            if self.ingest.tail_len() >= ROLL_UP_AT {
+                self.roll_up();
+            }
         }
+        self.roll_up();
         tracing::info!("writer stopped: every queued write is committed");
+    }
+
+    /// Rolls the tail up in its own transaction. A failure only delays it: the raw rows are
+    /// committed and queries count the tail from them.
+    fn roll_up(&mut self) {
+        if self.ingest.tail_len() == 0 {
+            return;
+        }
+        let started = Instant::now();
+        match self.write(&[], true) {
+            Ok(_) => {
+                metrics::histogram!("footfall_roll_up_seconds")
+                    .record(started.elapsed().as_secs_f64());
+            }
+            Err(err) => {
+                self.ingest.rolled_back();
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "rolling up the tail failed; will retry"
+                );
+            }
+        }
     }
 
     /// Writes `jobs` in one transaction and answers each: all committed, or all failed.
     fn commit_batch(&mut self, jobs: Vec<Job>, weight: usize) {
         let started = Instant::now();
-        match self.write(&jobs) {
+        match self.write(&jobs, false) {
             Ok(outcomes) => {
                 metrics::histogram!("footfall_batch_visits").record(weight as f64);
                 metrics::histogram!("footfall_commit_seconds")
@@ -232,7 +279,9 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<WriteOutcome>> {
+    /// One transaction: `jobs`, then (if `roll_up`) the tail's rollups. Commits, then updates
+    /// the counter cache; the outcomes are those of `jobs`.
+    fn write(&mut self, jobs: &[Job], roll_up: bool) -> rusqlite::Result<Vec<WriteOutcome>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -261,8 +310,9 @@ impl Writer {
                     WriteOutcome::ClicksAdded
                 }
                 WriteOp::Cleanup { cutoff } => {
-                    // Rollup deltas of earlier ops in this batch must land before cleanup reads.
+                    // Cleanup inverts rollups: everything before it must be in them.
                     delta.apply(&tx)?;
+                    self.ingest.roll_up(&tx)?;
                     let deleted = rollups::cleanup(&tx, *cutoff)?;
                     WriteOutcome::Cleaned { deleted }
                 }
@@ -270,6 +320,9 @@ impl Writer {
             outcomes.push(outcome);
         }
         delta.apply(&tx)?;
+        if roll_up {
+            self.ingest.roll_up(&tx)?;
+        }
         tx.commit()?;
         let (ingest, conn) = (&self.ingest, &self.conn);
         self.counters.after_commit(version_before, &counts, || {
