@@ -50,7 +50,8 @@ pub struct PageSummary {
     pub by_hour: BTreeMap<String, i64>,
     /// Visits per user agent in the window, most frequent first.
     #[schema(value_type = HashMap<String, i64>, example = json!({"Mozilla/5.0...": 30}))]
-    pub user_agents: serde_json::Map<String, serde_json::Value>,
+    #[serde(serialize_with = "as_map")]
+    pub user_agents: Vec<(String, i64)>,
     /// The newest visits of the page in the window (at most 10), newest first.
     pub recent_visits: Vec<RecentVisit>,
 }
@@ -67,7 +68,8 @@ pub struct DateRange {
 pub struct SummaryResponse {
     /// Per page URL, ordered by total visits (most first).
     #[schema(value_type = HashMap<String, PageSummary>)]
-    pub data: serde_json::Map<String, serde_json::Value>,
+    #[serde(serialize_with = "as_map")]
+    pub data: Vec<(String, PageSummary)>,
     /// All retained visits.
     pub total_entries: i64,
     /// Oldest and newest retained visit; `null` when there is none.
@@ -160,6 +162,15 @@ fn tail_by_page<'t>(
         }
     }
     Ok(pages)
+}
+
+/// Serializes ordered pairs as a JSON object, keeping their order (and without building an
+/// intermediate `serde_json::Value`: a year-long `/summary` is tens of megabytes).
+fn as_map<K: Serialize, V: Serialize, S: serde::Serializer>(
+    pairs: &[(K, V)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }
 
 fn hour_key(hour: i64) -> String {
@@ -354,7 +365,7 @@ pub fn summary(
         }
     }
 
-    let mut data = serde_json::Map::with_capacity(pages.len());
+    let mut data = Vec::with_capacity(pages.len());
     for (i, (_, url, mut summary)) in pages.into_iter().enumerate() {
         summary.by_hour = std::mem::take(&mut hours_of[i])
             .into_iter()
@@ -363,9 +374,9 @@ pub fn summary(
         let mut by_agent: Vec<(i64, i64)> = agents_of[i].drain().collect();
         by_agent.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         for (agent, n) in by_agent {
-            summary.user_agents.insert(agents.get(agent)?, n.into());
+            summary.user_agents.push((agents.get(agent)?, n));
         }
-        data.insert(url, serde_json::to_value(summary).unwrap_or_default());
+        data.push((url, summary));
     }
     Ok(SummaryResponse {
         data,
