@@ -53,6 +53,7 @@ impl Modify for BearerAuth {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(super::calendar::CalendarDoc::openapi());
+    doc.merge(super::web::WebDoc::openapi());
     doc
 }
 

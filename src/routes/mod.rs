@@ -9,6 +9,7 @@ pub mod calendar;
 pub mod docs;
 pub mod ops;
 pub mod record;
+pub mod web;
 
 use std::time::Duration;
 
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(calendar::router())
         .merge(ops::router())
         .merge(docs::router())
+        .merge(web::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Each `.layer()` wraps everything above it: the last one sees a request first.

@@ -7,3 +7,5 @@ mod record;
 mod rollups;
 mod analytics;
 mod seeds;
+mod web;
+mod browser;

@@ -1,0 +1,517 @@
+// Real-browser tests of footfall's tracker script, pixel and dashboard: they start real
+// footfall processes on temporary databases, drive Chromium through playwright-core, and
+// assert what a user sees on the page and what the server counted afterwards.
+//
+// Run with: node tests/browser/run.mjs        (after scripts/browser-setup.sh and a cargo build)
+// Environment: FOOTFALL_BIN     the footfall binary (default: the newer of target/release and
+//                               target/debug)
+//              CHROMIUM         the browser (default /usr/bin/chromium)
+//              FOOTFALL_SCREENSHOT  where the 1280×900 dashboard screenshot goes
+//                               (default docs/dashboard.png; the cargo wrapper sets a temp path)
+// Prints one line per test and a last line "N passed, M failed"; exits 1 on any failure.
+
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+// The newer of the release and debug builds, so a stale one is not tested by mistake.
+const BIN =
+  process.env.FOOTFALL_BIN ||
+  ['target/release/footfall', 'target/debug/footfall']
+    .map((p) => join(ROOT, p))
+    .filter(existsSync)
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SCREENSHOT = process.env.FOOTFALL_SCREENSHOT || join(ROOT, 'docs/dashboard.png');
+const HOUR = 3600_000;
+// A hung browser or server must fail the run, not stall CI.
+const WATCHDOG_MS = 180_000;
+
+// ---------------------------------------------------------------- tiny runner
+
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+
+const cleanups = [];
+const onCleanup = (fn) => cleanups.push(fn);
+
+async function runAll() {
+  let passed = 0;
+  let failed = 0;
+  for (const { name, fn } of tests) {
+    const started = Date.now();
+    try {
+      await fn();
+      passed++;
+      console.log(`ok   ${name} (${Date.now() - started} ms)`);
+    } catch (err) {
+      failed++;
+      console.log(`FAIL ${name}\n${indent(err && err.stack ? err.stack : String(err))}`);
+      for (const server of servers) console.log(`  footfall log (${server.base}):\n${indent(server.log().slice(-3000))}`);
+    }
+  }
+  return { passed, failed };
+}
+
+const indent = (text) => String(text).replace(/^/gm, '    ');
+
+// ---------------------------------------------------------------- helpers
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` until it returns a truthy value; throws with `what` after `timeoutMs`. */
+async function eventually(what, check, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+      last = value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${last})`);
+    await sleep(100);
+  }
+}
+
+function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolvePort(port));
+    });
+  });
+}
+
+const servers = [];
+
+/** Starts `footfall serve` on `db` and waits until /health answers. */
+async function startFootfall(db) {
+  const port = await freePort();
+  const child = spawn(BIN, ['serve', '--bind', `127.0.0.1:${port}`, '--db', db], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout.on('data', (d) => (log += d));
+  child.stderr.on('data', (d) => (log += d));
+  const exited = new Promise((r) => child.once('exit', r));
+  const server = { base: `http://127.0.0.1:${port}`, child, log: () => log };
+  servers.push(server);
+  onCleanup(async () => {
+    child.kill('SIGTERM');
+    await Promise.race([exited, sleep(5000)]);
+  });
+  await eventually(`footfall on port ${port}`, async () => {
+    if (child.exitCode !== null) throw new Error(`footfall exited with ${child.exitCode}: ${log}`);
+    return (await fetch(`${server.base}/health`)).ok;
+  }, 20_000);
+  return server;
+}
+
+async function getJson(url) {
+  const res = await fetch(url);
+  assert.equal(res.status, 200, `GET ${url}: ${res.status} ${await res.clone().text()}`);
+  return res.json();
+}
+
+/** `/stats/{url}` total of one page, asked the way API.md §2 recommends (percent-encoded). */
+async function pageTotal(base, url) {
+  return (await getJson(`${base}/stats/${encodeURIComponent(url)}`)).total_visits;
+}
+
+function waitForVisits(base, url, expected) {
+  return eventually(`${expected} visit(s) of ${url}`, async () => (await pageTotal(base, url)) === expected);
+}
+
+const isoSeconds = (ms) => new Date(ms).toISOString().slice(0, 19);
+
+// ---------------------------------------------------------------- fixture
+
+const PAGES = [
+  'https://shop.example/',
+  'https://shop.example/products',
+  'https://shop.example/cart',
+  'https://blog.example.org/post-1',
+  'https://www.example.com/',
+];
+const AGENTS = [
+  'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36',
+  'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) Gecko/20100101 Firefox/127.0',
+  'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1',
+];
+const IPS = 8;
+
+/**
+ * 48 visits spread over the last 23 hours (more in recent hours, every page, IP and agent
+ * used) and 12 more of the first page 3 to 6 days ago, which only the 7 d and 30 d views
+ * include: the first page is then the top page (10 + 12 visits), the others have 10 each.
+ */
+function fixture(now) {
+  const visits = [];
+  for (let i = 0; i < 48; i++) {
+    const hoursAgo = Math.max(0, 22 - Math.floor(Math.sqrt(i * 10.5)));
+    visits.push({
+      url: PAGES[i % PAGES.length],
+      ip: `203.0.113.${(i % IPS) + 1}`,
+      user_agent: AGENTS[i % AGENTS.length],
+      timestamp: isoSeconds(now - hoursAgo * HOUR - (5 + (i % 50)) * 60_000),
+    });
+  }
+  for (let i = 0; i < 12; i++) {
+    visits.push({
+      url: PAGES[0],
+      ip: `203.0.113.${(i % IPS) + 1}`,
+      user_agent: AGENTS[0],
+      timestamp: isoSeconds(now - (72 + i * 6) * HOUR),
+    });
+  }
+  return { visits, lastDay: 48, total: 60, uniqueIps: IPS, pages: PAGES.length, sites: 3, agents: AGENTS.length };
+}
+
+// ---------------------------------------------------------------- browser
+
+let context;
+
+async function launchBrowser() {
+  const profile = mkdtempSync(join(tmpdir(), 'footfall-chromium-'));
+  onCleanup(() => rmSync(profile, { recursive: true, force: true }));
+  // A persistent context on a fresh temporary profile: nothing from an earlier run leaks in.
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--no-first-run',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-quic',
+    ],
+  });
+  onCleanup(() => context.close());
+}
+
+/** A new tab that records console errors, page errors and every request it makes. */
+async function openPage() {
+  const page = await context.newPage();
+  const problems = [];
+  const requests = [];
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') problems.push(`console: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('request', (req) => requests.push({ method: req.method(), url: req.url(), headers: req.headers() }));
+  return { page, problems, requests };
+}
+
+async function waitForDashboard(page) {
+  await page.waitForSelector('body[data-loaded="true"]', { timeout: 10_000 });
+}
+
+const figure = (page, id) => page.$eval(id, (node) => Number(node.getAttribute('data-value')));
+
+/** The chart's bars as numbers: how many, and the visits they add up to. */
+const bars = (page) =>
+  page.$$eval('#hourly-chart svg rect.bar', (rects) => ({
+    count: rects.length,
+    sum: rects.reduce((total, rect) => total + Number(rect.getAttribute('data-count')), 0),
+    drawn: rects.filter((rect) => Number(rect.getAttribute('height')) > 0).length,
+  }));
+
+async function selectRange(page, hours, expectedBars) {
+  await page.click(`.range button[data-hours="${hours}"]`);
+  await eventually(`${expectedBars}+ bars for ${hours} h`, async () => (await bars(page)).count >= expectedBars);
+}
+
+async function assertNoHorizontalScroll(page) {
+  const { scroll, client } = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    client: document.documentElement.clientWidth,
+  }));
+  assert.ok(scroll <= client, `page is ${scroll}px wide in a ${client}px viewport`);
+}
+
+// ---------------------------------------------------------------- a site on another origin
+
+/** A tiny site on its own port: `/<name>.html` pages built by `pages[name](footfallBase)`. */
+async function startSite(footfallBase, pages) {
+  const server = createServer((req, res) => {
+    const name = new URL(req.url, 'http://x').pathname.replace(/^\/|\.html$/g, '');
+    const build = pages[name] || pages.spa;
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+    res.end(build(footfallBase));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  onCleanup(() => new Promise((r) => server.close(r)));
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
+const html = (body) => `<!doctype html><html><head><meta charset="utf-8"><title>test page</title></head><body>${body}</body></html>`;
+const tag = (base, attrs = 'data-allow-local data-allow-automation') =>
+  `<script defer src="${base}/tracker.js" ${attrs}></script>`;
+
+const SITE_PAGES = {
+  page: (b) => html(`<h1>page</h1>${tag(b)}`),
+  spa: (b) => html(`<h1>spa</h1>${tag(b)}`),
+  order: (b) => html(`<h1>thanks</h1>${tag(b, 'data-event="order" data-allow-local data-allow-automation')}`),
+  // Without data-allow-automation: navigator.webdriver is set under playwright, so nothing is sent.
+  noauto: (b) => html(`<h1>no automation</h1>${tag(b, 'data-allow-local')}`),
+  // Without data-allow-local: opened as http://localhost:..., so nothing is sent.
+  nolocal: (b) => html(`<h1>no local</h1>${tag(b, 'data-allow-automation')}`),
+  marker: (b) => html(`<h1>marker</h1>${tag(b)}`),
+  // sendBeacon missing (older or locked-down browsers): the tracker falls back to fetch.
+  nobeacon: (b) =>
+    html(`<script>Object.defineProperty(Navigator.prototype, 'sendBeacon', { value: undefined });</script>${tag(b)}`),
+  pixel: (b) =>
+    html(`<img id="px" alt="" src="${b}/pixel.gif?url=${encodeURIComponent('https://pixel.example/noscript')}&event=signup">`),
+  // No url=: the pixel falls back to the Referer, which Chromium cuts to the origin cross-site.
+  referer: (b) => html(`<img id="px" alt="" src="${b}/pixel.gif">`),
+};
+
+// ---------------------------------------------------------------- the tests
+
+let dash; // footfall with the fixture
+let fx;
+let site; // origin of the test site
+let trackerServer; // footfall the test site reports to
+
+test('the dashboard shows the totals, the pages and an hourly chart of the imported visits', async () => {
+  const { page, problems, requests } = await openPage();
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.goto(`${dash.base}/dashboard`);
+  await waitForDashboard(page);
+
+  assert.equal(await figure(page, '#total-visits'), fx.total);
+  assert.equal(await page.textContent('#total-visits'), String(fx.total));
+  assert.equal(await figure(page, '#unique-visitors'), fx.uniqueIps);
+  assert.equal(await figure(page, '#window-visits'), fx.lastDay);
+  assert.equal(await figure(page, '#page-count'), fx.pages);
+  assert.equal(await page.locator('#top-pages li').count(), fx.pages);
+  assert.equal(await page.locator('#top-sites li').count(), fx.sites);
+  assert.equal(await page.locator('#user-agents li').count(), fx.agents);
+  assert.equal(await page.locator('#recent-visits li').count(), 10);
+  assert.ok(await page.locator('#empty').isHidden(), 'the "No visits yet" notice is hidden');
+
+  const day = await bars(page);
+  assert.ok(day.count >= 24 && day.count <= 25, `24 h chart has ${day.count} bars`);
+  assert.equal(day.sum, fx.lastDay, 'the 24 h bars add up to the visits of the last day');
+  assert.ok(day.drawn > 3, `${day.drawn} bars have a height`);
+
+  // The top page is the one with the most visits, shown as a link with its count.
+  const first = await page.$eval('#top-pages li', (li) => ({
+    label: li.querySelector('.label').textContent,
+    count: Number(li.querySelector('.count').getAttribute('data-value')),
+  }));
+  assert.equal(first.label, PAGES[0]);
+  assert.equal(first.count, 10 + 12);
+
+  mkdirSync(dirname(SCREENSHOT), { recursive: true });
+  await page.screenshot({ path: SCREENSHOT });
+
+  await selectRange(page, 168, 168);
+  const week = await bars(page);
+  assert.ok(week.count >= 168 && week.count <= 169, `7 d chart has ${week.count} bars`);
+  assert.equal(week.sum, fx.total);
+  assert.equal(await figure(page, '#window-visits'), fx.total);
+
+  await selectRange(page, 720, 720);
+  assert.equal((await bars(page)).sum, fx.total);
+
+  const foreign = requests.filter((r) => !r.url.startsWith(dash.base) && !r.url.startsWith('data:'));
+  assert.deepEqual(foreign.map((r) => r.url), [], 'the dashboard requests nothing from another origin');
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('the dashboard fits a 390 px phone screen without horizontal scrolling', async () => {
+  const { page, problems } = await openPage();
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${dash.base}/dashboard`);
+  await waitForDashboard(page);
+  await assertNoHorizontalScroll(page);
+  await selectRange(page, 720, 720);
+  await assertNoHorizontalScroll(page);
+  const chart = await page.$eval('#hourly-chart svg', (svg) => svg.getBoundingClientRect().right);
+  assert.ok(chart <= 390, `the chart ends at ${chart}px`);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('on an empty database the dashboard says "No visits yet" and shows recorded markup as text', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'footfall-empty-'));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  const empty = await startFootfall(join(dir, 'visits.db'));
+  const { page, problems } = await openPage();
+  await page.goto(`${empty.base}/dashboard`);
+  await waitForDashboard(page);
+  assert.equal(await figure(page, '#total-visits'), 0);
+  assert.ok(await page.locator('#empty').isVisible());
+  assert.match(await page.textContent('#empty'), /No visits yet/);
+  assert.equal(await page.locator('#top-pages li').count(), 0);
+  assert.ok(await page.locator('#top-pages + .none').isVisible());
+  assert.match(await page.textContent('#hourly-chart'), /No visits in this period/);
+
+  // Anyone can record any URL and user agent: the page must show them, never run them.
+  const evilUrl = 'https://evil.example/<img src=x onerror="window.pwned=1">';
+  const res = await fetch(`${empty.base}/visit`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', 'User-Agent': '<script>window.pwned=2</script>' },
+    body: JSON.stringify({ url: evilUrl }),
+  });
+  assert.equal(res.status, 200, await res.text());
+  await page.reload();
+  await waitForDashboard(page);
+  assert.equal(await figure(page, '#total-visits'), 1);
+  assert.equal(await page.textContent('#top-pages li .label'), evilUrl);
+  assert.equal(await page.textContent('#user-agents li .label'), '<script>window.pwned=2</script>');
+  assert.equal(await page.locator('main img, main script').count(), 0);
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
+  assert.ok(await page.locator('#empty').isHidden());
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('the tracker on another origin records the page with a preflight-free text/plain POST', async () => {
+  const { page, problems, requests } = await openPage();
+  await page.goto(`${site}/page.html`);
+  await waitForVisits(trackerServer.base, `${site}/page.html`, 1);
+  const visit = await getJson(`${trackerServer.base}/stats/${encodeURIComponent(`${site}/page.html`)}`);
+  assert.equal(visit.recent_visits[0].user_agent, await page.evaluate(() => navigator.userAgent));
+  const toVisit = requests.filter((r) => r.url === `${trackerServer.base}/visit`);
+  assert.deepEqual(toVisit.map((r) => r.method), ['POST'], 'one POST /visit and no OPTIONS preflight');
+  assert.match(toVisit[0].headers['content-type'], /^text\/plain/);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('the tracker records SPA navigation: pushState and the back button', async () => {
+  const { page, problems } = await openPage();
+  const start = `${site}/spa.html`;
+  await page.goto(start);
+  await waitForVisits(trackerServer.base, start, 1);
+  await page.evaluate(() => history.pushState({}, '', '/spa/next?tab=2'));
+  await waitForVisits(trackerServer.base, `${site}/spa/next?tab=2`, 1);
+  // A fragment change is the same page (the server drops #fragments): not a new visit.
+  await page.evaluate(() => history.pushState({}, '', '/spa/next?tab=2#details'));
+  await page.goBack(); // back to /spa/next?tab=2 (same page: nothing)
+  await page.goBack(); // back to spa.html: popstate, a second visit
+  await waitForVisits(trackerServer.base, start, 2);
+  assert.equal(await pageTotal(trackerServer.base, `${site}/spa/next?tab=2`), 1);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('data-event names the event: it counts in /breakdown/all/order/<year>', async () => {
+  const { page, problems } = await openPage();
+  const url = `${site}/order.html`;
+  await page.goto(url);
+  await waitForVisits(trackerServer.base, url, 1);
+  const year = new Date().getUTCFullYear();
+  const breakdown = await getJson(`${trackerServer.base}/breakdown/all/order/${year}`);
+  const orders = Object.values(breakdown.data).reduce((a, b) => a + b, 0);
+  assert.equal(orders, 1);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('without sendBeacon the tracker falls back to fetch with keepalive', async () => {
+  const { page, problems } = await openPage();
+  const url = `${site}/nobeacon.html`;
+  await page.goto(url);
+  await waitForVisits(trackerServer.base, url, 1);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('the tracker skips automated browsers and localhost pages unless their data attribute allows them', async () => {
+  const { page } = await openPage();
+  const localOrigin = site.replace('127.0.0.1', 'localhost');
+  await page.goto(`${site}/noauto.html`);
+  await page.goto(`${localOrigin}/nolocal.html`);
+  // A page that is allowed, opened after both: once it is counted, the others had their turn.
+  await page.goto(`${site}/marker.html`);
+  await waitForVisits(trackerServer.base, `${site}/marker.html`, 1);
+  await sleep(300);
+  assert.equal(await pageTotal(trackerServer.base, `${site}/noauto.html`), 0);
+  assert.equal(await pageTotal(trackerServer.base, `${localOrigin}/nolocal.html`), 0);
+  await page.close();
+});
+
+test('the pixel loads as a 1×1 image and records its url and event, or the Referer', async () => {
+  const { page, problems } = await openPage();
+  await page.goto(`${site}/pixel.html`);
+  const size = await page.$eval('#px', (img) =>
+    img.decode().then(() => [img.naturalWidth, img.naturalHeight]),
+  );
+  assert.deepEqual(size, [1, 1]);
+  assert.equal(await pageTotal(trackerServer.base, 'https://pixel.example/noscript'), 1);
+  const year = new Date().getUTCFullYear();
+  const signups = await getJson(`${trackerServer.base}/breakdown/pixel.example/signup/${year}`);
+  assert.equal(Object.values(signups.data).reduce((a, b) => a + b, 0), 1);
+
+  await page.goto(`${site}/referer.html`);
+  await page.$eval('#px', (img) => img.decode());
+  // Cross-origin, Chromium sends only the origin as Referer (strict-origin-when-cross-origin).
+  await waitForVisits(trackerServer.base, `${site}/`, 1);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  const watchdog = setTimeout(() => {
+    console.log(`timed out after ${WATCHDOG_MS / 1000} s`);
+    process.exit(1);
+  }, WATCHDOG_MS);
+  watchdog.unref();
+
+  assert.ok(BIN && existsSync(BIN), `no footfall binary (${BIN}): run cargo build or set FOOTFALL_BIN`);
+  assert.ok(existsSync(CHROMIUM), `no browser at ${CHROMIUM}: run scripts/browser-setup.sh`);
+
+  const dir = mkdtempSync(join(tmpdir(), 'footfall-browser-'));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  fx = fixture(Date.now());
+  const jsonl = join(dir, 'fixture.jsonl');
+  writeFileSync(jsonl, fx.visits.map((v) => JSON.stringify(v)).join('\n') + '\n');
+  const db = join(dir, 'visits.db');
+  execFileSync(BIN, ['import', jsonl, '--db', db], { stdio: 'pipe' });
+
+  dash = await startFootfall(db);
+  trackerServer = await startFootfall(join(dir, 'tracker.db'));
+  site = await startSite(trackerServer.base, SITE_PAGES);
+  await launchBrowser();
+
+  const { passed, failed } = await runAll();
+  return { passed, failed };
+}
+
+let result = { passed: 0, failed: 1 };
+try {
+  result = await main();
+} catch (err) {
+  console.log(`setup failed:\n${indent(err && err.stack ? err.stack : err)}`);
+}
+for (const cleanup of cleanups.reverse()) {
+  try {
+    await cleanup();
+  } catch {
+    // Cleaning up is best effort: the result is already decided.
+  }
+}
+console.log(`${result.passed} passed, ${result.failed} failed`);
+process.exit(result.failed === 0 ? 0 : 1);
