@@ -96,12 +96,13 @@ CREATE TABLE page_hour_agents (
 
 -- The newest (at most 20) visits of each page, copied: recent_visits is one probe per page.
 -- The retained visits are always a time suffix, so cleanup never needs to refill this.
+-- Keyed newest first, the order every reader wants.
 CREATE TABLE page_recent (
     page_id  INTEGER NOT NULL,
     id       INTEGER NOT NULL,
     ip       BLOB NOT NULL,
     agent_id INTEGER NOT NULL,
-    PRIMARY KEY (page_id, id)
+    PRIMARY KEY (page_id, id DESC)
 ) WITHOUT ROWID;
 
 -- Visits per site (0 = all sites), event and bucket: /breakdown reads one (site, event) range;

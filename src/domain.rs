@@ -232,12 +232,13 @@ pub fn write_space(out: &mut String, seconds: i64) {
     let secs = seconds.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let digits = |out: &mut String, v: i64, width: usize| {
-        let s = v.to_string();
-        for _ in s.len()..width {
-            out.push('0');
+    // Fixed-width digits pushed one by one: this runs once per exported row.
+    let digits = |out: &mut String, v: i64, width: u32| {
+        let v = v.max(0);
+        for p in (0..width).rev() {
+            let d = (v / 10i64.pow(p)) % 10;
+            out.push(char::from(b'0' + d as u8));
         }
-        out.push_str(&s);
     };
     digits(out, y, 4);
     out.push('-');

@@ -10,6 +10,9 @@
 //! the writer to a few seconds of traffic.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -32,8 +35,8 @@ pub const SITE_RECENT: i64 = 10;
 pub struct RecentVisit {
     #[schema(example = "192.168.1.1")]
     pub ip: String,
-    #[schema(example = "Mozilla/5.0...")]
-    pub user_agent: String,
+    #[schema(value_type = String, example = "Mozilla/5.0...")]
+    pub user_agent: Arc<str>,
     /// ISO time, UTC.
     #[schema(example = "2025-07-28T11:30:00")]
     pub timestamp: String,
@@ -51,7 +54,7 @@ pub struct PageSummary {
     /// Visits per user agent in the window, most frequent first.
     #[schema(value_type = HashMap<String, i64>, example = json!({"Mozilla/5.0...": 30}))]
     #[serde(serialize_with = "as_map")]
-    pub user_agents: Vec<(String, i64)>,
+    pub user_agents: Vec<(Arc<str>, i64)>,
     /// The newest visits of the page in the window (at most 10), newest first.
     pub recent_visits: Vec<RecentVisit>,
 }
@@ -184,27 +187,28 @@ fn ip_text(bytes: &[u8]) -> String {
 /// Names of user agents by id, looked up once each.
 struct AgentNames<'c> {
     conn: &'c Connection,
-    names: HashMap<i64, String>,
+    names: FxHashMap<i64, Arc<str>>,
 }
 
 impl<'c> AgentNames<'c> {
     fn new(conn: &'c Connection) -> Self {
         Self {
             conn,
-            names: HashMap::new(),
+            names: FxHashMap::default(),
         }
     }
 
-    fn get(&mut self, id: i64) -> rusqlite::Result<String> {
+    /// The agent's name, shared: one allocation per distinct agent, not per mention.
+    fn get(&mut self, id: i64) -> rusqlite::Result<Arc<str>> {
         if let Some(name) = self.names.get(&id) {
             return Ok(name.clone());
         }
-        let name: String = self
+        let name: Arc<str> = self
             .conn
             .prepare_cached("SELECT ua FROM agents WHERE id = ?1")?
-            .query_row([id], |r| r.get(0))
+            .query_row([id], |r| r.get::<_, String>(0))
             .optional()?
-            .unwrap_or_else(|| "unknown".into());
+            .map_or_else(|| "unknown".into(), Arc::from);
         self.names.insert(id, name.clone());
         Ok(name)
     }
@@ -220,10 +224,14 @@ fn totals(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
 
 /// Oldest and newest retained visit: the first and last rowid, two B-tree probes.
 pub fn date_range(conn: &Connection) -> rusqlite::Result<Option<DateRange>> {
-    let (min, max): (Option<i64>, Option<i64>) =
-        conn.query_row("SELECT min(id), max(id) FROM visits", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+    // Two statements on purpose: SQLite answers a lone min() or max() of the rowid from one end
+    // of the B-tree, but `SELECT min(id), max(id)` scans every row.
+    let min: Option<i64> = conn
+        .prepare_cached("SELECT min(id) FROM visits")?
+        .query_row([], |r| r.get(0))?;
+    let max: Option<i64> = conn
+        .prepare_cached("SELECT max(id) FROM visits")?
+        .query_row([], |r| r.get(0))?;
     Ok(min.zip(max).map(|(min, max)| DateRange {
         earliest: format_iso(millis_of(min)),
         latest: format_iso(millis_of(max)),
@@ -245,7 +253,7 @@ pub fn summary(
     // Candidates: the top pages by rolled-up totals, plus every page the tail touches (only
     // those can overtake them). Then the final totals decide.
     let mut pages: Vec<(i64, String, PageSummary)> = Vec::new();
-    let mut index: HashMap<i64, usize> = HashMap::new();
+    let mut index: FxHashMap<i64, usize> = FxHashMap::default();
     {
         let mut top = conn.prepare_cached(
             "SELECT t.page_id, p.url, t.visits, t.unique_ips
@@ -294,7 +302,7 @@ pub fn summary(
 
     // (page index) -> hour -> visits, and (page index) -> agent id -> visits.
     let mut hours_of: Vec<BTreeMap<i64, i64>> = vec![BTreeMap::new(); pages.len()];
-    let mut agents_of: Vec<HashMap<i64, i64>> = vec![HashMap::new(); pages.len()];
+    let mut agents_of: Vec<FxHashMap<i64, i64>> = vec![FxHashMap::default(); pages.len()];
     {
         let mut stmt = conn.prepare_cached(
             "SELECT hour, page_id, agent_id, visits FROM page_hour_agents WHERE hour >= ?1",
