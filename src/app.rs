@@ -96,15 +96,22 @@ impl App {
 }
 
 /// Drops rate-limiter keys whose quota has refilled, so their memory stays bounded.
+///
+/// On a blocking thread: a scan of two full key tables (2 × 1M keys) takes ~20 ms, a stall
+/// no async worker should take (`examples/limiter_memory.rs` prints it).
 async fn purge_limiters(state: AppState) {
     let mut tick = tokio::time::interval(ratelimit::PURGE_EVERY);
     loop {
         tick.tick().await;
-        state.limits.purge();
-        if let Some(ceiling) = &state.ip_ceiling {
-            ceiling.limiter().retain_recent();
-            ceiling.limiter().shrink_to_fit();
-        }
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            state.limits.purge();
+            if let Some(ceiling) = &state.ip_ceiling {
+                ceiling.limiter().retain_recent();
+                ceiling.limiter().shrink_to_fit();
+            }
+        })
+        .await;
     }
 }
 

@@ -10,14 +10,16 @@
 //! few bytes whatever the URL's length. Keys are bounded twice: a timer purges the ones whose
 //! quota has fully refilled ([`RateLimits::purge`]), and a hard cap refuses new keys when even
 //! a purge leaves the table full — memory stays bounded however many distinct IPs and URLs an
-//! attacker sends.
+//! attacker sends. At the cap, the purge that might make room runs at most once per
+//! [`INLINE_PURGE_EVERY`]: a scan of a million keys costs tens of milliseconds, and running one
+//! per refused request would turn a key flood into a CPU flood on the async workers.
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::response::IntoResponse;
 use governor::clock::{Clock, DefaultClock, QuantaInstant};
@@ -33,11 +35,21 @@ use crate::error::ApiError;
 
 type Key = (IpAddr, u64);
 
+/// Shortest time between two purges run by a request that found the key table full.
+pub const INLINE_PURGE_EVERY: Duration = Duration::from_secs(1);
+
 /// One keyed limiter with its cap.
 struct Limiter {
     name: &'static str,
     inner: DefaultKeyedRateLimiter<Key>,
+    /// Most keys held; a new key beyond it is refused.
     max_keys: usize,
+    /// Reference point of `last_inline_purge`.
+    epoch: Instant,
+    /// When a request last purged the full table, in ms after `epoch` (0: never).
+    last_inline_purge: AtomicU64,
+    /// Purges run by requests (not the timer), for tests and the example.
+    inline_purges: AtomicU64,
 }
 
 impl Limiter {
@@ -47,12 +59,33 @@ impl Limiter {
             name,
             inner: RateLimiter::dashmap(Quota::per_minute(n)),
             max_keys,
+            epoch: Instant::now(),
+            last_inline_purge: AtomicU64::new(0),
+            inline_purges: AtomicU64::new(0),
         })
+    }
+
+    /// Purges the full table unless a request did so less than [`INLINE_PURGE_EVERY`] ago;
+    /// only the request that wins the race pays for the scan.
+    fn purge_if_due(&self) {
+        // +1 so that "never purged" (0) is always due.
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.last_inline_purge.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= INLINE_PURGE_EVERY.as_millis() as u64;
+        if due
+            && self
+                .last_inline_purge
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.inline_purges.fetch_add(1, Ordering::Relaxed);
+            self.inner.retain_recent();
+        }
     }
 
     fn check(&self, key: &Key) -> Result<(), ApiError> {
         if self.inner.len() >= self.max_keys {
-            self.inner.retain_recent();
+            self.purge_if_due();
             if self.inner.len() >= self.max_keys {
                 // Fail closed: a full table means a flood of new keys, and admitting them
                 // unlimited would make the cap a bypass.
@@ -117,10 +150,15 @@ impl RateLimits {
     }
 
     /// Drops the keys whose quota has refilled: they behave exactly like absent keys.
+    ///
+    /// The tables are not shrunk afterwards. Their capacity stays at its high-water mark, which
+    /// the key cap bounds (about 85 bytes a key), and the next burst of keys reuses it. Shrinking
+    /// on every purge was measured (`examples/limiter_memory.rs`) to let resident memory creep
+    /// up from one burst to the next — each regrowth allocates fresh tables that the allocator
+    /// places around the freed ones — to above the unshrunk high-water mark.
     pub fn purge(&self) {
         for limiter in [&self.visit, &self.bulk].into_iter().flatten() {
             limiter.inner.retain_recent();
-            limiter.inner.shrink_to_fit();
         }
     }
 
@@ -130,6 +168,15 @@ impl RateLimits {
             .into_iter()
             .flatten()
             .map(|l| l.inner.len())
+            .sum()
+    }
+
+    /// Purges run by requests that found a key table full (see [`INLINE_PURGE_EVERY`]).
+    pub fn inline_purges(&self) -> u64 {
+        [&self.visit, &self.bulk]
+            .into_iter()
+            .flatten()
+            .map(|l| l.inline_purges.load(Ordering::Relaxed))
             .sum()
     }
 }
@@ -174,7 +221,9 @@ pub fn ip_ceiling_config(per_second: u32, burst: u32) -> Option<Arc<IpCeilingCon
         return None;
     }
     // tower_governor's `per_second(n)` means one token every n seconds: give the interval.
-    let interval = Duration::from_nanos(1_000_000_000 / u64::from(per_second));
+    // At least 1 ns: a zero period makes `finish()` return `None`, which would silently turn
+    // an absurdly high rate into no ceiling at all.
+    let interval = Duration::from_nanos((1_000_000_000 / u64::from(per_second)).max(1));
     GovernorConfigBuilder::default()
         .key_extractor(ClientIpKey)
         .period(interval)
@@ -255,5 +304,34 @@ mod tests {
         }
         assert!(limits.key_count() <= 100);
         assert_eq!(refused, 900);
+    }
+
+    #[test]
+    fn a_full_key_table_is_scanned_at_most_once_per_interval() {
+        let limits = RateLimits::new(10, 20, 100);
+        let ip: IpAddr = "1.2.3.4".parse().unwrap();
+        for i in 0..100 {
+            limits
+                .check_visit(ip, &format!("https://a.com/{i}"))
+                .unwrap();
+        }
+        // Thousands of new keys at the cap: every one refused, but only the first pays for a
+        // scan of the table (the keys are fresh, so the scan frees nothing).
+        for i in 100..5_000 {
+            assert!(
+                limits
+                    .check_visit(ip, &format!("https://a.com/{i}"))
+                    .is_err()
+            );
+        }
+        assert_eq!(limits.inline_purges(), 1);
+        assert_eq!(limits.key_count(), 100);
+    }
+
+    #[test]
+    fn an_absurdly_high_ip_rate_still_builds_a_ceiling() {
+        assert!(ip_ceiling_config(u32::MAX, 10).is_some());
+        assert!(ip_ceiling_config(50, 100).is_some());
+        assert!(ip_ceiling_config(0, 100).is_none());
     }
 }

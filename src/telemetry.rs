@@ -1,20 +1,34 @@
 //! Logs and metrics: tracing setup (`--log-format text|json`), the per-request span and log
 //! line, and the Prometheus recorder behind `/metrics`.
 //!
-//! One info line per request (method, route, status, latency, request id); nothing per visit.
-//! Headers are never logged, so neither is an admin token.
+//! One info line per request (method, path, status, latency, request id); nothing per visit.
+//! Headers and query strings are never logged, so neither is an admin token.
+//!
+//! Metric labels come from bounded sets only (the route *pattern*, a standard method name or
+//! `OTHER`, the status code): a label taken from raw request data would let a client create
+//! series, and so memory, at will.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+/// How often histogram samples are folded into their buckets (see [`prometheus`]).
+pub const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Longest path written in a log line: a 100 KB path must not become a 100 KB log line.
+const MAX_LOGGED_PATH: usize = 256;
 
 /// Installs the global tracing subscriber; `RUST_LOG` overrides the default `info` level.
 pub fn init_tracing(format: LogFormat) {
@@ -31,6 +45,11 @@ pub fn init_tracing(format: LogFormat) {
 
 /// The process-wide Prometheus recorder, installed on first use (tests build many apps in one
 /// process; a recorder can be installed only once).
+///
+/// `install_recorder` does not start the exporter's upkeep: every histogram sample is kept
+/// until the next render, so a server nobody scrapes would grow by a few bytes per request,
+/// forever. A small thread runs the upkeep instead (a thread, not a task, because the recorder
+/// outlives any one runtime — tests build many).
 pub fn prometheus() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
@@ -38,7 +57,7 @@ pub fn prometheus() -> Option<PrometheusHandle> {
             let buckets = [
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
             ];
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("seconds".into()), &buckets)
                 .and_then(|b| {
                     b.set_buckets_for_metric(
@@ -50,12 +69,78 @@ pub fn prometheus() -> Option<PrometheusHandle> {
                 })
                 .and_then(|b| b.install_recorder())
                 .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
-                .ok()
+                .ok()?;
+            describe_metrics();
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "metrics upkeep thread not started");
+            }
+            Some(handle)
         })
         .clone()
 }
 
-/// The span of a request: method, path and request id.
+/// The `# HELP` lines of every metric footfall records.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "footfall_http_requests_total",
+        "HTTP requests answered, by method, route pattern and status"
+    );
+    describe_histogram!(
+        "footfall_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a request (headers sent), by method and route pattern"
+    );
+    describe_counter!(
+        "footfall_visits_recorded_total",
+        "Visits committed to the database (recording endpoints and imports)"
+    );
+    describe_counter!(
+        "footfall_rate_limited_total",
+        "Requests or bulk items refused by a rate limiter: visit, bulk or ip (the per-IP ceiling)"
+    );
+    describe_gauge!(
+        "footfall_rate_limiter_keys",
+        "Keys held by the (client IP, page URL) limiters"
+    );
+    describe_gauge!(
+        "footfall_ip_ceiling_keys",
+        "Client IPs (IPv6: /64 prefixes) held by the per-IP ceiling"
+    );
+    describe_gauge!(
+        "footfall_write_queue_depth",
+        "Write requests waiting for the writer thread"
+    );
+    describe_counter!(
+        "footfall_write_queue_full_total",
+        "Write requests refused with 503 because the write queue was full"
+    );
+    describe_histogram!(
+        "footfall_batch_visits",
+        "Visits (or other write units) committed per group-commit transaction"
+    );
+    describe_histogram!(
+        "footfall_commit_seconds",
+        Unit::Seconds,
+        "Time to write and commit one group-commit transaction"
+    );
+    describe_gauge!(
+        "footfall_database_bytes",
+        Unit::Bytes,
+        "Size of the database file plus its write-ahead log"
+    );
+}
+
+/// The span of a request: method, path (cut to [`MAX_LOGGED_PATH`] bytes) and request id.
 pub fn make_span(request: &Request<axum::body::Body>) -> Span {
     let request_id = request
         .headers()
@@ -65,26 +150,108 @@ pub fn make_span(request: &Request<axum::body::Body>) -> Span {
     tracing::info_span!(
         "request",
         method = %request.method(),
-        path = %request.uri().path(),
+        path = %cut(request.uri().path(), MAX_LOGGED_PATH),
         request_id,
     )
 }
 
+/// `s` cut to at most `max` bytes at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The method as a label: the standard methods, anything else `OTHER` (a client may send any
+/// token as a method, and each distinct label value is a new series kept forever).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// Handles of one route's request metrics, by (method, status).
+type RouteMetrics = HashMap<(&'static str, u16), (Counter, Histogram)>;
+
+thread_local! {
+    /// Per worker thread: the request metrics' handles by route pattern, method and status.
+    /// Looking a labelled metric up in the recorder builds and hashes its labels and locks a
+    /// registry shard, ~300 ns for the two of a request; a cached handle costs ~80 ns (measured
+    /// in release on this machine). Bounded like the labels: patterns × methods × statuses.
+    static REQUEST_METRICS: RefCell<HashMap<Box<str>, RouteMetrics>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Counts one answered request and records how long it took.
+fn observe_request(route: &str, method: &'static str, status: u16, seconds: f64) {
+    REQUEST_METRICS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(route) {
+            cache.insert(route.into(), HashMap::new());
+        }
+        let Some(by_status) = cache.get_mut(route) else {
+            return;
+        };
+        let (requests, latency) = by_status.entry((method, status)).or_insert_with(|| {
+            let route = route.to_owned();
+            (
+                metrics::counter!("footfall_http_requests_total",
+                    "method" => method, "route" => route.clone(), "status" => status.to_string()),
+                metrics::histogram!("footfall_http_request_duration_seconds",
+                    "method" => method, "route" => route),
+            )
+        });
+        requests.increment(1);
+        latency.record(seconds);
+    });
+}
+
 /// Middleware: counts requests by route and status and times them.
+///
+/// The route is the matched *pattern* (`/stats/{*url}`), never the raw path, and requests that
+/// matched no route share `unmatched`: the label sets stay small whatever clients send.
 pub async fn record_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    // A clone of the pattern's `Arc<str>`: no allocation.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("footfall_http_requests_total",
-        "method" => method.clone(), "route" => route.clone(), "status" => status)
-    .increment(1);
-    metrics::histogram!("footfall_http_request_duration_seconds",
-        "method" => method, "route" => route)
-    .record(started.elapsed().as_secs_f64());
+    observe_request(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_bounded_sets() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        let odd = Method::from_bytes(b"XYZZY").unwrap();
+        assert_eq!(method_label(&odd), "OTHER");
+    }
+
+    #[test]
+    fn logged_paths_are_cut_at_a_character_boundary() {
+        assert_eq!(cut("/abc", 256), "/abc");
+        let long = format!("/{}", "é".repeat(300));
+        let logged = cut(&long, MAX_LOGGED_PATH);
+        assert!(logged.len() <= MAX_LOGGED_PATH && long.starts_with(logged));
+    }
 }

@@ -317,6 +317,8 @@ const MAX_CLICKS: i64 = 1_000_000_000;
         (status = 200, description = "Added and committed", body = DomainClicksResponse),
         (status = 401, description = "Missing or wrong admin token", body = crate::routes::ErrorBody),
         (status = 403, description = "Not a local client and no token configured", body = crate::routes::ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = crate::routes::ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = crate::routes::ErrorBody),
         (status = 422, description = "Malformed body", body = crate::routes::ErrorBody),
     ))]
 pub async fn add_domain_clicks(

@@ -116,7 +116,8 @@ fn percent_decode(raw: &str) -> Option<String> {
 /// Analytics of one page. `{url}` may be percent-encoded (needed for a URL with a query
 /// string) or raw; an unknown page answers zeros.
 #[utoipa::path(get, path = "/stats/{url}", tag = "analytics",
-    params(("url" = String, Path, description = "The page URL, percent-encoded or raw"), HoursQuery),
+    params(("url" = String, Path, description = "The page URL, percent-encoded or raw",
+        pattern = "^[hH][tT][tT][pP][sS]?(:|%3[aA])"), HoursQuery),
     responses(
         (status = 200, description = "The page's analytics", body = queries::UrlStatsResponse),
         (status = 400, description = "Invalid URL", body = crate::routes::ErrorBody,

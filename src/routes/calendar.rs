@@ -75,12 +75,15 @@ fn number<T: std::str::FromStr>(raw: Option<&str>, what: &str) -> Result<Option<
 /// Visits of a site (or `all`) and event per segment of a year, month, day or hour (UTC).
 #[utoipa::path(get, path = "/breakdown/{site}/{event}/{year}/{month}/{day}/{hour}", tag = "sites",
     params(
-        ("site" = String, Path, description = "Site (host without `www.`), or `all`"),
-        ("event" = String, Path, description = "Event name, e.g. `pageview`"),
-        ("year" = i32, Path, description = "Year"),
-        ("month" = Option<u32>, Path, description = "Month 1-12 (optional, with the parts after it)"),
-        ("day" = Option<u32>, Path, description = "Day of month (optional)"),
-        ("hour" = Option<u32>, Path, description = "Hour 0-23 (optional)"),
+        ("site" = String, Path, description = "Site (host without `www.`), or `all`",
+            min_length = 1, max_length = 253, pattern = r"^[!-.0-~]+$"),
+        ("event" = String, Path, description = "Event name, e.g. `pageview`",
+            pattern = r"^[a-z0-9_-]{1,64}$"),
+        ("year" = i32, Path, description = "Year", minimum = 1970, maximum = 2200),
+        ("month" = Option<u32>, Path, description = "Month 1-12 (optional, with the parts after it)",
+            minimum = 1, maximum = 12),
+        ("day" = Option<u32>, Path, description = "Day of month (optional)", minimum = 1, maximum = 31),
+        ("hour" = Option<u32>, Path, description = "Hour 0-23 (optional)", minimum = 0, maximum = 23),
     ),
     responses(
         (status = 200, description = "Every segment of the period", body = BreakdownResponse),
@@ -144,7 +147,7 @@ pub struct DomainsResponse {
 /// The period is rounded out to whole minutes: every visit of the last 60 s / 60 min / 24 h
 /// counts, plus those earlier in its first minute. Pre-counted clicks (`POST /domains`) count.
 #[utoipa::path(get, path = "/domains/{period}", tag = "sites",
-    params(("period" = String, Path, description = "`min`, `hour` or `day`"), DomainsQuery),
+    params(("period" = String, Path, description = "`min`, `hour` or `day`", pattern = "^(min|hour|day)$"), DomainsQuery),
     responses(
         (status = 200, description = "Top sites, highest first", body = DomainsResponse),
         (status = 422, description = "Unknown period or bad limit", body = crate::routes::ErrorBody),

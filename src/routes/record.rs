@@ -230,6 +230,8 @@ pub async fn record_visit_legacy(
         (status = 200, description = "Recorded and committed", body = BulkVisitResponse),
         (status = 400, description = "Too many items or an invalid URL; nothing recorded", body = crate::routes::ErrorBody,
             example = json!({"detail": "Too many visits in bulk request (max 100)"})),
+        (status = 413, description = "Body over 1 MiB", body = crate::routes::ErrorBody),
+        (status = 415, description = "Unsupported content type", body = crate::routes::ErrorBody),
         (status = 422, description = "Malformed body", body = crate::routes::ErrorBody),
         (status = 503, description = "Write queue full", body = crate::routes::ErrorBody),
     ))]

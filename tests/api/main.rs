@@ -2,6 +2,8 @@
 //! (in-process with `oneshot`, or a real process for signals and crashes) and the CLI.
 
 mod common;
+mod hardening;
+mod limits;
 mod process;
 mod record;
 mod rollups;
