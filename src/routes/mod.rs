@@ -24,7 +24,6 @@ use serde::Serialize;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::ToSchema;
 
 use crate::app::AppState;
@@ -73,12 +72,6 @@ pub fn router(state: AppState) -> Router {
         // Plain or empty error answers of the layers above (timeout, CORS) become JSON.
         .layer(middleware::from_fn(json_error_bodies))
         .layer(middleware::from_fn(crate::telemetry::record_request))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(crate::telemetry::make_span)
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)

@@ -192,6 +192,10 @@ impl Writer {
                 receiver.recv().ok()
             };
             let Some(first) = first else { break };
+            // Let the request threads that are runnable right now queue their visits before
+            // the batch is cut: not a timer, just the rest of this time slice. Batches grow
+            // when the CPUs are busy, and nothing waits when they are not.
+            std::thread::yield_now();
             let mut jobs = Vec::new();
             let mut weight = 0;
             let mut next = Some(first);

@@ -1040,9 +1040,9 @@ async fn json_logs_have_one_line_per_request_with_status_and_path_and_never_the_
     );
     let lines = request_lines(&log);
     let found = |method: &str, path: &str, status: u64| {
-        lines.iter().any(|l| {
-            l["span"]["method"] == method && l["span"]["path"] == path && l["status"] == status
-        })
+        lines
+            .iter()
+            .any(|l| l["method"] == method && l["path"] == path && l["status"] == status)
     };
     assert!(found("POST", "/import", 200), "{log}");
     assert!(found("GET", "/all-visits", 200), "{log}");
@@ -1053,7 +1053,7 @@ async fn json_logs_have_one_line_per_request_with_status_and_path_and_never_the_
         assert_eq!(line["level"], "INFO");
         assert!(line["latency"].is_string(), "{line}");
         assert_eq!(
-            line["span"]["request_id"].as_str().map(str::len),
+            line["request_id"].as_str().map(str::len),
             Some(36),
             "{line}"
         );
