@@ -5,14 +5,11 @@
 //! time); without one they answer loopback clients only — the *resolved* client, so a
 //! non-loopback address forwarded by a trusted proxy is refused too.
 
-use std::convert::Infallible;
-
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use bytes::Bytes;
@@ -107,10 +104,6 @@ pub struct ExportQuery {
     pub format: Option<ExportFormat>,
 }
 
-/// Chunks in flight between the cursor thread and the response: with 64 KiB chunks, at most
-/// ~256 KiB of an export is in memory at once.
-const EXPORT_CHANNEL: usize = 4;
-
 /// Export raw visits, newest first, streamed.
 #[utoipa::path(get, path = "/all-visits", tag = "admin", params(ExportQuery),
     security(("bearer" = [])),
@@ -146,36 +139,22 @@ pub async fn export_visits(
 
 /// Runs [`export`] on a blocking thread, feeding a bounded channel that is the response body.
 fn stream_export(state: &AppState, filter: ExportFilter, format: ExportFormat) -> Response {
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(EXPORT_CHANNEL);
     let pool = state.pool.clone();
-    tokio::task::spawn_blocking(move || {
-        let result = pool.get().map_err(anyhow::Error::from).and_then(|conn| {
-            // `blocking_send` fails once the response (and so the client) is gone.
-            export(&conn, &filter, format, |chunk| {
-                sender.blocking_send(chunk).is_ok()
-            })
-            .map_err(anyhow::Error::from)
-        });
-        match result {
-            Ok(rows) => tracing::debug!(rows, "export finished"),
-            Err(err) => tracing::error!(error = format!("{err:#}"), "export failed"),
-        }
-    });
-    let stream = futures_util::stream::poll_fn(move |cx| {
-        receiver
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(Ok::<_, Infallible>))
-    });
     let content_type = match format {
         ExportFormat::Json => "application/json",
         ExportFormat::Jsonl => "application/x-ndjson",
         ExportFormat::Csv => "text/csv; charset=utf-8",
     };
-    let mut response = Response::new(Body::from_stream(stream));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+    super::streamed_body(content_type, move |sink| {
+        let result = pool
+            .get()
+            .map_err(anyhow::Error::from)
+            .and_then(|conn| export(&conn, &filter, format, sink).map_err(anyhow::Error::from));
+        match result {
+            Ok(rows) => tracing::debug!(rows, "export finished"),
+            Err(err) => tracing::error!(error = format!("{err:#}"), "export failed"),
+        }
+    })
 }
 
 /// One exported visit (`jsonl` lines, and the items of `json`).

@@ -3,6 +3,7 @@
 use axum::Router;
 use axum::extract::State;
 use axum::http::Uri;
+use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -60,7 +61,7 @@ fn hours_param(hours: Option<i64>) -> Result<i64> {
 pub async fn get_summary(
     State(state): State<AppState>,
     Query(query): Query<SummaryQuery>,
-) -> Result<Json<queries::SummaryResponse>> {
+) -> Result<Response> {
     let hours = hours_param(query.hours)?;
     if query.limit.is_some_and(|l| l < 1) {
         return Err(ApiError::validation("limit must be at least 1"));
@@ -70,7 +71,10 @@ pub async fn get_summary(
         Ok(queries::summary(conn, now, hours, query.limit)?)
     })
     .await?;
-    Ok(Json(summary))
+    // Streamed: a year-long summary of every page is tens of megabytes of JSON.
+    Ok(super::streamed_body("application/json", move |sink| {
+        queries::write_summary(&summary, crate::store::export::CHUNK_BYTES, sink);
+    }))
 }
 
 /// The page URL of a `/stats/{url}` path: percent-encoded (decoded once) or raw, including a

@@ -77,6 +77,34 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Chunks in flight between a producing thread and the response: with 64 KiB chunks, at most
+/// ~256 KiB of a streamed answer is in memory at once.
+const STREAM_CHANNEL: usize = 4;
+
+/// A response whose body `produce` writes, on a blocking thread, through a small bounded
+/// channel: memory stays flat however large the answer, a slow client slows the producer, and
+/// a client that goes away stops it (the sink then answers `false`).
+pub fn streamed_body(
+    content_type: &'static str,
+    produce: impl FnOnce(&mut dyn FnMut(bytes::Bytes) -> bool) + Send + 'static,
+) -> Response {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(STREAM_CHANNEL);
+    tokio::task::spawn_blocking(move || {
+        // `blocking_send` fails once the response (and so the client) is gone.
+        produce(&mut |chunk| sender.blocking_send(chunk).is_ok());
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        receiver
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(Ok::<_, std::convert::Infallible>))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
 /// CORS: any origin by default (sites on other origins post visits), or the configured list.
 fn cors(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()

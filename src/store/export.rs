@@ -14,8 +14,8 @@ use rusqlite::{Connection, OptionalExtension};
 use super::rollups::{id_at, millis_of};
 use crate::config::ExportFormat;
 use crate::domain::{
-    DEFAULT_EVENT, UnixMillis, date_start_millis, ip_from_bytes, parse_date, parse_timestamp,
-    write_space,
+    DEFAULT_EVENT, MAX_MILLIS, UnixMillis, date_start_millis, ip_from_bytes, parse_date,
+    parse_timestamp, write_space,
 };
 
 /// Size at which a chunk is handed to the sink.
@@ -74,9 +74,18 @@ impl FilterParams {
         if self.offset.is_some_and(|o| o < 0) {
             return Err("offset must be 0 or more".into());
         }
+        // Past the last representable instant nothing can match: saturate rather than shift
+        // out of range (which would wrap and export everything).
+        let bound = |millis: UnixMillis| {
+            if millis > MAX_MILLIS {
+                i64::MAX
+            } else {
+                id_at(millis.max(0))
+            }
+        };
         Ok(ExportFilter {
-            from_id: id_at(from),
-            to_id: to.map_or(i64::MAX, id_at),
+            from_id: bound(from),
+            to_id: to.map_or(i64::MAX, bound),
             limit: self.limit,
             offset: self.offset.unwrap_or(0),
         })

@@ -49,8 +49,10 @@ pub struct PageSummary {
     /// Distinct client IPs over all retained visits of the page.
     pub unique_ips: i64,
     /// Visits per hour in the window, keyed `YYYY-MM-DD HH:00:00` (UTC); empty hours left out.
+    /// Held as (hour number, visits), in order; the keys are written as the JSON is.
     #[schema(value_type = HashMap<String, i64>, example = json!({"2025-07-28 10:00:00": 5}))]
-    pub by_hour: BTreeMap<String, i64>,
+    #[serde(serialize_with = "hours_as_map")]
+    pub by_hour: Vec<(i64, i64)>,
     /// Visits per user agent in the window, most frequent first.
     #[schema(value_type = HashMap<String, i64>, example = json!({"Mozilla/5.0...": 30}))]
     #[serde(serialize_with = "as_map")]
@@ -174,6 +176,54 @@ fn as_map<K: Serialize, V: Serialize, S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
+/// Serializes (hour number, visits) pairs as `{"YYYY-MM-DD HH:00:00": visits}`, formatting
+/// each key as it is written instead of holding a `String` per hour (a year-long summary of
+/// 1,000 pages has ~720,000 of them).
+fn hours_as_map<S: serde::Serializer>(
+    hours: &[(i64, i64)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(hours.len()))?;
+    let mut key = String::with_capacity(19);
+    for &(hour, n) in hours {
+        key.clear();
+        crate::domain::write_space(&mut key, hour * HOUR_MS / 1000);
+        map.serialize_entry(&key, &n)?;
+    }
+    map.end()
+}
+
+/// Writes a summary as JSON in chunks of about `chunk` bytes, so a year-long summary of every
+/// page streams out instead of being held whole. `sink` returns `false` when the reader is gone.
+pub fn write_summary(
+    summary: &SummaryResponse,
+    chunk: usize,
+    mut sink: impl FnMut(bytes::Bytes) -> bool,
+) {
+    let fresh = || Vec::with_capacity(chunk + 4096);
+    let mut out: Vec<u8> = fresh();
+    out.extend_from_slice(b"{\"data\":{");
+    for (i, (url, page)) in summary.data.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Serializing a String or a derived struct into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, url);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, page);
+        if out.len() >= chunk && !sink(bytes::Bytes::from(std::mem::replace(&mut out, fresh()))) {
+            return;
+        }
+    }
+    out.extend_from_slice(b"},\"total_entries\":");
+    let _ = serde_json::to_writer(&mut out, &summary.total_entries);
+    out.extend_from_slice(b",\"date_range\":");
+    let _ = serde_json::to_writer(&mut out, &summary.date_range);
+    out.push(b'}');
+    sink(bytes::Bytes::from(out));
 }
 
 fn hour_key(hour: i64) -> String {
@@ -300,9 +350,27 @@ pub fn summary(
     }
     index = pages.iter().enumerate().map(|(i, p)| (p.0, i)).collect();
 
-    // (page index) -> hour -> visits, and (page index) -> agent id -> visits.
-    let mut hours_of: Vec<BTreeMap<i64, i64>> = vec![BTreeMap::new(); pages.len()];
+    // (page index) -> [(hour, visits)] in hour order, and (page index) -> agent id -> visits.
+    // Filled in time order — the partial first hour, the whole hours, then the tail (newer than
+    // anything rolled up) — so each list stays sorted by appending.
+    let mut hours_of: Vec<Vec<(i64, i64)>> = vec![Vec::new(); pages.len()];
     let mut agents_of: Vec<FxHashMap<i64, i64>> = vec![FxHashMap::default(); pages.len()];
+    let add_hour = |hours: &mut Vec<(i64, i64)>, hour: i64, n: i64| match hours.last_mut() {
+        Some((last, count)) if *last == hour => *count += n,
+        _ => hours.push((hour, n)),
+    };
+    if let Some((hour, from, to)) = window.partial {
+        let mut stmt =
+            conn.prepare_cached("SELECT page_id, agent_id FROM visits WHERE id >= ?1 AND id < ?2")?;
+        let mut rows = stmt.query([from, to.min(watermark)])?;
+        while let Some(row) = rows.next()? {
+            let Some(&i) = index.get(&row.get::<_, i64>(0)?) else {
+                continue;
+            };
+            add_hour(&mut hours_of[i], hour, 1);
+            *agents_of[i].entry(row.get(1)?).or_default() += 1;
+        }
+    }
     {
         let mut stmt = conn.prepare_cached(
             "SELECT hour, page_id, agent_id, visits FROM page_hour_agents WHERE hour >= ?1",
@@ -313,27 +381,13 @@ pub fn summary(
                 continue;
             };
             let (hour, agent, n): (i64, i64, i64) = (row.get(0)?, row.get(2)?, row.get(3)?);
-            *hours_of[i].entry(hour).or_default() += n;
+            add_hour(&mut hours_of[i], hour, n);
             *agents_of[i].entry(agent).or_default() += n;
-        }
-    }
-    if let Some((hour, from, to)) = window.partial {
-        let mut stmt =
-            conn.prepare_cached("SELECT page_id, agent_id FROM visits WHERE id >= ?1 AND id < ?2")?;
-        let mut rows = stmt.query([from, to.min(watermark)])?;
-        while let Some(row) = rows.next()? {
-            let Some(&i) = index.get(&row.get::<_, i64>(0)?) else {
-                continue;
-            };
-            *hours_of[i].entry(hour).or_default() += 1;
-            *agents_of[i].entry(row.get(1)?).or_default() += 1;
         }
     }
     for v in tail.iter().filter(|v| v.id >= window.start_id) {
         if let Some(&i) = index.get(&v.page_id) {
-            *hours_of[i]
-                .entry(millis_of(v.id).div_euclid(HOUR_MS))
-                .or_default() += 1;
+            add_hour(&mut hours_of[i], millis_of(v.id).div_euclid(HOUR_MS), 1);
             *agents_of[i].entry(v.agent_id).or_default() += 1;
         }
     }
@@ -375,10 +429,7 @@ pub fn summary(
 
     let mut data = Vec::with_capacity(pages.len());
     for (i, (_, url, mut summary)) in pages.into_iter().enumerate() {
-        summary.by_hour = std::mem::take(&mut hours_of[i])
-            .into_iter()
-            .map(|(h, n)| (hour_key(h), n))
-            .collect();
+        summary.by_hour = std::mem::take(&mut hours_of[i]);
         let mut by_agent: Vec<(i64, i64)> = agents_of[i].drain().collect();
         by_agent.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         for (agent, n) in by_agent {

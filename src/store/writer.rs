@@ -128,8 +128,8 @@ impl WriterHandle {
         let (reply, answer) = oneshot::channel();
         match self.sender.try_send(Message::Job(Job { op, reply })) {
             Ok(()) => {
-                let depth = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
-                metrics::gauge!("footfall_write_queue_depth").set(depth as f64);
+                // The gauge is set from this count when /metrics is scraped, not per request.
+                self.queued.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Full(_)) => {
                 metrics::counter!("footfall_write_queue_full_total").increment(1);

@@ -719,3 +719,15 @@ fn cli_export_and_cleanup_work_beside_the_data() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn since_the_last_representable_instant_exports_nothing() {
+    let app = TestApp::new();
+    app.visit("https://a.com/", "1.1.1.1", "UA").await;
+    // 2^43 - 1 ms, the last instant a visit id can hold: nothing is after it.
+    let reply = app.get("/all-visits?since=8796093022.207").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"visits": [], "total_count": "0"}));
+    let reply = app.get("/all-visits?since=2000-01-01").await;
+    assert_eq!(reply.json()["total_count"], "1");
+}
