@@ -1,13 +1,13 @@
 //! The integration test binary: every module drives footfall as a user would, through HTTP
 //! (in-process with `oneshot`, or a real process for signals and crashes) and the CLI.
 
+mod analytics;
+mod browser;
 mod common;
 mod hardening;
 mod limits;
 mod process;
 mod record;
 mod rollups;
-mod analytics;
 mod seeds;
 mod web;
-mod browser;
