@@ -731,3 +731,96 @@ async fn since_the_last_representable_instant_exports_nothing() {
     let reply = app.get("/all-visits?since=2000-01-01").await;
     assert_eq!(reply.json()["total_count"], "1");
 }
+
+#[test]
+fn an_export_stops_its_cursor_when_the_reader_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let mut conn = footfall::store::open_writer(&db, footfall::config::Durability::Normal).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let rows: String = (0..20_000)
+        .map(|i| {
+            let ts = space(now - i);
+            format!("{}\n", json!({"url": format!("https://a.com/{}", i % 50), "ip": "10.0.0.1", "timestamp": ts}))
+        })
+        .collect();
+    footfall::cli::import_into(&mut conn, rows.as_bytes(), false).unwrap();
+    let filter = footfall::store::export::FilterParams::default()
+        .parse()
+        .unwrap();
+    let mut chunks = 0;
+    // The reader takes one chunk, then disconnects.
+    let written = footfall::store::export::export(
+        &conn,
+        &filter,
+        footfall::config::ExportFormat::Jsonl,
+        |_| {
+            chunks += 1;
+            false
+        },
+    )
+    .unwrap();
+    assert_eq!(chunks, 1);
+    assert!(
+        written < 2_000,
+        "the cursor went on after the reader left: {written} rows"
+    );
+    let all = footfall::store::export::export(
+        &conn,
+        &filter,
+        footfall::config::ExportFormat::Jsonl,
+        |_| true,
+    )
+    .unwrap();
+    assert_eq!(all, 20_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_cleanup_beside_a_running_server_shows_in_its_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let now = chrono::Utc::now().timestamp();
+    let truth = generate(9, 200, now);
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(&file, jsonl(&truth)).unwrap();
+    let bin = env!("CARGO_BIN_EXE_footfall");
+    let server = crate::common::ServerProcess::start(&db, &[]);
+    let stats = || async {
+        reqwest::get(format!("{}/stats", server.base))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let out = std::process::Command::new(bin)
+        .arg("import")
+        .arg(&file)
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(stats().await["total_visits"], 200);
+    let out = std::process::Command::new(bin)
+        .args(["cleanup", "--days", "7", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = truth.iter().filter(|v| v.ts >= now - 7 * 86_400).count();
+    assert_eq!(stats().await["total_visits"], kept);
+    // The server keeps recording on the same file afterwards.
+    let reply = reqwest::Client::new()
+        .post(format!("{}/visit", server.base))
+        .json(&json!({"url": "https://after.example/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(stats().await["total_visits"], kept + 1);
+}
