@@ -205,11 +205,14 @@ fn apply_counts<K, const N: usize>(
     }
     let mut upsert = conn.prepare_cached(upsert_sql)?;
     let mut delete = conn.prepare_cached(delete_sql)?;
-    for (key, &n) in counts {
-        if n == 0 {
-            continue;
-        }
-        let key = key_params(key);
+    // In key order: consecutive upserts land on the same B-tree pages.
+    let mut sorted: Vec<([i64; N], i64)> = counts
+        .iter()
+        .filter(|(_, n)| **n != 0)
+        .map(|(key, &n)| (key_params(key), n))
+        .collect();
+    sorted.sort_unstable();
+    for (key, n) in sorted {
         let mut values = key.to_vec();
         values.push(n);
         upsert.execute(rusqlite::params_from_iter(&values))?;
