@@ -15,9 +15,21 @@ use crate::config::ServeArgs;
 use crate::ratelimit::{self, IpCeilingConfig, RateLimits};
 use crate::store::{self, CounterCache, ReadPool, WriterHandle};
 
-/// Everything a handler may need; cheap to clone (all shared).
+/// Everything a handler may need: one `Arc`, so the per-request clone axum makes for every
+/// `State` extractor and stateful layer is a single atomic increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
     pub pool: ReadPool,
     pub writer: WriterHandle,
     pub counters: Arc<CounterCache>,
@@ -48,7 +60,7 @@ impl App {
         let counters = Arc::new(CounterCache::open(path)?);
         let writer = WriterHandle::spawn(conn, counters.clone(), args.write_queue, args.max_batch)
             .context("cannot start the writer thread")?;
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             pool,
             writer,
             counters,
@@ -68,7 +80,7 @@ impl App {
             request_timeout_secs: args.request_timeout,
             db_path: Arc::new(path.clone()),
             metrics: crate::telemetry::prometheus(),
-        };
+        }));
         let router = crate::routes::router(state.clone());
         Ok(Self { state, router })
     }
