@@ -46,8 +46,6 @@ pub enum ApiError {
     Unavailable(String),
     #[error("The server is shutting down")]
     ShuttingDown,
-    #[error("Request timed out")]
-    Timeout,
     /// A bug or an I/O failure: logged with its cause, answered without it.
     #[error("Internal server error")]
     Internal(#[source] anyhow::Error),
@@ -68,7 +66,6 @@ impl ApiError {
             Self::Overloaded | Self::Unavailable(_) | Self::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -51,8 +51,8 @@ impl FilterParams {
             let (start, end) = range
                 .split_once(',')
                 .ok_or("range must be START,END (dates or timestamps)")?;
-            from = parse_bound(start).ok_or("range START is not a valid date or timestamp")?;
-            to = Some(parse_bound(end).ok_or("range END is not a valid date or timestamp")?);
+            from = parse_timestamp(start).ok_or("range START is not a valid date or timestamp")?;
+            to = Some(parse_timestamp(end).ok_or("range END is not a valid date or timestamp")?);
         } else {
             if let Some(start) = self.start_date.as_deref() {
                 let date = parse_date(start).ok_or("start_date must be a valid YYYY-MM-DD date")?;
@@ -90,10 +90,6 @@ impl FilterParams {
             offset: self.offset.unwrap_or(0),
         })
     }
-}
-
-fn parse_bound(raw: &str) -> Option<UnixMillis> {
-    parse_timestamp(raw.trim())
 }
 
 /// A rendered dimension value: the JSON-escaped form (quotes included) and the raw text.

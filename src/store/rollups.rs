@@ -108,14 +108,6 @@ impl RollupDelta {
         self.recent_pages.insert(page_id);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.visits == 0
-            && self.unique_ips == 0
-            && self.pages.is_empty()
-            && self.site_minutes.is_empty()
-            && self.recent_pages.is_empty()
-    }
-
     /// Writes every delta into its table (inside the caller's transaction) and empties `self`.
     /// Rows that reach zero are deleted, so "no row" always means zero.
     pub fn apply(&mut self, conn: &Connection) -> rusqlite::Result<()> {
