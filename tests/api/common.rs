@@ -175,13 +175,20 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `footfall serve` on `db` with extra arguments and waits until it answers.
     pub fn start(db: &Path, extra: &[&str]) -> Self {
+        Self::start_with_stderr(db, extra, Stdio::null())
+    }
+
+    /// Like [`Self::start`], with the server's stderr (its log) going to `stderr`, at the
+    /// default log level whatever `RUST_LOG` the tests run with.
+    pub fn start_with_stderr(db: &Path, extra: &[&str], stderr: impl Into<Stdio>) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_footfall"))
             .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--db"])
             .arg(db)
             .args(extra)
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("footfall starts");
         let server = Self {

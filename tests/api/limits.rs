@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -19,7 +18,7 @@ use axum::http::{Method, Request, StatusCode};
 use footfall::config::ServeArgs;
 use serde_json::{Value, json};
 
-use crate::common::{Reply, ServerProcess, TestApp, free_port, stored_visits};
+use crate::common::{Reply, ServerProcess, TestApp, stored_visits};
 
 const TOO_MANY: &str = "Too many requests, please try again later";
 
@@ -897,7 +896,7 @@ async fn histogram_samples_are_drained_even_when_nobody_scrapes() {
 
 /// A real server whose stderr (the log) goes to a file.
 struct LoggedServer {
-    child: Child,
+    server: ServerProcess,
     base: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -907,25 +906,14 @@ impl LoggedServer {
     fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("server.log");
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_footfall"))
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--db"])
-            .arg(dir.path().join("visits.db"))
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("footfall starts");
-        let base = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&base).is_err() {
-            assert!(Instant::now() < deadline, "footfall did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let server = ServerProcess::start_with_stderr(
+            &dir.path().join("visits.db"),
+            extra,
+            File::create(&log).unwrap(),
+        );
         Self {
-            child,
-            base: format!("http://{base}"),
+            base: server.base.clone(),
+            server,
             log,
             _dir: dir,
         }
@@ -937,24 +925,8 @@ impl LoggedServer {
 
     /// Stops the server with SIGTERM (so it logs its shutdown) and returns the whole log.
     fn stop(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "footfall did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(self.server.terminate().success());
         self.log()
-    }
-}
-
-impl Drop for LoggedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
