@@ -195,6 +195,13 @@ pub fn top_sites(
     let (_, tail) = tail(conn)?;
     let last = now.div_euclid(MINUTE_MS);
     let first = last - minutes;
+    // The tail's visits in the period, per site: counted once, not once per site.
+    let mut tail_by_site: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+    for v in &tail {
+        if (first..=last).contains(&millis_of(v.id).div_euclid(MINUTE_MS)) {
+            *tail_by_site.entry(v.site_id).or_default() += 1;
+        }
+    }
     let first_full_hour = (first + 59).div_euclid(60);
     let end_full_hour = (last + 1).div_euclid(60);
     let events: Vec<i64> = conn
@@ -234,13 +241,7 @@ pub fn top_sites(
                 total += minutes_between(first, last + 1)?;
             }
         }
-        total += tail
-            .iter()
-            .filter(|v| {
-                v.site_id == site_id
-                    && (first..=last).contains(&millis_of(v.id).div_euclid(MINUTE_MS))
-            })
-            .count() as i64;
+        total += tail_by_site.get(&site_id).copied().unwrap_or(0);
         if total > 0 {
             totals.push((name, total));
         }

@@ -466,7 +466,9 @@ pub fn url_stats(
         return Ok(response);
     };
     let conn = &conn.unchecked_transaction()?;
-    let (watermark, tail) = tail(conn)?;
+    let (watermark, mut tail) = tail(conn)?;
+    // Only this page's share of the tail: its distinct-IP probes are the only ones needed.
+    tail.retain(|v| v.page_id == page_id);
     let tail_pages = tail_by_page(conn, &tail)?;
     let page_tail = tail_pages.get(&page_id);
     if let Some((visits, unique)) = conn
