@@ -145,6 +145,11 @@ fn describe_metrics() {
         Unit::Seconds,
         "Time to write and commit one group-commit transaction"
     );
+    describe_histogram!(
+        "footfall_roll_up_seconds",
+        Unit::Seconds,
+        "Time to roll the tail of raw visits up into the rollup tables"
+    );
     describe_gauge!(
         "footfall_database_bytes",
         Unit::Bytes,
