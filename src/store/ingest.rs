@@ -137,6 +137,13 @@ impl Ingest {
         Ok(rolled)
     }
 
+    /// Call after something else on this connection rolled the tail up (cleanup does): the
+    /// watermark moved and the tail is empty.
+    pub fn tail_rolled_up_elsewhere(&mut self) {
+        self.watermark = None;
+        self.tail = 0;
+    }
+
     /// Adds pre-counted clicks of a site (`POST /domains`) to `site_clicks` and the site rollups.
     pub fn add_clicks(
         &mut self,

@@ -314,10 +314,11 @@ impl Writer {
                     WriteOutcome::ClicksAdded
                 }
                 WriteOp::Cleanup { cutoff } => {
-                    // Cleanup inverts rollups: everything before it must be in them.
+                    // Cleanup inverts rollups: earlier ops of this batch must be in them (it
+                    // rolls the tail up itself, which moves the watermark under `ingest`).
                     delta.apply(&tx)?;
-                    self.ingest.roll_up(&tx)?;
                     let deleted = rollups::cleanup(&tx, *cutoff)?;
+                    self.ingest.tail_rolled_up_elsewhere();
                     WriteOutcome::Cleaned { deleted }
                 }
             };
