@@ -9,11 +9,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::Response;
 use ipnet::IpNet;
 
 use crate::domain::canonical_ip;
@@ -43,14 +41,16 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return peer;
         }
-        let forwarded: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(parse_forwarded_ip)
-            .collect();
-        if let Some(&client) = forwarded.iter().rev().find(|ip| !self.contains(**ip)) {
+        // Walked from the right without collecting: this runs for every request.
+        let forwarded = || {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(parse_forwarded_ip)
+        };
+        if let Some(client) = forwarded().rev().find(|ip| !self.contains(*ip)) {
             return client;
         }
         if let Some(real) = headers
@@ -61,7 +61,7 @@ impl TrustedProxies {
             return real;
         }
         // Every hop is a trusted proxy: the left-most is the closest thing to a client.
-        forwarded.first().copied().unwrap_or(peer)
+        forwarded().next().unwrap_or(peer)
     }
 }
 
@@ -79,21 +79,15 @@ fn parse_forwarded_ip(raw: &str) -> Option<IpAddr> {
         .map(canonical_ip)
 }
 
-/// Middleware: resolves the client IP and stores it as an extension.
-pub async fn resolve_client_ip(
-    State(trusted): State<TrustedProxies>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// The client address of `request`, from its TCP peer (connect info) and headers.
+pub fn of_request<B>(trusted: &TrustedProxies, request: &axum::http::Request<B>) -> ClientIp {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
     // Without connect info (in-process tests driving the router) the request is local.
     let peer = peer.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let client = trusted.resolve(peer, request.headers());
-    request.extensions_mut().insert(ClientIp(client));
-    next.run(request).await
+    ClientIp(trusted.resolve(peer, request.headers()))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
