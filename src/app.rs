@@ -55,6 +55,8 @@ impl App {
     /// Opens (or creates) the database, starts the writer thread and builds the router.
     pub fn build(args: &ServeArgs) -> anyhow::Result<Self> {
         let path = &args.db.db;
+        // First: the writer takes its metric handles from the recorder when it starts.
+        let metrics = crate::telemetry::prometheus();
         let conn = store::open_writer(path, args.db.durability)?;
         let pool = store::open_read_pool(path, args.db.durability, args.read_pool)?;
         let counters = Arc::new(CounterCache::open(path)?);
@@ -79,7 +81,7 @@ impl App {
             cors_origins: Arc::new(args.cors_origins.clone()),
             request_timeout_secs: args.request_timeout,
             db_path: Arc::new(path.clone()),
-            metrics: crate::telemetry::prometheus(),
+            metrics,
         }));
         let router = crate::routes::router(state.clone());
         Ok(Self { state, router })

@@ -14,6 +14,8 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::ingest::data_version;
+
 /// Entries kept at most; past that the cache starts over.
 const MAX_ENTRIES: usize = 100_000;
 
@@ -49,10 +51,6 @@ impl std::fmt::Debug for CounterCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CounterCache").finish_non_exhaustive()
     }
-}
-
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.pragma_query_value(None, "data_version", |r| r.get(0))
 }
 
 impl CounterCache {
@@ -92,6 +90,17 @@ impl CounterCache {
         }
         state.counts.insert(page_id.to_owned(), n);
         Ok((n, ServedVia::Sqlite))
+    }
+
+    /// Whether nothing is cached. A commit that changes no counter may then skip
+    /// [`Self::version_before_commit`] and [`Self::after_commit`]: a count cached meanwhile was
+    /// read at an older `data_version`, so the next read sees the commit's new one and re-reads.
+    pub fn is_empty(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .counts
+            .is_empty()
     }
 
     /// Called by the writer inside its write transaction: the version its commit starts from.
