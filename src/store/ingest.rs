@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rollups::{RollupDelta, VisitKey, id_at, millis_of};
+use super::rollups::{RECENT_PER_PAGE, RollupDelta, VisitKey, id_at, millis_of};
 use crate::domain::{DEFAULT_EVENT, PageUrl, UnixMillis, ip_to_bytes};
 
 /// A validated visit, ready to store.
@@ -65,7 +65,7 @@ impl Ingest {
     /// Call first in every write transaction (after `BEGIN IMMEDIATE`, so no other writer can
     /// slip in): if another connection committed since our last look, forget the highest id.
     pub fn begin(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        let version: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
+        let version = data_version(conn)?;
         if version != self.data_version {
             self.data_version = version;
             self.last_id = None;
@@ -76,8 +76,7 @@ impl Ingest {
 
     /// Whether another connection committed since [`Self::begin`].
     pub fn foreign_commit_since_begin(&self, conn: &Connection) -> rusqlite::Result<bool> {
-        let version: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
-        Ok(version != self.data_version)
+        Ok(data_version(conn)? != self.data_version)
     }
 
     /// Call after a rollback: ids handed out inside it were never committed.
@@ -100,7 +99,7 @@ impl Ingest {
         let event_id = self.event_id(conn, &visit.event)?;
         let ip = ip_to_bytes(visit.ip);
         let id = self.insert_visit(conn, visit.at, page_id, &ip, agent_id, event_id)?;
-        let stored = StoredVisit {
+        let mut stored = StoredVisit {
             id,
             page_id,
             site_id,
@@ -109,7 +108,7 @@ impl Ingest {
             ip,
         };
         if id < self.watermark(conn)? {
-            roll_up_visit(conn, delta, &stored)?;
+            roll_up_visits(conn, delta, std::slice::from_mut(&mut stored))?;
         } else {
             self.tail += 1;
         }
@@ -131,9 +130,23 @@ impl Ingest {
 
     /// Rolls up the whole tail inside the caller's transaction; returns the visits rolled up.
     pub fn roll_up(&mut self, conn: &Connection) -> rusqlite::Result<u64> {
-        let (rolled, watermark) = roll_up_tail(conn)?;
+        self.roll_up_oldest(conn, None)
+    }
+
+    /// Rolls up the oldest `limit` tail visits (all of them with `None`) inside the caller's
+    /// transaction; returns the visits rolled up.
+    pub fn roll_up_oldest(
+        &mut self,
+        conn: &Connection,
+        limit: Option<usize>,
+    ) -> rusqlite::Result<u64> {
+        let (rolled, watermark) = roll_up_tail(conn, limit)?;
         self.watermark = Some(watermark);
-        self.tail = 0;
+        self.tail = match limit {
+            // Fewer than asked for: the tail is empty (whoever added to it or rolled it up).
+            Some(limit) if (rolled as usize) >= limit => self.tail.saturating_sub(limit),
+            _ => 0,
+        };
         Ok(rolled)
     }
 
@@ -247,6 +260,13 @@ impl Ingest {
     }
 }
 
+/// `PRAGMA data_version` of `conn`: changes when another connection commits. Prepared once per
+/// connection, since the writer asks at every commit.
+pub fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA data_version")?
+        .query_row([], |r| r.get(0))
+}
+
 /// The id of `value` in a `(id, <column> UNIQUE)` dimension table, inserted when missing.
 fn dimension_id(
     conn: &Connection,
@@ -292,65 +312,76 @@ pub struct StoredVisit {
     pub ip: Vec<u8>,
 }
 
-/// Counts one stored visit into the rollups: the distinct-IP tables and the newest-visits table
-/// directly, the counters through `delta` (applied once per transaction).
-pub fn roll_up_visit(
+/// Counts stored visits into the rollups: the distinct-IP tables and the newest-visits table
+/// directly, the counters through `delta` (applied once per transaction). Reorders `visits`.
+///
+/// Each table is written in its own key order, not in time order, so consecutive writes land
+/// on the same B-tree pages (measured: 11.0 -> 9.4 µs a visit in `examples/writer_bench`), and
+/// once per key: a (page, IP) pair or an IP seen many times is one write with its last visit,
+/// and a page gets at most its newest [`RECENT_PER_PAGE`] visits in `page_recent`.
+pub fn roll_up_visits(
     conn: &Connection,
     delta: &mut RollupDelta,
-    v: &StoredVisit,
+    visits: &mut [StoredVisit],
 ) -> rusqlite::Result<()> {
-    roll_up_page(conn, delta, v)?;
-    roll_up_ip(conn, delta, v)
-}
-
-/// The per-page part of [`roll_up_visit`]: the page's distinct IPs, newest visits and counters.
-fn roll_up_page(
-    conn: &Connection,
-    delta: &mut RollupDelta,
-    v: &StoredVisit,
-) -> rusqlite::Result<()> {
-    // A new (page, IP) pair raises the page's distinct count; a known one moves its last id.
-    let new_pair = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO page_ips (page_id, ip, last_id) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![v.page_id, v.ip, v.id])?;
-    if new_pair == 1 {
-        delta.count_page_ip(v.page_id, 1);
-    } else {
-        conn.prepare_cached(
-            "UPDATE page_ips SET last_id = ?3 WHERE page_id = ?1 AND ip = ?2 AND last_id < ?3",
-        )?
-        .execute(params![v.page_id, v.ip, v.id])?;
-    }
-    conn.prepare_cached(
+    // Statements prepared once here, not looked up in the cache per visit.
+    let mut insert_pair = conn.prepare_cached(
+        "INSERT OR IGNORE INTO page_ips (page_id, ip, last_id) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut move_pair = conn.prepare_cached(
+        "UPDATE page_ips SET last_id = ?3 WHERE page_id = ?1 AND ip = ?2 AND last_id < ?3",
+    )?;
+    let mut insert_recent = conn.prepare_cached(
         "INSERT INTO page_recent (page_id, id, ip, agent_id) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![v.page_id, v.id, v.ip, v.agent_id])?;
-    delta.touch_recent(v.page_id);
-    delta.count_visit(
-        &VisitKey {
-            page_id: v.page_id,
-            site_id: v.site_id,
-            agent_id: v.agent_id,
-            event_id: v.event_id,
-            millis: millis_of(v.id),
-        },
-        1,
-    );
-    Ok(())
-}
+    )?;
+    let mut insert_ip =
+        conn.prepare_cached("INSERT OR IGNORE INTO ips (ip, last_id) VALUES (?1, ?2)")?;
+    let mut move_ip =
+        conn.prepare_cached("UPDATE ips SET last_id = ?2 WHERE ip = ?1 AND last_id < ?2")?;
 
-/// The whole-database part of [`roll_up_visit`]: distinct IPs and each one's last visit.
-fn roll_up_ip(conn: &Connection, delta: &mut RollupDelta, v: &StoredVisit) -> rusqlite::Result<()> {
-    let new_ip = conn
-        .prepare_cached("INSERT OR IGNORE INTO ips (ip, last_id) VALUES (?1, ?2)")?
-        .execute(params![v.ip, v.id])?;
-    if new_ip == 1 {
-        delta.count_ips(1);
-    } else {
-        conn.prepare_cached("UPDATE ips SET last_id = ?2 WHERE ip = ?1 AND last_id < ?2")?
-            .execute(params![v.ip, v.id])?;
+    visits.sort_unstable_by(|a, b| (a.page_id, &a.ip, a.id).cmp(&(b.page_id, &b.ip, b.id)));
+    for page in visits.chunk_by(|a, b| a.page_id == b.page_id) {
+        // A new (page, IP) pair raises the page's distinct count; a known one moves its last id.
+        for pair in page.chunk_by(|a, b| a.ip == b.ip) {
+            let last = &pair[pair.len() - 1];
+            if insert_pair.execute(params![last.page_id, last.ip, last.id])? == 1 {
+                delta.count_page_ip(last.page_id, 1);
+            } else {
+                move_pair.execute(params![last.page_id, last.ip, last.id])?;
+            }
+        }
+        for v in page {
+            delta.count_visit(
+                &VisitKey {
+                    page_id: v.page_id,
+                    site_id: v.site_id,
+                    agent_id: v.agent_id,
+                    event_id: v.event_id,
+                    millis: millis_of(v.id),
+                },
+                1,
+            );
+        }
+        let mut newest: Vec<&StoredVisit> = page.iter().collect();
+        if newest.len() > RECENT_PER_PAGE as usize {
+            newest.select_nth_unstable_by(RECENT_PER_PAGE as usize - 1, |a, b| b.id.cmp(&a.id));
+            newest.truncate(RECENT_PER_PAGE as usize);
+        }
+        for v in newest {
+            insert_recent.execute(params![v.page_id, v.id, v.ip, v.agent_id])?;
+        }
+        delta.touch_recent(page[0].page_id);
+    }
+
+    // Distinct IPs of the whole database, each with its last visit.
+    visits.sort_unstable_by(|a, b| (&a.ip, a.id).cmp(&(&b.ip, b.id)));
+    for same_ip in visits.chunk_by(|a, b| a.ip == b.ip) {
+        let last = &same_ip[same_ip.len() - 1];
+        if insert_ip.execute(params![last.ip, last.id])? == 1 {
+            delta.count_ips(1);
+        } else {
+            move_ip.execute(params![last.ip, last.id])?;
+        }
     }
     Ok(())
 }
@@ -395,26 +426,21 @@ pub fn tail(conn: &Connection) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
 /// Visits rolled up per step of [`roll_up_tail`]: bounds its memory, not its atomicity.
 const ROLL_UP_CHUNK: i64 = 50_000;
 
-/// Counts every tail visit into the rollups and moves the watermark past them, inside the
-/// caller's transaction. Returns (visits rolled up, new watermark).
-pub fn roll_up_tail(conn: &Connection) -> rusqlite::Result<(u64, i64)> {
+/// Counts the oldest `limit` tail visits (every one with `None`) into the rollups and moves
+/// the watermark past them, inside the caller's transaction. Returns (visits rolled up, new
+/// watermark). Every visit below the new watermark is then in the rollups: older visits were
+/// already (the tail is everything from the old watermark on, and visits are taken in id order).
+pub fn roll_up_tail(conn: &Connection, limit: Option<usize>) -> rusqlite::Result<(u64, i64)> {
     let mut watermark = read_watermark(conn)?;
     let mut rolled = 0u64;
-    loop {
-        let mut chunk = stored_visits_from(conn, watermark, ROLL_UP_CHUNK)?;
+    let mut left = limit.map_or(i64::MAX, |l| l as i64);
+    while left > 0 {
+        let mut chunk = stored_visits_from(conn, watermark, ROLL_UP_CHUNK.min(left))?;
         let Some(last) = chunk.last() else { break };
         watermark = last.id + 1;
+        left -= chunk.len() as i64;
         let mut delta = RollupDelta::default();
-        // Each table in its own key order rather than in time order: consecutive inserts then
-        // land on the same B-tree pages (measured: 11.0 -> 9.4 µs a visit in writer_bench).
-        chunk.sort_unstable_by(|a, b| (a.page_id, &a.ip, a.id).cmp(&(b.page_id, &b.ip, b.id)));
-        for visit in &chunk {
-            roll_up_page(conn, &mut delta, visit)?;
-        }
-        chunk.sort_unstable_by(|a, b| (&a.ip, a.id).cmp(&(&b.ip, b.id)));
-        for visit in &chunk {
-            roll_up_ip(conn, &mut delta, visit)?;
-        }
+        roll_up_visits(conn, &mut delta, &mut chunk)?;
         delta.apply(conn)?;
         rolled += chunk.len() as u64;
     }

@@ -6,7 +6,7 @@
 //! [`check`] rebuilds every rollup from the raw rows and reports any difference: the invariant
 //! the tests hold the writer to.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use rusqlite::{Connection, params};
 
@@ -118,17 +118,27 @@ impl RollupDelta {
             .execute(params![self.visits, self.unique_ips])?;
         }
         {
+            // RETURNING the page's new total: a page with at most RECENT_PER_PAGE visits has
+            // at most that many `page_recent` rows, so it needs no trim below.
             let mut upsert = conn.prepare_cached(
                 "INSERT INTO page_totals (page_id, visits, unique_ips) VALUES (?1, ?2, ?3)
                  ON CONFLICT (page_id) DO UPDATE
-                 SET visits = visits + excluded.visits, unique_ips = unique_ips + excluded.unique_ips",
+                 SET visits = visits + excluded.visits, unique_ips = unique_ips + excluded.unique_ips
+                 RETURNING visits",
             )?;
             let mut delete =
                 conn.prepare_cached("DELETE FROM page_totals WHERE page_id = ?1 AND visits <= 0")?;
-            for (&page, d) in &self.pages {
-                upsert.execute(params![page, d.visits, d.unique_ips])?;
+            let mut pages: Vec<(i64, PageDelta)> =
+                self.pages.iter().map(|(&p, &d)| (p, d)).collect();
+            pages.sort_unstable_by_key(|&(page, _)| page);
+            for (page, d) in pages {
+                let total: i64 =
+                    upsert.query_row(params![page, d.visits, d.unique_ips], |r| r.get(0))?;
                 if d.visits < 0 {
                     delete.execute([page])?;
+                }
+                if total <= RECENT_PER_PAGE {
+                    self.recent_pages.remove(&page);
                 }
             }
         }
@@ -175,7 +185,9 @@ impl RollupDelta {
                 "DELETE FROM page_recent WHERE page_id = ?1 AND id <
                    (SELECT id FROM page_recent WHERE page_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
             )?;
-            for &page in &self.recent_pages {
+            let mut pages: Vec<i64> = self.recent_pages.iter().copied().collect();
+            pages.sort_unstable();
+            for page in pages {
                 trim.execute(params![page, RECENT_PER_PAGE - 1])?;
             }
         }
@@ -205,9 +217,7 @@ fn apply_counts<K, const N: usize>(
         .collect();
     sorted.sort_unstable();
     for (key, n) in sorted {
-        let mut values = key.to_vec();
-        values.push(n);
-        upsert.execute(rusqlite::params_from_iter(&values))?;
+        upsert.execute(rusqlite::params_from_iter(key.iter().chain([&n])))?;
         if n < 0 {
             delete.execute(rusqlite::params_from_iter(&key))?;
         }
@@ -223,7 +233,7 @@ const CLEANUP_CHUNK: usize = 100_000;
 /// Runs inside the caller's transaction (rolling the tail up first, since it inverts rollups);
 /// returns the number of visits deleted.
 pub fn cleanup(conn: &Connection, cutoff: UnixMillis) -> rusqlite::Result<u64> {
-    super::ingest::roll_up_tail(conn)?;
+    super::ingest::roll_up_tail(conn, None)?;
     let cutoff_id = id_at(cutoff);
     let mut delta = RollupDelta::default();
 

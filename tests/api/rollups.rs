@@ -119,3 +119,42 @@ proptest! {
         });
     }
 }
+
+/// The writer's idle roll-up works slice by slice from its own count of the tail. When another
+/// process rolls that tail up first (`footfall import`/`cleanup` beside the server), a slice
+/// finds nothing, and the count must drop to zero: a count left behind would have the idle
+/// writer start an empty roll-up transaction, over and over, forever.
+#[test]
+fn a_tail_rolled_up_elsewhere_leaves_the_writers_count_at_zero() {
+    use footfall::domain::{PageUrl, now_millis};
+    use footfall::store::ingest::{Ingest, NewVisit, roll_up_tail};
+    use footfall::store::rollups::RollupDelta;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.db");
+    let open =
+        || footfall::store::open_writer(&path, footfall::config::Durability::Normal).unwrap();
+    let (server, cli) = (open(), open());
+    let mut ingest = Ingest::new();
+    server.execute_batch("BEGIN IMMEDIATE").unwrap();
+    ingest.begin(&server).unwrap();
+    let mut delta = RollupDelta::default();
+    for i in 0..3 {
+        let url = PageUrl::parse(&format!("https://a.com/{i}")).unwrap();
+        let visit = NewVisit::pageview(url, "10.0.0.1".parse().unwrap(), "UA".into(), now_millis());
+        ingest.add_visit(&server, &mut delta, &visit).unwrap();
+    }
+    delta.apply(&server).unwrap();
+    server.execute_batch("COMMIT").unwrap();
+    assert_eq!(ingest.tail_len(), 3);
+
+    let tx = cli.unchecked_transaction().unwrap();
+    assert_eq!(roll_up_tail(&tx, None).unwrap().0, 3);
+    tx.commit().unwrap();
+
+    server.execute_batch("BEGIN IMMEDIATE").unwrap();
+    ingest.begin(&server).unwrap();
+    assert_eq!(ingest.roll_up_oldest(&server, Some(5_000)).unwrap(), 0);
+    server.execute_batch("COMMIT").unwrap();
+    assert_eq!(ingest.tail_len(), 0);
+}
