@@ -4,12 +4,6 @@
 use clap::Parser;
 use footfall::config::{Cli, Command};
 
-/// mimalloc instead of glibc's malloc: a request allocates and frees dozens of small objects
-/// across threads, where glibc's arenas spent ~5% of `POST /visit` in malloc/free and
-/// consolidation.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     match Cli::parse().into_command() {
         Command::Serve(args) => {
