@@ -334,6 +334,10 @@ pub fn roll_up_visits(
     let mut insert_recent = conn.prepare_cached(
         "INSERT INTO page_recent (page_id, id, ip, agent_id) VALUES (?1, ?2, ?3, ?4)",
     )?;
+    let mut trim_recent = conn.prepare_cached(
+        "DELETE FROM page_recent WHERE page_id = ?1 AND id <
+           (SELECT id FROM page_recent WHERE page_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?;
     let mut insert_ip =
         conn.prepare_cached("INSERT OR IGNORE INTO ips (ip, last_id) VALUES (?1, ?2)")?;
     let mut move_ip =
@@ -370,7 +374,9 @@ pub fn roll_up_visits(
         for v in newest {
             insert_recent.execute(params![v.page_id, v.id, v.ip, v.agent_id])?;
         }
-        delta.touch_recent(page[0].page_id);
+        // Back to the newest RECENT_PER_PAGE, while the page's rows are in the cache. When a
+        // page has fewer, OFFSET finds no row, the comparison is NULL and nothing is deleted.
+        trim_recent.execute(params![page[0].page_id, RECENT_PER_PAGE - 1])?;
     }
 
     // Distinct IPs of the whole database, each with its last visit.
