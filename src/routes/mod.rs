@@ -130,32 +130,6 @@ impl MakeRequestId for SequentialRequestId {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_request_ids_are_distinct_version_8_uuids() {
-        let ids = SequentialRequestId::new();
-        let (a, b) = (ids.id(0), ids.id(1));
-        assert_ne!(a, b);
-        for id in [&a, &b] {
-            assert_eq!(id.len(), 36, "{id}");
-            let groups: Vec<&str> = id.split('-').collect();
-            assert_eq!(
-                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
-                [8, 4, 4, 4, 12]
-            );
-            assert!(groups[2].starts_with('8'), "version 8: {id}");
-            assert!(
-                matches!(&groups[3][..1], "8" | "9" | "a" | "b"),
-                "variant: {id}"
-            );
-        }
-        assert_eq!(a[..19], b[..19], "one process, one prefix");
-    }
-}
-
 /// Chunks in flight between a producing thread and the response: with 64 KiB chunks, at most
 /// ~256 KiB of a streamed answer is in memory at once.
 const STREAM_CHANNEL: usize = 4;
@@ -198,5 +172,31 @@ fn cors(origins: &[String]) -> CorsLayer {
             .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
             .collect();
         layer.allow_origin(AllowOrigin::list(list))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_distinct_version_8_uuids() {
+        let ids = SequentialRequestId::new();
+        let (a, b) = (ids.id(0), ids.id(1));
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 36, "{id}");
+            let groups: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12]
+            );
+            assert!(groups[2].starts_with('8'), "version 8: {id}");
+            assert!(
+                matches!(&groups[3][..1], "8" | "9" | "a" | "b"),
+                "variant: {id}"
+            );
+        }
+        assert_eq!(a[..19], b[..19], "one process, one prefix");
     }
 }
