@@ -1,15 +1,17 @@
 //! footfall: a page-visit analytics server on an embedded SQLite database.
 //!
 //! Visits arrive over HTTP, are validated, rate-limited and handed to a single writer thread
-//! that commits them in groups — raw rows and every rollup in one transaction — before anyone
-//! is told "recorded". Analytics read the rollups, so they cost the same at ten million visits
-//! as at one million. Exports stream from a cursor.
+//! that commits them in groups before anyone is told "recorded"; the same thread rolls them up
+//! into the rollup tables in bulk, behind a watermark. Analytics read the rollups plus the few
+//! visits above the watermark, so they cost the same at ten million visits as at one million.
+//! Exports stream from a cursor.
 //!
 //! # Layout
 //!
 //! - [`config`]: command line and environment (clap).
 //! - [`app`]: state, router assembly, serving and shutdown.
-//! - [`routes`]: the HTTP endpoints, one module per area, and the middleware stack.
+//! - [`routes`]: the HTTP endpoints, one module per area, and the middleware stack (with the
+//!   per-request edge layer: client IP, metrics, access log, JSON error bodies).
 //! - [`store`]: SQLite: schema, read pool, the group-commit writer, rollups, queries, export.
 //! - [`domain`]: validated values (page URLs, sites, events) and time formats.
 //! - [`client_ip`]: trusted-proxy resolution of the client address.
