@@ -151,7 +151,7 @@ fn describe_metrics() {
     describe_histogram!(
         "footfall_roll_up_seconds",
         Unit::Seconds,
-        "Time to roll the tail of raw visits up into the rollup tables"
+        "Time of one roll-up transaction (the whole tail under load, one slice when idle)"
     );
     describe_gauge!(
         "footfall_database_bytes",

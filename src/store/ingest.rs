@@ -51,7 +51,8 @@ pub struct Ingest {
     last_id: Option<i64>,
     /// The rollup watermark (`totals.rolled_up_to`); `None` until read from the file.
     watermark: Option<i64>,
-    /// Visits this connection added to the tail since it last rolled up.
+    /// Visits at or above the watermark: counted from the file whenever another connection has
+    /// committed (it may have rolled them up), kept up to date by this one in between.
     tail: usize,
     /// `PRAGMA data_version` when `last_id` was read: another connection's commit changes it.
     data_version: i64,
@@ -63,13 +64,20 @@ impl Ingest {
     }
 
     /// Call first in every write transaction (after `BEGIN IMMEDIATE`, so no other writer can
-    /// slip in): if another connection committed since our last look, forget the highest id.
+    /// slip in): if another connection committed since our last look (`footfall import` or
+    /// `cleanup` beside the server, or this is the first look), forget the highest id and read
+    /// the watermark and the tail's length again.
     pub fn begin(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         let version = data_version(conn)?;
         if version != self.data_version {
             self.data_version = version;
             self.last_id = None;
-            self.watermark = None;
+            let watermark = read_watermark(conn)?;
+            self.watermark = Some(watermark);
+            let tail: i64 = conn
+                .prepare_cached("SELECT count(*) FROM visits WHERE id >= ?1")?
+                .query_row([watermark], |r| r.get(0))?;
+            self.tail = tail as usize;
         }
         Ok(())
     }
@@ -123,30 +131,22 @@ impl Ingest {
         }
     }
 
-    /// Visits added to the tail since the last [`Self::roll_up`] (by this connection).
+    /// Visits in the tail, as of this connection's last transaction.
     pub fn tail_len(&self) -> usize {
         self.tail
     }
 
     /// Rolls up the whole tail inside the caller's transaction; returns the visits rolled up.
     pub fn roll_up(&mut self, conn: &Connection) -> rusqlite::Result<u64> {
-        self.roll_up_oldest(conn, None)
+        self.roll_up_oldest(conn, WHOLE_TAIL)
     }
 
-    /// Rolls up the oldest `limit` tail visits (all of them with `None`) inside the caller's
+    /// Rolls up the oldest `limit` tail visits ([`WHOLE_TAIL`]: all) inside the caller's
     /// transaction; returns the visits rolled up.
-    pub fn roll_up_oldest(
-        &mut self,
-        conn: &Connection,
-        limit: Option<usize>,
-    ) -> rusqlite::Result<u64> {
+    pub fn roll_up_oldest(&mut self, conn: &Connection, limit: usize) -> rusqlite::Result<u64> {
         let (rolled, watermark) = roll_up_tail(conn, limit)?;
         self.watermark = Some(watermark);
-        self.tail = match limit {
-            // Fewer than asked for: the tail is empty (whoever added to it or rolled it up).
-            Some(limit) if (rolled as usize) >= limit => self.tail.saturating_sub(limit),
-            _ => 0,
-        };
+        self.tail = self.tail.saturating_sub(rolled as usize);
         Ok(rolled)
     }
 
@@ -429,17 +429,20 @@ pub fn tail(conn: &Connection) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
     Ok((watermark, stored_visits_from(conn, watermark, -1)?))
 }
 
+/// A roll-up limit that takes every tail visit.
+pub const WHOLE_TAIL: usize = usize::MAX;
+
 /// Visits rolled up per step of [`roll_up_tail`]: bounds its memory, not its atomicity.
 const ROLL_UP_CHUNK: i64 = 50_000;
 
-/// Counts the oldest `limit` tail visits (every one with `None`) into the rollups and moves
+/// Counts the oldest `limit` tail visits (every one with [`WHOLE_TAIL`]) into the rollups and moves
 /// the watermark past them, inside the caller's transaction. Returns (visits rolled up, new
 /// watermark). Every visit below the new watermark is then in the rollups: older visits were
 /// already (the tail is everything from the old watermark on, and visits are taken in id order).
-pub fn roll_up_tail(conn: &Connection, limit: Option<usize>) -> rusqlite::Result<(u64, i64)> {
+pub fn roll_up_tail(conn: &Connection, limit: usize) -> rusqlite::Result<(u64, i64)> {
     let mut watermark = read_watermark(conn)?;
     let mut rolled = 0u64;
-    let mut left = limit.map_or(i64::MAX, |l| l as i64);
+    let mut left = i64::try_from(limit).unwrap_or(i64::MAX);
     while left > 0 {
         let mut chunk = stored_visits_from(conn, watermark, ROLL_UP_CHUNK.min(left))?;
         let Some(last) = chunk.last() else { break };

@@ -208,7 +208,7 @@ const CLEANUP_CHUNK: usize = 100_000;
 /// Runs inside the caller's transaction (rolling the tail up first, since it inverts rollups);
 /// returns the number of visits deleted.
 pub fn cleanup(conn: &Connection, cutoff: UnixMillis) -> rusqlite::Result<u64> {
-    super::ingest::roll_up_tail(conn, None)?;
+    super::ingest::roll_up_tail(conn, super::ingest::WHOLE_TAIL)?;
     let cutoff_id = id_at(cutoff);
     let mut delta = RollupDelta::default();
 

@@ -25,7 +25,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::CounterCache;
-use super::ingest::{Ingest, NewVisit, count_page};
+use super::ingest::{Ingest, NewVisit, WHOLE_TAIL, count_page};
 use super::rollups::{self, RollupDelta};
 use crate::domain::UnixMillis;
 use crate::error::ApiError;
@@ -173,6 +173,7 @@ struct WriterMetrics {
     batch_visits: metrics::Histogram,
     commit_seconds: metrics::Histogram,
     visits_recorded: metrics::Counter,
+    roll_up_seconds: metrics::Histogram,
 }
 
 impl WriterMetrics {
@@ -182,6 +183,7 @@ impl WriterMetrics {
             batch_visits: metrics::histogram!("footfall_batch_visits"),
             commit_seconds: metrics::histogram!("footfall_commit_seconds"),
             visits_recorded: metrics::counter!("footfall_visits_recorded_total"),
+            roll_up_seconds: metrics::histogram!("footfall_roll_up_seconds"),
         }
     }
 }
@@ -251,14 +253,14 @@ impl Writer {
             // pages of the rollup tables, so smaller, more frequent ones cost more per visit
             // (measured: 1,000-visit slices took POST /visit from 34k to 20k requests/s).
             if self.ingest.tail_len() >= ROLL_UP_AT {
-                self.roll_up(usize::MAX);
+                self.roll_up(WHOLE_TAIL);
             }
         }
-        self.roll_up(usize::MAX);
+        self.roll_up(WHOLE_TAIL);
         tracing::info!("writer stopped: every queued write is committed");
     }
 
-    /// Rolls up the oldest `limit` tail visits (`usize::MAX`: all) in their own transaction. A
+    /// Rolls up the oldest `limit` tail visits ([`WHOLE_TAIL`]: all) in their own transaction. A
     /// failure only delays them: the raw rows are committed and queries count the tail from
     /// them.
     fn roll_up(&mut self, limit: usize) {
@@ -268,7 +270,8 @@ impl Writer {
         let started = Instant::now();
         match self.write(&[], Some(limit)) {
             Ok(_) => {
-                metrics::histogram!("footfall_roll_up_seconds")
+                self.metrics
+                    .roll_up_seconds
                     .record(started.elapsed().as_secs_f64());
             }
             Err(err) => {
@@ -416,7 +419,7 @@ fn write_ops(
     }
     delta.apply(conn)?;
     if let Some(limit) = roll_up {
-        ingest.roll_up_oldest(conn, (limit != usize::MAX).then_some(limit))?;
+        ingest.roll_up_oldest(conn, limit)?;
     }
     conn.prepare_cached("COMMIT")?.execute([])?;
     Ok((outcomes, counts, version_before))

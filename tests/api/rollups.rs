@@ -120,14 +120,14 @@ proptest! {
     }
 }
 
-/// The writer's idle roll-up works slice by slice from its own count of the tail. When another
-/// process rolls that tail up first (`footfall import`/`cleanup` beside the server), a slice
-/// finds nothing, and the count must drop to zero: a count left behind would have the idle
-/// writer start an empty roll-up transaction, over and over, forever.
+/// The writer decides when to roll up from its count of the tail. When another process rolls
+/// that tail up first (`footfall import`/`cleanup` beside the server), the count must drop to
+/// zero: a count left behind had the idle writer start an empty roll-up transaction, over and
+/// over, forever. And a writer starting on a file with a tail (left by a crash) counts it.
 #[test]
 fn a_tail_rolled_up_elsewhere_leaves_the_writers_count_at_zero() {
     use footfall::domain::{PageUrl, now_millis};
-    use footfall::store::ingest::{Ingest, NewVisit, roll_up_tail};
+    use footfall::store::ingest::{Ingest, NewVisit, WHOLE_TAIL, roll_up_tail};
     use footfall::store::rollups::RollupDelta;
 
     let dir = tempfile::tempdir().unwrap();
@@ -147,14 +147,20 @@ fn a_tail_rolled_up_elsewhere_leaves_the_writers_count_at_zero() {
     delta.apply(&server).unwrap();
     server.execute_batch("COMMIT").unwrap();
     assert_eq!(ingest.tail_len(), 3);
+    let mut restarted = Ingest::new();
+    server.execute_batch("BEGIN IMMEDIATE").unwrap();
+    restarted.begin(&server).unwrap();
+    server.execute_batch("COMMIT").unwrap();
+    assert_eq!(restarted.tail_len(), 3);
 
     let tx = cli.unchecked_transaction().unwrap();
-    assert_eq!(roll_up_tail(&tx, None).unwrap().0, 3);
+    assert_eq!(roll_up_tail(&tx, WHOLE_TAIL).unwrap().0, 3);
     tx.commit().unwrap();
 
     server.execute_batch("BEGIN IMMEDIATE").unwrap();
     ingest.begin(&server).unwrap();
-    assert_eq!(ingest.roll_up_oldest(&server, Some(5_000)).unwrap(), 0);
+    assert_eq!(ingest.tail_len(), 0);
+    assert_eq!(ingest.roll_up_oldest(&server, 5_000).unwrap(), 0);
     server.execute_batch("COMMIT").unwrap();
     assert_eq!(ingest.tail_len(), 0);
 }
