@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::common::TestApp;
+use crate::common::{TestApp, footfall_cli};
 
 /// A generated visit, the ground truth the answers are checked against.
 #[derive(Debug, Clone)]
@@ -681,28 +681,13 @@ fn cli_export_and_cleanup_work_beside_the_data() {
     let truth = generate(5, 50, now);
     let file = dir.path().join("in.jsonl");
     std::fs::write(&file, jsonl(&truth)).unwrap();
-    let bin = env!("CARGO_BIN_EXE_footfall");
-    let out = std::process::Command::new(bin)
-        .args(["import"])
-        .arg(&file)
-        .arg("--db")
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = footfall_cli(&["import", file.to_str().unwrap()], &db);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported 50 visits, skipped 0"));
-    let out = std::process::Command::new(bin)
-        .args(["export", "--format", "csv", "--limit", "3", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = footfall_cli(&["export", "--format", "csv", "--limit", "3"], &db);
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
-    let out = std::process::Command::new(bin)
-        .args(["cleanup", "--days", "7", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = footfall_cli(&["cleanup", "--days", "7"], &db);
     assert!(
         out.status.success(),
         "{}",
@@ -712,11 +697,7 @@ fn cli_export_and_cleanup_work_beside_the_data() {
     let kept = truth.iter().filter(|v| v.ts >= now - 7 * 86_400).count() as i64;
     assert_eq!(report["deleted_visits"].as_i64().unwrap(), 50 - kept);
     assert_eq!(crate::common::stored_visits(&db), kept);
-    let out = std::process::Command::new(bin)
-        .args(["cleanup", "--days", "0", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = footfall_cli(&["cleanup", "--days", "0"], &db);
     assert!(!out.status.success());
 }
 
@@ -783,7 +764,6 @@ async fn cli_cleanup_beside_a_running_server_shows_in_its_answers() {
     let truth = generate(9, 200, now);
     let file = dir.path().join("in.jsonl");
     std::fs::write(&file, jsonl(&truth)).unwrap();
-    let bin = env!("CARGO_BIN_EXE_footfall");
     let server = crate::common::ServerProcess::start(&db, &[]);
     let stats = || async {
         reqwest::get(format!("{}/stats", server.base))
@@ -793,20 +773,10 @@ async fn cli_cleanup_beside_a_running_server_shows_in_its_answers() {
             .await
             .unwrap()
     };
-    let out = std::process::Command::new(bin)
-        .arg("import")
-        .arg(&file)
-        .arg("--db")
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = footfall_cli(&["import", file.to_str().unwrap()], &db);
     assert!(out.status.success());
     assert_eq!(stats().await["total_visits"], 200);
-    let out = std::process::Command::new(bin)
-        .args(["cleanup", "--days", "7", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = footfall_cli(&["cleanup", "--days", "7"], &db);
     assert!(
         out.status.success(),
         "{}",

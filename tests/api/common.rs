@@ -244,6 +244,16 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Runs the `footfall` binary with `args`, then `--db DB`, and waits for it.
+pub fn footfall_cli(args: &[&str], db: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_footfall"))
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .output()
+        .unwrap()
+}
+
 /// Counts rows of `visits` in a database file.
 pub fn stored_visits(db: &Path) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
