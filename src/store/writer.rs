@@ -199,6 +199,12 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, receiver: Receiver<Message>) {
+        // Count a tail left in the file (a crash between a commit and its roll-up, an import
+        // stopped midway): with a tail to roll up, the loop below waits only briefly for a
+        // write, so it is rolled up once the server is idle rather than after the first write.
+        if let Err(err) = self.ingest.begin(&self.conn) {
+            tracing::warn!(error = %err, "cannot count the visits left to roll up");
+        }
         let mut stopping = false;
         // Whether the last wait for a write timed out: the writer then rolls the tail up slice
         // by slice, looking for new writes between slices instead of waiting again.

@@ -120,15 +120,32 @@ proptest! {
     }
 }
 
+/// Commits `n` visits through `ingest` on `conn` without rolling them up: a tail, as a crash
+/// between a commit and its roll-up leaves one.
+fn write_tail(conn: &rusqlite::Connection, ingest: &mut footfall::store::ingest::Ingest, n: usize) {
+    use footfall::domain::{PageUrl, now_millis};
+    use footfall::store::ingest::NewVisit;
+    use footfall::store::rollups::RollupDelta;
+
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    ingest.begin(conn).unwrap();
+    let mut delta = RollupDelta::default();
+    for i in 0..n {
+        let url = PageUrl::parse(&format!("https://a.com/{i}")).unwrap();
+        let visit = NewVisit::pageview(url, "10.0.0.1".parse().unwrap(), "UA".into(), now_millis());
+        ingest.add_visit(conn, &mut delta, &visit).unwrap();
+    }
+    delta.apply(conn).unwrap();
+    conn.execute_batch("COMMIT").unwrap();
+}
+
 /// The writer decides when to roll up from its count of the tail. When another process rolls
 /// that tail up first (`footfall import`/`cleanup` beside the server), the count must drop to
 /// zero: a count left behind had the idle writer start an empty roll-up transaction, over and
 /// over, forever. And a writer starting on a file with a tail (left by a crash) counts it.
 #[test]
 fn a_tail_rolled_up_elsewhere_leaves_the_writers_count_at_zero() {
-    use footfall::domain::{PageUrl, now_millis};
-    use footfall::store::ingest::{Ingest, NewVisit, WHOLE_TAIL, roll_up_tail};
-    use footfall::store::rollups::RollupDelta;
+    use footfall::store::ingest::{Ingest, WHOLE_TAIL, roll_up_tail};
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.db");
@@ -136,16 +153,7 @@ fn a_tail_rolled_up_elsewhere_leaves_the_writers_count_at_zero() {
         || footfall::store::open_writer(&path, footfall::config::Durability::Normal).unwrap();
     let (server, cli) = (open(), open());
     let mut ingest = Ingest::new();
-    server.execute_batch("BEGIN IMMEDIATE").unwrap();
-    ingest.begin(&server).unwrap();
-    let mut delta = RollupDelta::default();
-    for i in 0..3 {
-        let url = PageUrl::parse(&format!("https://a.com/{i}")).unwrap();
-        let visit = NewVisit::pageview(url, "10.0.0.1".parse().unwrap(), "UA".into(), now_millis());
-        ingest.add_visit(&server, &mut delta, &visit).unwrap();
-    }
-    delta.apply(&server).unwrap();
-    server.execute_batch("COMMIT").unwrap();
+    write_tail(&server, &mut ingest, 3);
     assert_eq!(ingest.tail_len(), 3);
     let mut restarted = Ingest::new();
     server.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -163,4 +171,35 @@ fn a_tail_rolled_up_elsewhere_leaves_the_writers_count_at_zero() {
     assert_eq!(ingest.roll_up_oldest(&server, 5_000).unwrap(), 0);
     server.execute_batch("COMMIT").unwrap();
     assert_eq!(ingest.tail_len(), 0);
+}
+
+/// A tail found in the file at startup (a crash between a commit and its roll-up) is rolled up
+/// as soon as the server is idle, not only after its first write.
+#[tokio::test]
+async fn a_tail_found_at_startup_is_rolled_up_without_waiting_for_a_write() {
+    use footfall::store::ingest::{Ingest, read_watermark};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.db");
+    let conn = footfall::store::open_writer(&path, footfall::config::Durability::Normal).unwrap();
+    write_tail(&conn, &mut Ingest::new(), 3);
+    let tail_of = |conn: &rusqlite::Connection| -> i64 {
+        let watermark = read_watermark(conn).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM visits WHERE id >= ?1",
+            [watermark],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(tail_of(&conn), 3);
+
+    let app = footfall::app::App::build(&footfall::config::ServeArgs::for_db(&path)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tail_of(&conn) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(tail_of(&conn), 0, "the idle writer rolled the tail up");
+    assert!(footfall::store::rollups::check(&conn).unwrap().is_empty());
+    drop(app);
 }
