@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Where POST /visit's time goes, in a form that survives a noisy machine: CPU time per request.
+#
+#   scripts/cpu-per-request.sh [ROUNDS] [SECONDS] [CONNECTIONS]      (from the project's root)
+#
+# Runs the same wrk script as ../shared/bench/ingest.sh against the no-op baseline and footfall,
+# alternately, footfall on one database across rounds (as ingest.sh does), and prints for each
+# run: requests/s, the server's CPU microseconds per request (user + system, all threads, from
+# /proc) and wrk's. On a machine whose two cores are shared by wrk and the server, throughput is
+# about 2 cores / (server + wrk CPU per request), so the ingest ratio is about
+# (noop_us + wrk_us_at_noop) / (footfall_us + wrk_us_at_footfall): a change that lowers
+# footfall_us helps, even when requests/s moves less than the noise between runs.
+#
+# Needs: wrk, curl, python3, a release build (cargo build --release). Extra `footfall serve`
+# flags can be passed in FOOTFALL_ARGS; the binary in FOOTFALL_BIN.
+set -euo pipefail
+ROUNDS=${1:-3}; SECS=${2:-8}; CONNS=${3:-64}
+project=$(pwd)
+bench="$project/../shared/bench"
+bin=${FOOTFALL_BIN:-$project/target/release/footfall}
+[ -x "$bin" ] || { echo "no release binary at $bin: run cargo build --release" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 2; }
+
+work=$(mktemp -d)
+noop_target=${NOOP_TARGET_DIR:-${TMPDIR:-/tmp}/footfall-noop-target}
+(cd "$bench/noop" && CARGO_TARGET_DIR="$noop_target" cargo build --release -q)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+"$noop_target/release/noop-baseline" 127.0.0.1:18821 >/dev/null 2>&1 & pids+=($!)
+# shellcheck disable=SC2086 # FOOTFALL_ARGS is a list of flags
+"$bin" serve --bind 127.0.0.1:18822 --db "$work/bench.db" ${FOOTFALL_ARGS:-} >/dev/null 2>&1 & pids+=($!)
+for port in 18821 18822; do
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+done
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+measure() {  # $1 = name, $2 = port, $3 = pid
+  local before after out
+  before=$(cpu_ticks "$3")
+  out=$({ /usr/bin/time -f "WRKCPU %U %S" wrk -t2 -c"$CONNS" -d"${SECS}s" -s "$bench/visit.lua" \
+    "http://127.0.0.1:$2"; } 2>&1)
+  after=$(cpu_ticks "$3")
+  python3 - "$1" "$before" "$after" "$(getconf CLK_TCK)" "$out" <<'PY'
+import re, sys
+name, before, after, hz, out = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+req = int(re.search(r"requests=(\d+)", out).group(1))
+rps = int(re.search(r"rps=(\d+)", out).group(1))
+user, system = map(float, re.search(r"WRKCPU ([\d.]+) ([\d.]+)", out).groups())
+print(f"{name:8} rps={rps:6d} server_us_per_req={(after - before) / hz * 1e6 / req:5.1f} "
+      f"wrk_us_per_req={(user + system) * 1e6 / req:5.1f}")
+PY
+}
+for _ in $(seq 1 "$ROUNDS"); do
+  measure noop 18821 "${pids[0]}"
+  measure footfall 18822 "${pids[1]}"
+done
