@@ -120,9 +120,9 @@ async fn purge_limiters(state: AppState) {
         let state = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
             state.limits.purge();
+            // Not shrunk either, for the reason `RateLimits::purge` gives.
             if let Some(ceiling) = &state.ip_ceiling {
                 ceiling.limiter().retain_recent();
-                ceiling.limiter().shrink_to_fit();
             }
         })
         .await;
