@@ -116,11 +116,12 @@ pub fn clean_user_agent(raw: Option<&str>) -> String {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .unwrap_or("unknown");
-    let mut end = ua.len().min(MAX_USER_AGENT_BYTES);
-    while !ua.is_char_boundary(end) {
-        end -= 1;
-    }
-    ua[..end].to_owned()
+    truncate_at_char(ua, MAX_USER_AGENT_BYTES).to_owned()
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub fn truncate_at_char(s: &str, max: usize) -> &str {
+    &s[..s.floor_char_boundary(max)]
 }
 
 /// An IP address in its canonical form: IPv4-mapped IPv6 addresses become IPv4.

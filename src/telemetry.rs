@@ -160,15 +160,6 @@ fn describe_metrics() {
     );
 }
 
-/// `s` cut to at most `max` bytes at a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// The method as a label: the standard methods, anything else `OTHER` (a client may send any
 /// token as a method, and each distinct label value is a new series kept forever).
 fn method_label(method: &Method) -> &'static str {
@@ -246,7 +237,7 @@ impl RequestRecord {
                 .unwrap_or("");
             (
                 request.method().clone(),
-                cut(request.uri().path(), MAX_LOGGED_PATH).to_owned(),
+                crate::domain::truncate_at_char(request.uri().path(), MAX_LOGGED_PATH).to_owned(),
                 request_id.to_owned(),
             )
         });
@@ -296,9 +287,9 @@ mod tests {
 
     #[test]
     fn logged_paths_are_cut_at_a_character_boundary() {
-        assert_eq!(cut("/abc", 256), "/abc");
+        assert_eq!(crate::domain::truncate_at_char("/abc", 256), "/abc");
         let long = format!("/{}", "é".repeat(300));
-        let logged = cut(&long, MAX_LOGGED_PATH);
+        let logged = crate::domain::truncate_at_char(&long, MAX_LOGGED_PATH);
         assert!(logged.len() <= MAX_LOGGED_PATH && long.starts_with(logged));
     }
 }
