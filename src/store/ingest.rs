@@ -54,7 +54,8 @@ pub struct Ingest {
     /// Visits at or above the watermark: counted from the file whenever another connection has
     /// committed (it may have rolled them up), kept up to date by this one in between.
     tail: usize,
-    /// `PRAGMA data_version` when `last_id` was read: another connection's commit changes it.
+    /// `PRAGMA data_version` when `last_id`, the watermark and the tail were read: another
+    /// connection's commit changes it.
     data_version: i64,
 }
 
@@ -423,7 +424,8 @@ fn stored_visits_from(
 }
 
 /// The watermark and the tail: every visit not yet in the rollups, oldest first. Bounded by the
-/// writer's roll-up policy (a few seconds of traffic, at most ~20,000 visits).
+/// writer's roll-up policy (at most `ROLL_UP_AT` visits plus one batch; rolled up once writes
+/// pause).
 pub fn tail(conn: &Connection) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
     let watermark = read_watermark(conn)?;
     Ok((watermark, stored_visits_from(conn, watermark, -1)?))
@@ -444,7 +446,8 @@ pub fn roll_up_tail(conn: &Connection, limit: usize) -> rusqlite::Result<(u64, i
     let mut rolled = 0u64;
     let mut left = i64::try_from(limit).unwrap_or(i64::MAX);
     while left > 0 {
-        let mut chunk = stored_visits_from(conn, watermark, ROLL_UP_CHUNK.min(left))?;
+        let asked = ROLL_UP_CHUNK.min(left);
+        let mut chunk = stored_visits_from(conn, watermark, asked)?;
         let Some(last) = chunk.last() else { break };
         watermark = last.id + 1;
         left -= chunk.len() as i64;
@@ -452,6 +455,10 @@ pub fn roll_up_tail(conn: &Connection, limit: usize) -> rusqlite::Result<(u64, i
         roll_up_visits(conn, &mut delta, &mut chunk)?;
         delta.apply(conn)?;
         rolled += chunk.len() as u64;
+        // A short chunk was the rest of the tail: no need to ask again for nothing.
+        if (chunk.len() as i64) < asked {
+            break;
+        }
     }
     conn.prepare_cached("UPDATE totals SET rolled_up_to = ?1 WHERE id = 1")?
         .execute([watermark])?;

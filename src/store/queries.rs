@@ -7,7 +7,7 @@
 //!
 //! Every answer is read in one transaction (one snapshot) and adds the *tail* — the visits above
 //! the rollup watermark, not yet rolled up (see `schema.sql`) — from the raw rows: bounded by
-//! the writer to a few seconds of traffic.
+//! the writer to ~20,000 visits (`ROLL_UP_AT` plus one batch).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -373,7 +373,9 @@ pub fn summary(
     }
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT hour, page_id, agent_id, visits FROM page_hour_agents WHERE hour >= ?1",
+            // ORDER BY: the appending above relies on it; the key is hour-first, so no sort.
+            "SELECT hour, page_id, agent_id, visits FROM page_hour_agents WHERE hour >= ?1
+             ORDER BY hour",
         )?;
         let mut rows = stmt.query([window.first_whole_hour])?;
         while let Some(row) = rows.next()? {
