@@ -43,10 +43,10 @@ CREATE TABLE visits (
 );
 
 -- Whole-database totals: one row. `rolled_up_to` is the rollup watermark: every visit with an id
--- below it is counted in every rollup table, every visit at or above it (the "tail", a few
--- seconds of traffic at most) in none — queries add the tail from the raw rows. Recording
--- commits only raw rows; the writer rolls the tail up in large batches, where random-key B-tree
--- updates cost a fraction of what they cost one small commit at a time.
+-- below it is counted in every rollup table, every visit at or above it (the "tail": at most
+-- ~20,000 visits, rolled up whenever writes pause) in none — queries add the tail from the raw
+-- rows. Recording commits only raw rows; the writer rolls the tail up in large batches, where
+-- random-key B-tree updates cost a fraction of what they cost one small commit at a time.
 CREATE TABLE totals (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     visits       INTEGER NOT NULL,

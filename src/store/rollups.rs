@@ -111,8 +111,8 @@ impl RollupDelta {
             .execute(params![self.visits, self.unique_ips])?;
         }
         {
-            // No `RETURNING` (to learn which pages stay small enough to need no trim below):
-            // it made each upsert ~6x slower, more than the trims it saved.
+            // No `RETURNING` (to learn which pages stay small enough to need no `page_recent`
+            // trim): it made each upsert ~6x slower, more than the trims it saved.
             let mut upsert = conn.prepare_cached(
                 "INSERT INTO page_totals (page_id, visits, unique_ips) VALUES (?1, ?2, ?3)
                  ON CONFLICT (page_id) DO UPDATE

@@ -2,8 +2,8 @@
 //!
 //! Handlers submit a [`WriteOp`] through a bounded queue and await a oneshot reply. The thread
 //! blocks for the first queued op, drains whatever else is already queued (up to `max_batch`
-//! visits), writes all of it — raw rows and every rollup — in one transaction, commits, and
-//! only then replies to each submitter. Throughput therefore grows with load, with no timer and
+//! visits), writes all of it in one transaction, commits, and only then replies to each
+//! submitter. Throughput therefore grows with load, with no timer and
 //! no added latency at low load. A full queue is refused at once ([`ApiError::Overloaded`], a
 //! `503`), so memory stays bounded. [`WriterHandle::shutdown`] makes the thread commit what is
 //! queued and exit.
@@ -70,7 +70,7 @@ pub const ROLL_UP_AT: usize = 20_000;
 /// Tail visits an idle writer rolls up per transaction, checking for new writes in between: a
 /// write that arrives during an idle roll-up waits for one slice (~30 ms), not the whole tail.
 pub const IDLE_SLICE: usize = 5_000;
-/// Quiet time after which the writer rolls up whatever tail there is.
+/// Quiet time after which the writer starts rolling the tail up, [`IDLE_SLICE`] visits at a time.
 pub const ROLL_UP_IDLE: Duration = Duration::from_millis(25);
 
 struct Job {
@@ -199,8 +199,8 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, receiver: Receiver<Message>) {
-        // Count a tail left in the file (a crash between a commit and its roll-up, an import
-        // stopped midway): with a tail to roll up, the loop below waits only briefly for a
+        // Count a tail left in the file (a crash between a commit and its roll-up): with a tail
+        // to roll up, the loop below waits only briefly for a
         // write, so it is rolled up once the server is idle rather than after the first write.
         if let Err(err) = self.ingest.begin(&self.conn) {
             tracing::warn!(error = %err, "cannot count the visits left to roll up");
@@ -284,7 +284,7 @@ impl Writer {
                 self.ingest.rolled_back();
                 tracing::error!(
                     error = format!("{err:#}"),
-                    "rolling up the tail failed; will retry"
+                    "rolling up the tail failed; it is retried after the next write"
                 );
             }
         }
