@@ -11,8 +11,9 @@
 # (noop_us + wrk_us_at_noop) / (footfall_us + wrk_us_at_footfall): a change that lowers
 # footfall_us helps, even when requests/s moves less than the noise between runs.
 #
-# Needs: wrk, curl, python3, a release build (cargo build --release). Extra `footfall serve`
-# flags can be passed in FOOTFALL_ARGS; the binary in FOOTFALL_BIN.
+# Needs: wrk, curl, python3, GNU time at /usr/bin/time (Debian package `time`), cargo (it builds
+# the no-op server) and a release build (cargo build --release); ports 18821 and 18822 free.
+# Extra `footfall serve` flags can be passed in FOOTFALL_ARGS; the binary in FOOTFALL_BIN.
 set -euo pipefail
 ROUNDS=${1:-3}; SECS=${2:-8}; CONNS=${3:-64}
 project=$(pwd)
@@ -20,6 +21,7 @@ bench="$project/../shared/bench"
 bin=${FOOTFALL_BIN:-$project/target/release/footfall}
 [ -x "$bin" ] || { echo "no release binary at $bin: run cargo build --release" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 2; }
+[ -x /usr/bin/time ] || { echo "GNU time is missing: apt-get install -y time" >&2; exit 2; }
 
 work=$(mktemp -d)
 noop_target=${NOOP_TARGET_DIR:-${TMPDIR:-/tmp}/footfall-noop-target}
@@ -28,12 +30,15 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-"$noop_target/release/noop-baseline" 127.0.0.1:18821 >/dev/null 2>&1 & pids+=($!)
+"$noop_target/release/noop-baseline" 127.0.0.1:18821 >"$work/noop.log" 2>&1 & pids+=($!)
 # shellcheck disable=SC2086 # FOOTFALL_ARGS is a list of flags
-"$bin" serve --bind 127.0.0.1:18822 --db "$work/bench.db" ${FOOTFALL_ARGS:-} >/dev/null 2>&1 & pids+=($!)
-for port in 18821 18822; do
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
-done
+"$bin" serve --bind 127.0.0.1:18822 --db "$work/bench.db" ${FOOTFALL_ARGS:-} >"$work/footfall.log" 2>&1 & pids+=($!)
+wait_up() {  # $1 = port, $2 = log
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/health" >/dev/null && return 0; sleep 0.1; done
+  echo "the server on port $1 did not start:" >&2; cat "$2" >&2; exit 1
+}
+wait_up 18821 "$work/noop.log"
+wait_up 18822 "$work/footfall.log"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 measure() {  # $1 = name, $2 = port, $3 = pid

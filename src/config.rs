@@ -46,7 +46,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// SQLite database file (created, with its folder, when missing).
+    /// SQLite database file (`serve`, `import` and `cleanup` create it, with its folder, when
+    /// missing; `export` needs it to exist).
     #[arg(long, env = "FOOTFALL_DB", default_value = "data/visits.db")]
     pub db: PathBuf,
     /// `normal`: a committed visit survives a crash of the process (WAL, synchronous=NORMAL).
@@ -110,7 +111,8 @@ pub struct ServeArgs {
     /// Burst size of the per-IP ceiling.
     #[arg(long, env = "FOOTFALL_IP_BURST", default_value_t = 100)]
     pub ip_burst: u32,
-    /// Most distinct keys each rate limiter keeps in memory.
+    /// Most distinct keys each of the two per-page rate limiters keeps in memory (the per-IP
+    /// ceiling is purged, not capped).
     #[arg(long, env = "FOOTFALL_LIMITER_MAX_KEYS", default_value_t = 1_000_000)]
     pub limiter_max_keys: usize,
     /// Log line format.
