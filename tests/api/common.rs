@@ -138,6 +138,15 @@ impl TestApp {
         self.send(request).await
     }
 
+    /// `total_visits` of `/stats/{url}`, with `url` percent-encoded whole (so a `?` in it is
+    /// part of the page, not the endpoint's query).
+    pub async fn total_visits(&self, url: &str) -> i64 {
+        let encoded: String = url.bytes().map(|b| format!("%{b:02X}")).collect();
+        let reply = self.get(&format!("/stats/{encoded}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()["total_visits"].as_i64().unwrap()
+    }
+
     /// A read connection on the test database.
     pub fn conn(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(&self.db).unwrap()

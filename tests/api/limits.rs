@@ -52,12 +52,6 @@ fn get(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).unwrap()
 }
 
-/// `total_visits` of `/stats/{url}`.
-async fn total_visits(app: &TestApp, url: &str) -> i64 {
-    let reply = app.get(&format!("/stats/{url}")).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    reply.json()["total_visits"].as_i64().unwrap()
-}
 
 fn retry_after(reply: &Reply) -> u64 {
     reply
@@ -113,7 +107,7 @@ async fn the_eleventh_visit_of_a_page_from_one_ip_in_a_minute_is_429_and_records
     let wait = assert_too_many(&reply);
     // 10 per minute refills one every 6 s: the wait is never more than that.
     assert!(wait <= 6, "Retry-After {wait}");
-    assert_eq!(total_visits(&app, url).await, 10);
+    assert_eq!(app.total_visits(url).await, 10);
     assert_eq!(stored_visits(&app.db), 10);
 }
 
@@ -133,8 +127,7 @@ async fn the_legacy_get_form_is_limited_like_post_visit_and_shares_its_quota() {
     }
     assert_too_many(&app.send_from(client, legacy_request(url)).await);
     assert_too_many(&app.send_from(client, visit_request(url)).await);
-    let encoded: String = url::form_urlencoded::byte_serialize(url.as_bytes()).collect();
-    assert_eq!(total_visits(&app, &encoded).await, 10);
+    assert_eq!(app.total_visits(url).await, 10);
 }
 
 #[tokio::test]
@@ -158,7 +151,7 @@ async fn the_pixel_over_its_limit_still_answers_the_gif_but_records_nothing() {
         assert!(reply.body.starts_with(b"GIF89a"));
     }
     // 5 + 5 recorded; the last two pixels were over the shared quota.
-    assert_eq!(total_visits(&app, url).await, 10);
+    assert_eq!(app.total_visits(url).await, 10);
     assert_too_many(&app.send_from(client, visit_request(url)).await);
 }
 
@@ -220,8 +213,8 @@ async fn bulk_items_over_twenty_a_minute_are_rejected_and_the_rest_recorded() {
     // The bulk quota is separate from the single-visit one.
     let reply = app.send_from(client, visit_request(hot)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert_eq!(total_visits(&app, hot).await, 21);
-    assert_eq!(total_visits(&app, cold).await, 3);
+    assert_eq!(app.total_visits(hot).await, 21);
+    assert_eq!(app.total_visits(cold).await, 3);
 }
 
 #[tokio::test]
@@ -246,8 +239,8 @@ async fn another_page_or_another_client_ip_has_its_own_quota() {
             StatusCode::OK
         );
     }
-    assert_eq!(total_visits(&app, page).await, 20);
-    assert_eq!(total_visits(&app, other_page).await, 10);
+    assert_eq!(app.total_visits(page).await, 20);
+    assert_eq!(app.total_visits(other_page).await, 10);
 }
 
 #[tokio::test]
@@ -267,7 +260,7 @@ async fn a_limit_of_zero_is_no_limit() {
     let reply = app.send_from(client, bulk_request(&[url; 100])).await;
     assert_eq!(reply.json()["visits_recorded"], 100);
     assert_eq!(reply.json()["visits_rejected"], 0);
-    assert_eq!(total_visits(&app, url).await, 130);
+    assert_eq!(app.total_visits(url).await, 130);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -377,7 +370,7 @@ async fn an_untrusted_peer_rotating_forwarding_headers_is_still_limited_after_te
             assert_too_many(&reply);
         }
     }
-    assert_eq!(total_visits(&app, url).await, 10);
+    assert_eq!(app.total_visits(url).await, 10);
 }
 
 #[tokio::test]
@@ -980,8 +973,8 @@ async fn json_logs_have_one_line_per_request_with_status_and_path_and_never_the_
     ];
     assert_eq!(answers.map(|s| s.as_u16()), [200, 200, 200, 401]);
 
-    // Visits log one line per request, none per visit.
-    let lines_before = server.log().lines().count();
+    // Visits log one line per request, none per visit (counted once the server has stopped:
+    // lines are written by a background thread, and only a stop flushes them all).
     let bulk: Vec<Value> = (0..50)
         .map(|i| json!({ "url": format!("https://logs.example/{i}") }))
         .collect();
@@ -1001,19 +994,13 @@ async fn json_logs_have_one_line_per_request_with_status_and_path_and_never_the_
             .unwrap();
         assert_eq!(reply.status(), 200);
     }
-    // Lines are written by a background thread: give the last one a moment. Earlier requests'
-    // lines may land late too, so count by path: one line per request, none per visit.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let recording_lines = server
-        .log()
+    let log = server.stop();
+    let recording_lines = log
         .lines()
-        .skip(lines_before)
         .filter(|l| l.contains("\"path\":\"/visit\"") || l.contains("\"path\":\"/bulk-visits\""))
         .count();
-    assert_eq!(recording_lines, 6);
-    assert!(!server.log().contains("logs.example"), "no line per visit");
-
-    let log = server.stop();
+    assert_eq!(recording_lines, 6, "{log}");
+    assert!(!log.contains("logs.example"), "no line per visit:\n{log}");
     assert!(
         !log.contains(token),
         "the admin token is in the log:\n{log}"

@@ -6,13 +6,6 @@ use serde_json::{Value, json};
 
 use crate::common::TestApp;
 
-async fn total_visits(app: &TestApp, url: &str) -> i64 {
-    let encoded: String = url.bytes().map(|b| format!("%{b:02X}")).collect();
-    let reply = app.get(&format!("/stats/{encoded}")).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    reply.json()["total_visits"].as_i64().unwrap()
-}
-
 #[tokio::test]
 async fn post_visit_answers_the_original_shape_after_commit() {
     let app = TestApp::new();
@@ -34,7 +27,7 @@ async fn post_visit_answers_the_original_shape_after_commit() {
     assert_eq!(&ts[10..11], "T");
     // Committed before the answer: a fresh connection sees it.
     assert_eq!(crate::common::stored_visits(&app.db), 1);
-    assert_eq!(total_visits(&app, "https://example.com/a?x=1").await, 1);
+    assert_eq!(app.total_visits("https://example.com/a?x=1").await, 1);
     assert!(app.rollup_mismatches().is_empty());
 }
 
@@ -49,7 +42,7 @@ async fn post_visit_accepts_text_plain_as_sent_by_send_beacon() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert_eq!(total_visits(&app, "https://a.com/beacon").await, 1);
+    assert_eq!(app.total_visits("https://a.com/beacon").await, 1);
 }
 
 #[tokio::test]
@@ -160,7 +153,7 @@ async fn legacy_get_records_and_omits_the_timestamp() {
     assert_eq!(body["url"], "https://a.com/legacy");
     assert_eq!(body["status"], "recorded");
     assert!(body.get("timestamp").is_none());
-    assert_eq!(total_visits(&app, "https://a.com/legacy").await, 1);
+    assert_eq!(app.total_visits("https://a.com/legacy").await, 1);
 
     let reply = app.get("/").await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);

@@ -17,12 +17,6 @@ fn encoded(url: &str) -> String {
     url.bytes().map(|b| format!("%{b:02X}")).collect()
 }
 
-async fn total_visits(app: &TestApp, url: &str) -> i64 {
-    let reply = app.get(&format!("/stats/{}", encoded(url))).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    reply.json()["total_visits"].as_i64().unwrap()
-}
-
 async fn site_total(app: &TestApp) -> i64 {
     app.get("/stats").await.json()["total_visits"]
         .as_i64()
@@ -128,7 +122,7 @@ async fn the_pixel_records_a_valid_url_and_answers_the_gif() {
     let reply = pixel(&app, &format!("?url={}", encoded(url))).await;
     assert_is_the_gif(&reply);
     assert_eq!(GIF.len(), 43);
-    assert_eq!(total_visits(&app, url).await, 1);
+    assert_eq!(app.total_visits(url).await, 1);
     assert!(app.rollup_mismatches().is_empty());
 }
 
@@ -178,7 +172,7 @@ async fn the_pixel_without_url_records_the_referer() {
         .body(Body::empty())
         .unwrap();
     assert_is_the_gif(&app.send(request).await);
-    assert_eq!(total_visits(&app, referer).await, 1);
+    assert_eq!(app.total_visits(referer).await, 1);
 
     // An explicit url wins over the Referer.
     let request = Request::get("/pixel.gif?url=https%3A%2F%2Fexample.com%2Fexplicit")
@@ -186,8 +180,8 @@ async fn the_pixel_without_url_records_the_referer() {
         .body(Body::empty())
         .unwrap();
     assert_is_the_gif(&app.send(request).await);
-    assert_eq!(total_visits(&app, "https://example.com/explicit").await, 1);
-    assert_eq!(total_visits(&app, referer).await, 1);
+    assert_eq!(app.total_visits("https://example.com/explicit").await, 1);
+    assert_eq!(app.total_visits(referer).await, 1);
 }
 
 #[tokio::test]
@@ -227,7 +221,7 @@ async fn the_pixel_over_its_rate_limit_still_answers_the_gif_but_records_nothing
     for _ in 0..4 {
         assert_is_the_gif(&pixel(&app, query).await);
     }
-    assert_eq!(total_visits(&app, "https://example.com/limited").await, 2);
+    assert_eq!(app.total_visits("https://example.com/limited").await, 2);
 }
 
 #[tokio::test]
