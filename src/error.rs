@@ -83,14 +83,21 @@ impl ApiError {
     }
 }
 
+/// The cause of a `500`, kept out of the answer's body and handed to the request's log line
+/// (written by `RequestRecord::finish`, which knows the request id).
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Internal(cause) = &self {
-            tracing::error!(error = format!("{cause:#}"), "request failed");
-        }
         let status = self.status();
         let mut response =
             (status, axum::Json(json!({ "detail": self.to_string() }))).into_response();
+        if let Self::Internal(cause) = &self {
+            response
+                .extensions_mut()
+                .insert(InternalCause(format!("{cause:#}")));
+        }
         let retry_after = match &self {
             Self::TooManyRequests { retry_after } => Some((*retry_after).max(1)),
             Self::Overloaded | Self::Unavailable(_) | Self::ShuttingDown => Some(1),

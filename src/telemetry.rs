@@ -1,5 +1,5 @@
-//! Logs and metrics: tracing setup (`--log-format text|json`), the per-request span and log
-//! line, and the Prometheus recorder behind `/metrics`.
+//! Logs and metrics: tracing setup (`--log-format text|json`), the per-request log line (at
+//! ERROR with its cause for a `500`), and the Prometheus recorder behind `/metrics`.
 //!
 //! One info line per request (method, path, status, latency, request id); nothing per visit.
 //! Headers and query strings are never logged, so neither is an admin token.
@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::error::InternalCause;
 
 /// How often histogram samples are folded into their buckets (see [`prometheus`]).
 pub const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -252,8 +253,8 @@ impl RequestRecord {
 
     /// Counts the request by route and status, times it, and writes its one log line (method,
     /// path, status, latency, request id) — one event, no span: the cheapest line `tracing`
-    /// can write.
-    pub fn finish(self, status: u16) {
+    /// can write. A `500`'s line is at ERROR level and carries its cause.
+    pub fn finish(self, status: u16, cause: Option<InternalCause>) {
         let elapsed = self.started.elapsed();
         observe_request(
             self.route.as_ref().map_or("unmatched", MatchedPath::as_str),
@@ -261,15 +262,28 @@ impl RequestRecord {
             status,
             elapsed.as_secs_f64(),
         );
-        if let Some((method, path, request_id)) = self.logged {
-            tracing::info!(
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        match (self.logged, cause) {
+            (Some((method, path, request_id)), Some(InternalCause(error))) => tracing::error!(
                 %method,
                 %path,
                 status,
-                latency = %format_args!("{:.2} ms", elapsed.as_secs_f64() * 1000.0),
+                latency = %format_args!("{latency_ms:.2} ms"),
+                %request_id,
+                %error,
+                "request failed"
+            ),
+            // With INFO lines off, a failure is still logged, without the request's details.
+            (None, Some(InternalCause(error))) => tracing::error!(%error, "request failed"),
+            (Some((method, path, request_id)), None) => tracing::info!(
+                %method,
+                %path,
+                status,
+                latency = %format_args!("{latency_ms:.2} ms"),
                 %request_id,
                 "finished processing request"
-            );
+            ),
+            (None, None) => {}
         }
     }
 }

@@ -19,6 +19,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::client_ip::{self, TrustedProxies};
+use crate::error::InternalCause;
 use crate::telemetry::RequestRecord;
 
 /// Adds [`Edge`] around a service.
@@ -90,9 +91,10 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for EdgeFuture<F> 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(response) = ready!(this.inner.poll(cx));
-        let response = json_error_body(response);
+        let mut response = json_error_body(response);
         if let Some(record) = this.record.take() {
-            record.finish(response.status().as_u16());
+            let cause = response.extensions_mut().remove::<InternalCause>();
+            record.finish(response.status().as_u16(), cause);
         }
         Poll::Ready(Ok(response))
     }

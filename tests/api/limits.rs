@@ -52,7 +52,6 @@ fn get(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).unwrap()
 }
 
-
 fn retry_after(reply: &Reply) -> u64 {
     reply
         .headers
@@ -929,6 +928,45 @@ fn request_lines(log: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .filter(|l| l["message"] == "finished processing request")
         .collect()
+}
+
+/// A `500` is logged on its request's line, at ERROR level, with its cause and the request id
+/// the client saw, so the two can be matched.
+#[tokio::test]
+async fn a_500_is_logged_with_its_cause_and_request_id() {
+    let server = LoggedServer::start(&["--log-format", "json"]);
+    // A table the query needs goes missing under the running server.
+    rusqlite::Connection::open(server._dir.path().join("visits.db"))
+        .unwrap()
+        .execute_batch("DROP TABLE page_hour_agents")
+        .unwrap();
+    let reply = reqwest::get(format!("{}/summary?hours=24", server.base))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 500);
+    let request_id = reply.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(
+        reply.json::<Value>().await.unwrap(),
+        json!({"detail": "Internal server error"}),
+        "the cause stays out of the answer"
+    );
+
+    let log = server.stop();
+    let failed: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|l| l["message"] == "request failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    let line = &failed[0];
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert_eq!(line["status"], 500, "{line}");
+    assert_eq!(line["path"], "/summary", "{line}");
+    assert_eq!(line["request_id"], request_id.as_str(), "{line}");
+    assert!(
+        line["error"].as_str().unwrap().contains("page_hour_agents"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
