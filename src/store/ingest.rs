@@ -410,17 +410,20 @@ fn stored_visits_from(
          FROM visits v JOIN pages p ON p.id = v.page_id
          WHERE v.id >= ?1 ORDER BY v.id LIMIT ?2",
     )?
-    .query_map(params![from, limit], |r| {
-        Ok(StoredVisit {
-            id: r.get(0)?,
-            page_id: r.get(1)?,
-            site_id: r.get(2)?,
-            agent_id: r.get(3)?,
-            event_id: r.get(4)?,
-            ip: r.get(5)?,
-        })
-    })?
+    .query_map(params![from, limit], stored_visit)?
     .collect()
+}
+
+/// A row of `id, page_id, site_id, agent_id, event_id, ip`.
+fn stored_visit(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVisit> {
+    Ok(StoredVisit {
+        id: r.get(0)?,
+        page_id: r.get(1)?,
+        site_id: r.get(2)?,
+        agent_id: r.get(3)?,
+        event_id: r.get(4)?,
+        ip: r.get(5)?,
+    })
 }
 
 /// The watermark and the tail: every visit not yet in the rollups, oldest first. Bounded by the
@@ -429,6 +432,21 @@ fn stored_visits_from(
 pub fn tail(conn: &Connection) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
     let watermark = read_watermark(conn)?;
     Ok((watermark, stored_visits_from(conn, watermark, -1)?))
+}
+
+/// The watermark and one page's share of the tail, oldest first: what `/stats/{url}` adds, without
+/// reading every other page's tail rows.
+pub fn page_tail(conn: &Connection, page_id: i64) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
+    let watermark = read_watermark(conn)?;
+    let visits = conn
+        .prepare_cached(
+            "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.ip
+             FROM visits v JOIN pages p ON p.id = v.page_id
+             WHERE v.id >= ?1 AND v.page_id = ?2 ORDER BY v.id",
+        )?
+        .query_map(params![watermark, page_id], stored_visit)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((watermark, visits))
 }
 
 /// A roll-up limit that takes every tail visit.

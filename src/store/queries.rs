@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::ingest::{StoredVisit, tail};
+use super::ingest::{StoredVisit, page_tail, tail};
 use super::rollups::{HOUR_MS, id_at, millis_of};
 use crate::domain::{UnixMillis, format_iso, format_space, ip_from_bytes};
 
@@ -468,9 +468,7 @@ pub fn url_stats(
         return Ok(response);
     };
     let conn = &conn.unchecked_transaction()?;
-    let (watermark, mut tail) = tail(conn)?;
-    // Only this page's share of the tail: its distinct-IP probes are the only ones needed.
-    tail.retain(|v| v.page_id == page_id);
+    let (watermark, tail) = page_tail(conn, page_id)?;
     let tail_pages = tail_by_page(conn, &tail)?;
     let page_tail = tail_pages.get(&page_id);
     if let Some((visits, unique)) = conn
