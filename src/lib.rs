@@ -30,6 +30,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod import;
+pub mod log_sink;
 pub mod ratelimit;
 pub mod routes;
 pub mod store;

@@ -8,7 +8,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().into_command() {
         Command::Serve(args) => {
             // Held to the end of `main`: dropping it flushes the buffered log lines.
-            let _log_guard = footfall::telemetry::init_tracing(args.log_format);
+            let _log_guard = footfall::telemetry::init_tracing(args.log_format)?;
             tokio::runtime::Runtime::new()?.block_on(footfall::cli::serve(args))
         }
         Command::Import(args) => footfall::cli::import(&args),
