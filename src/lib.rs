@@ -19,7 +19,7 @@
 //! - [`import`]: parsing JSONL / JSON-array visit files.
 //! - [`cli`]: the `import`, `export` and `cleanup` commands.
 //! - [`error`], [`extract`]: the `{"detail"}` error shape and extractors that use it.
-//! - [`telemetry`]: logs and Prometheus metrics.
+//! - [`telemetry`]: logs and Prometheus metrics; [`log_sink`]: the buffer log lines go through.
 #![forbid(unsafe_code)]
 
 pub mod app;

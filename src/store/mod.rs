@@ -1,7 +1,8 @@
 //! Storage: the SQLite file, its schema, the read pool and the single writer.
 //!
-//! Everything SQLite-specific lives under this module; handlers see [`Store`] (submit writes,
-//! run reads) and plain Rust values, so another backend could slot in behind the same surface.
+//! Everything SQLite-specific lives under this module; handlers see a
+//! [`writer::WriterHandle`] (submit writes), the [`ReadPool`] they pass to [`queries`] and
+//! [`export`], and plain Rust values.
 //!
 //! - [`writer`]: the one thread that owns the writable connection (group commit).
 //! - [`ingest`]: turns visits into raw rows plus rollup deltas inside a transaction; shared by
