@@ -10,7 +10,7 @@
 //! Lines are never interleaved (each is appended whole) and keep their order. When the output
 //! cannot keep up and [`MAX_BUFFERED`] bytes are waiting, new lines are dropped, counted, and
 //! the count is reported once the output catches up: requests are never slowed by logging.
-//! [`LogGuard`] writes what is left when dropped.
+//! [`LogGuard`] writes what is left when dropped (waiting at most [`FINAL_WRITE_WAIT`]).
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -21,6 +21,9 @@ use std::time::Duration;
 pub const GATHER: Duration = Duration::from_millis(10);
 /// Bytes waiting to be written beyond which new lines are dropped (~5,000 request lines).
 pub const MAX_BUFFERED: usize = 1 << 20;
+/// How long dropping the [`LogGuard`] waits for the last lines to be written: an output that
+/// blocks (a pipe nobody reads) must not keep the process from exiting.
+pub const FINAL_WRITE_WAIT: Duration = Duration::from_secs(1);
 /// Buffer capacity kept between batches; a burst's larger buffer is freed once it is written.
 const KEPT_CAPACITY: usize = 64 * 1024;
 
@@ -29,11 +32,16 @@ struct State {
     lines: Vec<u8>,
     dropped: u64,
     stopping: bool,
+    /// Set by the writing thread when it has written everything and returned.
+    finished: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
+    /// Wakes the writing thread: lines arrived, or stop.
     wake: Condvar,
+    /// Wakes the guard: the writing thread has finished.
+    done: Condvar,
 }
 
 impl Shared {
@@ -63,6 +71,7 @@ impl LogSink {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
+            done: Condvar::new(),
         });
         let thread = {
             let shared = shared.clone();
@@ -126,6 +135,8 @@ fn write_out(shared: &Shared, mut out: impl Write) {
             );
         }
         if stopping {
+            shared.lock().finished = true;
+            shared.done.notify_all();
             return;
         }
     }
@@ -133,9 +144,17 @@ fn write_out(shared: &Shared, mut out: impl Write) {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        self.shared.lock().stopping = true;
+        let mut state = self.shared.lock();
+        state.stopping = true;
         self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.take() {
+        let (state, _) = self
+            .shared
+            .done
+            .wait_timeout_while(state, FINAL_WRITE_WAIT, |s| !s.finished)
+            .unwrap_or_else(|e| e.into_inner());
+        let finished = state.finished;
+        drop(state);
+        if let Some(thread) = self.thread.take().filter(|_| finished) {
             let _ = thread.join();
         }
     }
@@ -212,6 +231,27 @@ mod tests {
             let expected: Vec<String> = (0..1000).map(|i| format!("thread {t} line {i}")).collect();
             assert_eq!(own, expected, "thread {t}'s lines are whole and in order");
         }
+    }
+
+    #[test]
+    fn an_output_that_never_takes_its_lines_does_not_keep_the_guard_waiting() {
+        struct Blocked;
+        impl Write for Blocked {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                std::thread::sleep(Duration::from_secs(3600));
+                Ok(0)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (sink, guard) = LogSink::start(Blocked).unwrap();
+        sink.append(b"never written\n");
+        let started = std::time::Instant::now();
+        drop(guard);
+        let waited = started.elapsed();
+        assert!(waited >= FINAL_WRITE_WAIT, "{waited:?}");
+        assert!(waited < FINAL_WRITE_WAIT * 10, "{waited:?}");
     }
 
     #[test]
