@@ -184,12 +184,12 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogSink {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// An output that keeps what it is given, shared with the test.
+    /// An output that keeps what it is given, shared with the test (also telemetry's tests).
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
 
     impl Write for Captured {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

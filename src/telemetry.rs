@@ -369,8 +369,9 @@ impl RequestRecord {
     }
 
     /// Counts the request by route and status, times it, and writes its one log line (method,
-    /// path, status, latency, request id) — one event, no span: the cheapest line `tracing`
-    /// can write. A `500`'s line is at ERROR level and carries its cause.
+    /// path, status, latency, request id): formatted directly into the log sink when
+    /// [`init_tracing`] set it up, else as a `tracing` event. A `500`'s line is a `tracing`
+    /// event at ERROR level that carries its cause.
     pub fn finish(self, status: u16, cause: Option<InternalCause>) {
         let elapsed = self.started.elapsed();
         observe_request(
@@ -425,18 +426,7 @@ mod tests {
     /// the same event, in every format: log readers see one shape whichever path wrote it.
     #[test]
     fn request_lines_are_formatted_exactly_as_tracing_formats_them() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Captured(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Captured {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
+        use crate::log_sink::tests::Captured;
         let line = RequestLine {
             method: "GET",
             path: "/stats/x\"y\\\u{7}é",

@@ -116,10 +116,10 @@ fn json_error_body(response: Response) -> Response {
     }
     let (mut parts, _) = response.into_parts();
     let detail = match status {
-        StatusCode::REQUEST_TIMEOUT => "Request timed out".to_owned(),
-        other => other.canonical_reason().unwrap_or("Error").to_owned(),
+        StatusCode::REQUEST_TIMEOUT => "Request timed out",
+        other => other.canonical_reason().unwrap_or("Error"),
     };
-    let body = axum::Json(crate::error::detail_body(&detail)).into_response();
+    let body = axum::Json(crate::error::detail_body(detail)).into_response();
     parts.headers.remove(CONTENT_LENGTH);
     parts
         .headers

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::ingest::data_version;
+use super::data_version;
 
 /// Entries kept at most; past that the cache starts over.
 const MAX_ENTRIES: usize = 100_000;

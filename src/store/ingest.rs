@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::data_version;
 use super::rollups::{RECENT_PER_PAGE, RollupDelta, VisitKey, id_at, millis_of};
 use crate::domain::{DEFAULT_EVENT, PageUrl, UnixMillis, ip_to_bytes};
 
@@ -259,13 +260,6 @@ impl Ingest {
     fn event_id(&mut self, conn: &Connection, event: &str) -> rusqlite::Result<i64> {
         dimension_id(conn, &mut self.events, "events", "name", event)
     }
-}
-
-/// `PRAGMA data_version` of `conn`: changes when another connection commits. Prepared once per
-/// connection, since the writer asks at every commit.
-pub fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("PRAGMA data_version")?
-        .query_row([], |r| r.get(0))
 }
 
 /// The id of `value` in a `(id, <column> UNIQUE)` dimension table, inserted when missing.

@@ -127,6 +127,14 @@ where
     .await?
 }
 
+/// `PRAGMA data_version` of `conn`: changes when another connection commits. Prepared once per
+/// connection, since the writer asks at every commit (the writer's `Ingest` and the counter
+/// cache's watcher both use it).
+pub fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA data_version")?
+        .query_row([], |r| r.get(0))
+}
+
 /// Size of the database in bytes, WAL included (for `/metrics`).
 pub fn file_size(path: &Path) -> u64 {
     let wal = path.with_extension(

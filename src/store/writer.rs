@@ -200,8 +200,8 @@ struct Writer {
 impl Writer {
     fn run(mut self, receiver: Receiver<Message>) {
         // Count a tail left in the file (a crash between a commit and its roll-up): with a tail
-        // to roll up, the loop below waits only briefly for a
-        // write, so it is rolled up once the server is idle rather than after the first write.
+        // to roll up, the loop below waits only briefly for a write, so it is rolled up once
+        // the server is idle rather than after the first write.
         if let Err(err) = self.ingest.begin(&self.conn) {
             tracing::warn!(error = %err, "cannot count the visits left to roll up");
         }
