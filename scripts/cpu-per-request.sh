@@ -6,10 +6,12 @@
 # Runs the same wrk script as ../shared/bench/ingest.sh against the no-op baseline and footfall,
 # alternately, footfall on one database across rounds (as ingest.sh does), and prints for each
 # run: requests/s, the server's CPU microseconds per request (user + system, all threads, from
-# /proc) and wrk's. On a machine whose two cores are shared by wrk and the server, throughput is
-# about 2 cores / (server + wrk CPU per request), so the ingest ratio is about
-# (noop_us + wrk_us_at_noop) / (footfall_us + wrk_us_at_footfall): a change that lowers
-# footfall_us helps, even when requests/s moves less than the noise between runs.
+# /proc), wrk's, and how much of the machine's CPU time was idle during the run (/proc/stat).
+# When the two cores are kept busy by wrk and the server, throughput is about
+# 2 cores / (server + wrk CPU per request), so a change that lowers footfall_us helps even when
+# requests/s moves less than the noise between runs. footfall does not keep them busy: while its
+# writer rolls the tail up, every connection waits and a core sits idle (idle_pct ~20 against
+# ~2 for the no-op server; see the README's performance section).
 #
 # Needs: wrk, curl, python3, GNU time at /usr/bin/time (Debian package `time`), cargo (it builds
 # the no-op server) and a release build (cargo build --release); ports 18821 and 18822 free.
@@ -41,20 +43,24 @@ wait_up 18821 "$work/noop.log"
 wait_up 18822 "$work/footfall.log"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Idle (idle + iowait) and total jiffies of the whole machine.
+machine_ticks() { awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 measure() {  # $1 = name, $2 = port, $3 = pid
-  local before after out
-  before=$(cpu_ticks "$3")
+  local before after machine_before machine_after out
+  before=$(cpu_ticks "$3"); machine_before=$(machine_ticks)
   out=$({ /usr/bin/time -f "WRKCPU %U %S" wrk -t2 -c"$CONNS" -d"${SECS}s" -s "$bench/visit.lua" \
     "http://127.0.0.1:$2"; } 2>&1)
-  after=$(cpu_ticks "$3")
-  python3 - "$1" "$before" "$after" "$(getconf CLK_TCK)" "$out" <<'PY'
+  after=$(cpu_ticks "$3"); machine_after=$(machine_ticks)
+  python3 - "$1" "$before" "$after" "$(getconf CLK_TCK)" "$out" $machine_before $machine_after <<'PY'
 import re, sys
 name, before, after, hz, out = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+idle0, total0, idle1, total1 = map(float, sys.argv[6:10])
 req = int(re.search(r"requests=(\d+)", out).group(1))
 rps = int(re.search(r"rps=(\d+)", out).group(1))
 user, system = map(float, re.search(r"WRKCPU ([\d.]+) ([\d.]+)", out).groups())
 print(f"{name:8} rps={rps:6d} server_us_per_req={(after - before) / hz * 1e6 / req:5.1f} "
-      f"wrk_us_per_req={(user + system) * 1e6 / req:5.1f}")
+      f"wrk_us_per_req={(user + system) * 1e6 / req:5.1f} "
+      f"idle_pct={(idle1 - idle0) / (total1 - total0) * 100:4.1f}")
 PY
 }
 for _ in $(seq 1 "$ROUNDS"); do
