@@ -1,12 +1,17 @@
--- footfall schema, version 1 (PRAGMA user_version = 1).
--- Applied by src/store/mod.rs when the file's user_version is lower. A shipped version is never
--- edited: a change adds a migration step and bumps the version.
+-- footfall schema of the visits file, version 2 (PRAGMA user_version = 2).
+-- Applied by src/store/mod.rs to a new file; an older file is brought here by the steps in
+-- migrations/ instead. A shipped version is never edited: a change adds a migration step and
+-- bumps the version.
 --
 -- Times are unix milliseconds (UTC). A visit's id is `millis << 20 | seq`, so the rowid order of
 -- `visits` is time order: exports, cleanup and "newest" need no time index, and the time of a
 -- visit costs no column. Buckets are whole units since the epoch: hour = millis / 3600000, etc.
--- Rollup tables hold exactly the visits below the watermark `totals.rolled_up_to`, moved in the
--- same transaction as the rollups; an invariant test rebuilds each from the raw rows and compares.
+--
+-- This file holds what was recorded; the rollups derived from it live in a second file beside it
+-- (`rollups.sql`), written by their own thread, so rolling up never holds this file's write lock.
+-- The rollups read three append-only logs from here — visits by id, `late_visits`, `clicks` —
+-- and record in their own file how far they have read each; cleanup is the one change that
+-- goes the other way (see `raw_state`).
 
 -- Dimensions: each value stored once, referenced by id; rows are never deleted, so an id a
 -- process has cached stays right forever.
@@ -42,104 +47,36 @@ CREATE TABLE visits (
     event_id INTEGER NOT NULL
 );
 
--- Whole-database totals: one row. `rolled_up_to` is the rollup watermark: every visit with an id
--- below it is counted in every rollup table, every visit at or above it (the "tail": at most
--- ~20,000 visits, rolled up whenever writes pause) in none — queries add the tail from the raw
--- rows. Recording commits only raw rows; the writer rolls the tail up in large batches, where
--- random-key B-tree updates cost a fraction of what they cost one small commit at a time.
-CREATE TABLE totals (
-    id           INTEGER PRIMARY KEY CHECK (id = 1),
-    visits       INTEGER NOT NULL,
-    unique_ips   INTEGER NOT NULL,
-    rolled_up_to INTEGER NOT NULL
-);
-INSERT INTO totals (id, visits, unique_ips, rolled_up_to) VALUES (1, 0, 0, 0);
-
--- Per-page totals over all retained visits; a page with none has no row.
-CREATE TABLE page_totals (
-    page_id    INTEGER PRIMARY KEY,
-    visits     INTEGER NOT NULL,
-    unique_ips INTEGER NOT NULL
+-- Visits stored below the newest id at the time (imports of past data, a clock stepping back):
+-- the roll-up reads visits from its watermark on, so these are listed here for it to find. The
+-- rollups file records the last seq it counted; rows up to it are deleted by the writer later.
+-- AUTOINCREMENT: a seq is never reused after those deletions.
+CREATE TABLE late_visits (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    visit_id INTEGER NOT NULL
 );
 
--- Every distinct (page, IP) with the id of its last visit: cleanup drops the pairs whose last
--- visit it deleted and subtracts them from page_totals.unique_ips, exactly.
-CREATE TABLE page_ips (
-    page_id INTEGER NOT NULL,
-    ip      BLOB NOT NULL,
-    last_id INTEGER NOT NULL,
-    PRIMARY KEY (page_id, ip)
-) WITHOUT ROWID;
-
--- Every distinct IP with the id of its last visit (unique visitors of the whole database).
-CREATE TABLE ips (
-    ip      BLOB PRIMARY KEY,
-    last_id INTEGER NOT NULL
-) WITHOUT ROWID;
-
--- Visits per page and hour: /stats/{url} reads one page's window.
-CREATE TABLE page_hours (
-    page_id INTEGER NOT NULL,
-    hour    INTEGER NOT NULL,
-    visits  INTEGER NOT NULL,
-    PRIMARY KEY (page_id, hour)
-) WITHOUT ROWID;
-
--- Visits per hour, page and user agent, hour first: /summary reads one window for all pages.
-CREATE TABLE page_hour_agents (
-    hour     INTEGER NOT NULL,
-    page_id  INTEGER NOT NULL,
-    agent_id INTEGER NOT NULL,
-    visits   INTEGER NOT NULL,
-    PRIMARY KEY (hour, page_id, agent_id)
-) WITHOUT ROWID;
-
--- The newest (at most 20) visits of each page, copied: recent_visits is one probe per page.
--- The retained visits are always a time suffix, so cleanup never needs to refill this.
--- Keyed newest first, the order every reader wants.
-CREATE TABLE page_recent (
-    page_id  INTEGER NOT NULL,
-    id       INTEGER NOT NULL,
-    ip       BLOB NOT NULL,
-    agent_id INTEGER NOT NULL,
-    PRIMARY KEY (page_id, id DESC)
-) WITHOUT ROWID;
-
--- Visits per site (0 = all sites), event and bucket: /breakdown reads one (site, event) range;
--- /domains sums a short range per site and event.
-CREATE TABLE site_minutes (
+-- Pre-counted clicks from POST /domains (seed 000), raw and append-only: they count in the site
+-- rollups but are not visits.
+CREATE TABLE clicks (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
     site_id  INTEGER NOT NULL,
     minute   INTEGER NOT NULL,
     event_id INTEGER NOT NULL,
-    visits   INTEGER NOT NULL,
-    PRIMARY KEY (site_id, event_id, minute)
-) WITHOUT ROWID;
+    clicks   INTEGER NOT NULL
+);
 
-CREATE TABLE site_hours (
-    site_id  INTEGER NOT NULL,
-    hour     INTEGER NOT NULL,
-    event_id INTEGER NOT NULL,
-    visits   INTEGER NOT NULL,
-    PRIMARY KEY (site_id, event_id, hour)
-) WITHOUT ROWID;
-
-CREATE TABLE site_days (
-    site_id  INTEGER NOT NULL,
-    day      INTEGER NOT NULL,
-    event_id INTEGER NOT NULL,
-    visits   INTEGER NOT NULL,
-    PRIMARY KEY (site_id, event_id, day)
-) WITHOUT ROWID;
-
--- Pre-counted clicks from POST /domains (seed 000), raw: they count in the site rollups above
--- but are not visits.
-CREATE TABLE site_clicks (
-    site_id  INTEGER NOT NULL,
-    minute   INTEGER NOT NULL,
-    event_id INTEGER NOT NULL,
-    clicks   INTEGER NOT NULL,
-    PRIMARY KEY (site_id, event_id, minute)
-) WITHOUT ROWID;
+-- One row. `high_id`: the highest visit id ever stored, kept when cleanup deletes the newest
+-- visits, so a visit stored after that is still recognised as late (below the rollups'
+-- watermark). `cleanup_seq`: the last cleanup whose raw rows are deleted here. A cleanup first
+-- takes the visits out of the rollups (the rollups file's `progress.cleanup_seq` moves), then
+-- deletes them here; a crash in between is finished when the file is next opened for writing.
+CREATE TABLE raw_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    high_id     INTEGER NOT NULL,
+    cleanup_seq INTEGER NOT NULL
+);
+INSERT INTO raw_state (id, high_id, cleanup_seq) VALUES (1, 0, 0);
 
 -- Per-page counters of POST /visit/{page_id} (seed 004).
 CREATE TABLE page_counters (

@@ -1,7 +1,9 @@
-//! Writer throughput without HTTP: batches of visits shaped like `../shared/bench/visit.lua`
-//! (20 sites × 1,000 pages, random client IPs, 4 agents) written like the server's writer
-//! thread does: one transaction of raw rows per batch, and the tail rolled up in its own
-//! transaction every `ROLL_UP_AT` visits.
+//! Writer and roll-up throughput without HTTP: batches of visits shaped like
+//! `../shared/bench/visit.lua` (20 sites × 1,000 pages, random client IPs, 4 agents) written
+//! like the server's writer thread does (one transaction of raw rows per batch), and the tail
+//! rolled up every `ROLL_UP_AT` visits like its roll-up thread does, here one after the other
+//! so that each part's time per visit is printed on its own. In the server they run on two
+//! threads, each with its file's write lock.
 //!
 //! Run with: `cargo run --release --example writer_bench -- [VISITS] [BATCH]`
 use std::time::Instant;
@@ -9,15 +11,16 @@ use std::time::Instant;
 use footfall::config::Durability;
 use footfall::domain::{PageUrl, now_millis};
 use footfall::store::ingest::{Ingest, NewVisit};
-use footfall::store::rollups::RollupDelta;
-use footfall::store::writer::ROLL_UP_AT;
+use footfall::store::roller::ROLL_UP_AT;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let total: usize = args.next().map_or(Ok(200_000), |s| s.parse())?;
     let batch: usize = args.next().map_or(Ok(64), |s| s.parse())?;
     let dir = tempfile::tempdir()?;
-    let mut conn = footfall::store::open_writer(&dir.path().join("bench.db"), Durability::Normal)?;
+    let db = dir.path().join("bench.db");
+    let mut conn = footfall::store::open_writer(&db, Durability::Normal)?;
+    let rollups = footfall::store::open_rollups(&db, Durability::Normal)?;
     let mut ingest = Ingest::new();
     let agents = ["Chrome/130", "Safari/17", "Firefox/131", "iPhone"];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -29,6 +32,7 @@ fn main() -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let mut written = 0;
+    let mut tail = 0;
     let mut rolled_up_in = std::time::Duration::ZERO;
     while written < total {
         let visits: Vec<NewVisit> = (0..batch)
@@ -49,21 +53,18 @@ fn main() -> anyhow::Result<()> {
             .collect();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         ingest.begin(&tx)?;
-        let mut delta = RollupDelta::default();
         for visit in &visits {
-            ingest.add_visit(&tx, &mut delta, visit)?;
+            ingest.add_visit(&tx, visit)?;
         }
-        delta.apply(&tx)?;
         tx.commit()?;
-        if ingest.tail_len() >= ROLL_UP_AT {
-            let rolling = Instant::now();
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            ingest.begin(&tx)?;
-            ingest.roll_up(&tx)?;
-            tx.commit()?;
-            rolled_up_in += rolling.elapsed();
-        }
+        tail += batch;
         written += batch;
+        if tail >= ROLL_UP_AT || written >= total {
+            let rolling = Instant::now();
+            footfall::store::immediate(&rollups, footfall::store::rollups::roll_up)?;
+            rolled_up_in += rolling.elapsed();
+            tail = 0;
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     println!(

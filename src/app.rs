@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::client_ip::TrustedProxies;
 use crate::config::ServeArgs;
 use crate::ratelimit::{self, IpCeilingConfig, RateLimits};
+use crate::store::roller::RollerHandle;
 use crate::store::{self, CounterCache, ReadPool, WriterHandle};
 
 /// Everything a handler may need: one `Arc`, so the per-request clone axum makes for every
@@ -32,6 +33,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub pool: ReadPool,
     pub writer: WriterHandle,
+    /// Stopped after the writer, so it counts the writer's last commits.
+    pub roller: Arc<RollerHandle>,
     pub counters: Arc<CounterCache>,
     pub limits: Arc<RateLimits>,
     /// The per-IP ceiling over every route; `None` when disabled.
@@ -60,11 +63,23 @@ impl App {
         let conn = store::open_writer(path, args.db.durability)?;
         let pool = store::open_read_pool(path, args.db.durability, args.read_pool)?;
         let counters = Arc::new(CounterCache::open(path)?);
-        let writer = WriterHandle::spawn(conn, counters.clone(), args.write_queue, args.max_batch)
-            .context("cannot start the writer thread")?;
+        let roller = Arc::new(
+            RollerHandle::spawn(store::open_rollups(path, args.db.durability)?)
+                .context("cannot start the roll-up thread")?,
+        );
+        let writer = WriterHandle::spawn(
+            conn,
+            path.clone(),
+            counters.clone(),
+            roller.clone(),
+            args.write_queue,
+            args.max_batch,
+        )
+        .context("cannot start the writer thread")?;
         let state = AppState(Arc::new(Shared {
             pool,
             writer,
+            roller,
             counters,
             limits: Arc::new(RateLimits::new(
                 args.rate_limit_per_minute,
@@ -103,8 +118,12 @@ impl App {
             .await
             .context("the HTTP server failed");
         purge.abort();
-        let writer = self.state.writer.clone();
-        tokio::task::spawn_blocking(move || writer.shutdown()).await?;
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            state.writer.shutdown();
+            state.roller.shutdown();
+        })
+        .await?;
         served
     }
 }

@@ -10,12 +10,12 @@ use anyhow::Context;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::app::App;
-use crate::config::{CleanupArgs, ExportArgs, ImportArgs, ServeArgs};
+use crate::config::{CleanupArgs, DbArgs, ExportArgs, ImportArgs, ServeArgs};
 use crate::domain::{format_iso, now_millis};
 use crate::import::{ImportReport, read_records};
 use crate::store::export::{FilterParams, export as export_rows};
-use crate::store::ingest::{Ingest, NewVisit};
-use crate::store::rollups::{self, RollupDelta};
+use crate::store::ingest::{self, Ingest, NewVisit};
+use crate::store::rollups;
 
 /// `footfall serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -38,23 +38,48 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// crash loses at most the batch in flight (never half of one).
 const IMPORT_BATCH: usize = 50_000;
 
-/// Writes `visits` in one transaction through the same code as the server's writer.
+/// The two connections a CLI command writes with: the visits file's and a rollups connection.
+pub struct WriteConns {
+    /// Declared first, so dropped first: the last connection to close a WAL file checkpoints
+    /// it, and this one has the visits file attached read-only, which cannot.
+    pub rollups: Connection,
+    pub raw: Connection,
+}
+
+impl WriteConns {
+    pub fn open(db: &DbArgs) -> anyhow::Result<Self> {
+        let raw = crate::store::open_writer(&db.db, db.durability)?;
+        Ok(Self {
+            rollups: crate::store::open_rollups(&db.db, db.durability)?,
+            raw,
+        })
+    }
+
+    /// Rolls up everything outstanding, in one transaction.
+    pub fn roll_up(&self) -> anyhow::Result<rollups::RolledUp> {
+        Ok(crate::store::immediate(&self.rollups, rollups::roll_up)?)
+    }
+}
+
+/// Writes `visits` in one transaction through the same code as the server's writer, then rolls
+/// them up (a batch this large is the bulk case rollups are built for); deletes the late-visit
+/// log rows an earlier roll-up counted (`late_seq`). Returns the roll-up's `late_seq`.
 pub fn write_batch(
-    conn: &mut Connection,
+    conns: &mut WriteConns,
     ingest: &mut Ingest,
     visits: &[NewVisit],
-) -> anyhow::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    late_seq: i64,
+) -> anyhow::Result<i64> {
+    let tx = conns
+        .raw
+        .transaction_with_behavior(TransactionBehavior::Immediate)?;
     ingest.begin(&tx)?;
-    let mut delta = RollupDelta::default();
+    ingest::prune_late(&tx, late_seq)?;
     for visit in visits {
-        ingest.add_visit(&tx, &mut delta, visit)?;
+        ingest.add_visit(&tx, visit)?;
     }
-    delta.apply(&tx)?;
-    // A batch this large is the bulk case rollups are built for: roll it up at once.
-    ingest.roll_up(&tx)?;
     tx.commit().inspect_err(|_| ingest.rolled_back())?;
-    Ok(())
+    Ok(conns.roll_up()?.late_seq)
 }
 
 /// `footfall import FILE|-`.
@@ -66,8 +91,8 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open {}", args.file.display()))?;
         Box::new(BufReader::with_capacity(1 << 16, file))
     };
-    let mut conn = crate::store::open_writer(&args.db.db, args.db.durability)?;
-    let report = import_into(&mut conn, reader, std::io::stderr().is_terminal())?;
+    let mut conns = WriteConns::open(&args.db)?;
+    let report = import_into(&mut conns, reader, std::io::stderr().is_terminal())?;
     for error in &report.errors {
         eprintln!("line {}: {}", error.line, error.detail);
     }
@@ -86,11 +111,12 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
 
 /// Imports every record of `reader` in batches; shows progress on stderr when `progress`.
 pub fn import_into(
-    conn: &mut Connection,
+    conns: &mut WriteConns,
     reader: impl BufRead,
     progress: bool,
 ) -> anyhow::Result<ImportReport> {
     let mut ingest = Ingest::new();
+    let mut late_seq = 0;
     let mut report = ImportReport::default();
     let mut batch = Vec::with_capacity(IMPORT_BATCH);
     let started = Instant::now();
@@ -101,7 +127,7 @@ pub fn import_into(
             Err(detail) => report.skip(line, detail),
         }
         if batch.len() >= IMPORT_BATCH {
-            write_batch(conn, &mut ingest, &batch)?;
+            late_seq = write_batch(conns, &mut ingest, &batch, late_seq)?;
             report.imported += batch.len() as u64;
             batch.clear();
             if progress && last_progress.elapsed() > Duration::from_millis(500) {
@@ -115,10 +141,9 @@ pub fn import_into(
         }
         Ok(())
     })?;
-    if !batch.is_empty() {
-        write_batch(conn, &mut ingest, &batch)?;
-        report.imported += batch.len() as u64;
-    }
+    // The last batch may be empty: it still deletes the late-visit log rows counted so far.
+    write_batch(conns, &mut ingest, &batch, late_seq)?;
+    report.imported += batch.len() as u64;
     if progress {
         eprintln!();
     }
@@ -170,10 +195,17 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
 pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<()> {
     let cutoff = crate::routes::admin::cleanup_cutoff(now_millis(), args.days)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut conn = crate::store::open_writer(&args.db.db, args.db.durability)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let deleted = rollups::cleanup(&tx, cutoff)?;
-    tx.commit()?;
+    let conns = WriteConns::open(&args.db)?;
+    let deleted = crate::store::cleanup::run(
+        &conns.raw,
+        cutoff,
+        || Ok(rollups::read_progress(&conns.rollups)?),
+        |cutoff| {
+            Ok(crate::store::immediate(&conns.rollups, |c| {
+                rollups::take_out_before(c, cutoff)
+            })?)
+        },
+    )?;
     println!(
         "{}",
         serde_json::json!({

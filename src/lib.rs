@@ -1,10 +1,10 @@
 //! footfall: a page-visit analytics server on an embedded SQLite database.
 //!
 //! Visits arrive over HTTP, are validated, rate-limited and handed to a single writer thread
-//! that commits them in groups before anyone is told "recorded"; the same thread rolls them up
-//! into the rollup tables in bulk, behind a watermark. Analytics read the rollups plus the few
-//! visits above the watermark, so they cost the same at ten million visits as at one million.
-//! Exports stream from a cursor.
+//! that commits them in groups before anyone is told "recorded". A roll-up thread counts them
+//! into the rollup tables in bulk, behind a watermark, in a second database file, so it never
+//! holds up recording. Analytics read the rollups plus the few visits above the watermark, so
+//! they cost the same at ten million visits as at one million. Exports stream from a cursor.
 //!
 //! # Layout
 //!
@@ -12,7 +12,8 @@
 //! - [`app`]: state, router assembly, serving and shutdown.
 //! - [`routes`]: the HTTP endpoints, one module per area, and the middleware stack (with the
 //!   per-request edge layer: client IP, metrics, access log, JSON error bodies).
-//! - [`store`]: SQLite: schema, read pool, the group-commit writer, rollups, queries, export.
+//! - [`store`]: SQLite: the two files and their schemas, read pool, the group-commit writer,
+//!   the roll-up thread, rollups, cleanup, queries, export.
 //! - [`domain`]: validated values (page URLs, sites, events) and time formats.
 //! - [`client_ip`]: trusted-proxy resolution of the client address.
 //! - [`ratelimit`]: per-(IP, URL) limits and the per-IP ceiling.

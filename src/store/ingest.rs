@@ -1,9 +1,12 @@
-//! Turning visits into rows: dimension ids, visit ids, raw rows and rollup deltas.
+//! Turning visits into raw rows: dimension ids, visit ids, and the logs the roll-up reads.
 //!
-//! One [`Ingest`] lives beside each writable connection (the writer thread's, or a CLI
-//! command's). It caches dimension ids, which never change once assigned, and the highest visit
-//! id, which another process may move: [`Ingest::begin`] checks `PRAGMA data_version` at the
-//! start of every transaction and reloads what another connection could have changed.
+//! One [`Ingest`] lives beside each writable connection of the visits file (the writer
+//! thread's, or a CLI command's). It caches dimension ids, which never change once assigned, and
+//! the highest visit id, which another process may move: [`Ingest::begin`] checks
+//! `PRAGMA data_version` at the start of every transaction and reloads it when another
+//! connection committed. Nothing here touches the rollups: a visit stored at the end of the id
+//! order joins the tail the roll-up reads by id; one stored below the highest id is *late* and
+//! is also logged in `late_visits`, because the roll-up may already have passed its id.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,7 +14,7 @@ use std::net::IpAddr;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::data_version;
-use super::rollups::{RECENT_PER_PAGE, RollupDelta, VisitKey, id_at, millis_of};
+use super::rollups::{id_at, millis_of};
 use crate::domain::{DEFAULT_EVENT, PageUrl, UnixMillis, ip_to_bytes};
 
 /// A validated visit, ready to store.
@@ -48,15 +51,12 @@ pub struct Ingest {
     agents: HashMap<String, i64>,
     sites: HashMap<String, i64>,
     events: HashMap<String, i64>,
-    /// The highest visit id stored; `None` until read from the file.
+    /// The highest visit id ever stored (`raw_state.high_id` remembers it when cleanup deletes
+    /// the newest visits); `None` until read from the file.
     last_id: Option<i64>,
-    /// The rollup watermark (`totals.rolled_up_to`); `None` until read from the file.
-    watermark: Option<i64>,
-    /// Visits at or above the watermark: counted from the file whenever another connection has
-    /// committed (it may have rolled them up), kept up to date by this one in between.
-    tail: usize,
-    /// `PRAGMA data_version` when `last_id`, the watermark and the tail were read: another
-    /// connection's commit changes it.
+    /// Late visits logged through this `Ingest` (see the module doc).
+    late: u64,
+    /// `PRAGMA data_version` when `last_id` was read: another connection's commit changes it.
     data_version: i64,
 }
 
@@ -67,19 +67,12 @@ impl Ingest {
 
     /// Call first in every write transaction (after `BEGIN IMMEDIATE`, so no other writer can
     /// slip in): if another connection committed since our last look (`footfall import` or
-    /// `cleanup` beside the server, or this is the first look), forget the highest id and read
-    /// the watermark and the tail's length again.
+    /// `cleanup` beside the server), forget the highest id: it is read again when needed.
     pub fn begin(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         let version = data_version(conn)?;
         if version != self.data_version {
             self.data_version = version;
             self.last_id = None;
-            let watermark = read_watermark(conn)?;
-            self.watermark = Some(watermark);
-            let tail: i64 = conn
-                .prepare_cached("SELECT count(*) FROM visits WHERE id >= ?1")?
-                .query_row([watermark], |r| r.get(0))?;
-            self.tail = tail as usize;
         }
         Ok(())
     }
@@ -94,76 +87,25 @@ impl Ingest {
         *self = Self::default();
     }
 
-    /// Stores one visit inside the caller's transaction. A visit at or above the rollup
-    /// watermark (any visit recorded now) joins the tail, rolled up later in bulk by
-    /// [`roll_up_tail`]; an older one (imports, a clock step back) is counted into `delta` at
-    /// once, since the watermark says the rollups already cover its time. Returns its id.
-    pub fn add_visit(
-        &mut self,
-        conn: &Connection,
-        delta: &mut RollupDelta,
-        visit: &NewVisit,
-    ) -> rusqlite::Result<i64> {
-        let (page_id, site_id) = self.page_id(conn, &visit.url)?;
+    /// Late visits logged so far: a write whose count moved must wait for the roll-up before it
+    /// is acknowledged, since queries see a late visit only once it is rolled up.
+    pub fn late_logged(&self) -> u64 {
+        self.late
+    }
+
+    /// Stores one visit inside the caller's transaction; returns its id.
+    pub fn add_visit(&mut self, conn: &Connection, visit: &NewVisit) -> rusqlite::Result<i64> {
+        let (page_id, _) = self.page_id(conn, &visit.url)?;
         let agent_id = self.agent_id(conn, &visit.user_agent)?;
         let event_id = self.event_id(conn, &visit.event)?;
         let ip = ip_to_bytes(visit.ip);
-        let id = self.insert_visit(conn, visit.at, page_id, &ip, agent_id, event_id)?;
-        let mut stored = StoredVisit {
-            id,
-            page_id,
-            site_id,
-            agent_id,
-            event_id,
-            ip,
-        };
-        if id < self.watermark(conn)? {
-            roll_up_visits(conn, delta, std::slice::from_mut(&mut stored))?;
-        } else {
-            self.tail += 1;
-        }
-        Ok(id)
+        self.insert_visit(conn, visit.at, page_id, &ip, agent_id, event_id)
     }
 
-    /// The rollup watermark, read once per transaction that needs it.
-    fn watermark(&mut self, conn: &Connection) -> rusqlite::Result<i64> {
-        match self.watermark {
-            Some(w) => Ok(w),
-            None => Ok(*self.watermark.insert(read_watermark(conn)?)),
-        }
-    }
-
-    /// Visits in the tail, as of this connection's last transaction.
-    pub fn tail_len(&self) -> usize {
-        self.tail
-    }
-
-    /// Rolls up the whole tail inside the caller's transaction; returns the visits rolled up.
-    pub fn roll_up(&mut self, conn: &Connection) -> rusqlite::Result<u64> {
-        self.roll_up_oldest(conn, WHOLE_TAIL)
-    }
-
-    /// Rolls up the oldest `limit` tail visits ([`WHOLE_TAIL`]: all) inside the caller's
-    /// transaction; returns the visits rolled up.
-    pub fn roll_up_oldest(&mut self, conn: &Connection, limit: usize) -> rusqlite::Result<u64> {
-        let (rolled, watermark) = roll_up_tail(conn, limit)?;
-        self.watermark = Some(watermark);
-        self.tail = self.tail.saturating_sub(rolled as usize);
-        Ok(rolled)
-    }
-
-    /// Call after something else on this connection rolled the tail up (cleanup does): the
-    /// watermark moved and the tail is empty.
-    pub fn tail_rolled_up_elsewhere(&mut self) {
-        self.watermark = None;
-        self.tail = 0;
-    }
-
-    /// Adds pre-counted clicks of a site (`POST /domains`) to `site_clicks` and the site rollups.
+    /// Logs pre-counted clicks of a site (`POST /domains`) in `clicks`, for the roll-up.
     pub fn add_clicks(
         &mut self,
         conn: &Connection,
-        delta: &mut RollupDelta,
         site: &str,
         at: UnixMillis,
         clicks: i64,
@@ -171,16 +113,14 @@ impl Ingest {
         let site_id = self.site_id(conn, site)?;
         let event_id = self.event_id(conn, DEFAULT_EVENT)?;
         conn.prepare_cached(
-            "INSERT INTO site_clicks (site_id, minute, event_id, clicks) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT DO UPDATE SET clicks = clicks + excluded.clicks",
+            "INSERT INTO clicks (site_id, minute, event_id, clicks) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![site_id, at.div_euclid(60_000), event_id, clicks])?;
-        delta.count_site(site_id, at, event_id, clicks);
         Ok(())
     }
 
     /// Picks the visit's id (`millis << 20 | seq`, the first free seq of its millisecond) and
-    /// inserts the raw row. In the absurd case of 2^20 visits in one millisecond the visit moves
+    /// inserts the raw row, logging it when it is late (below the highest id). In the absurd case of 2^20 visits in one millisecond the visit moves
     /// to the next one rather than being refused.
     fn insert_visit(
         &mut self,
@@ -193,11 +133,12 @@ impl Ingest {
     ) -> rusqlite::Result<i64> {
         let last_id = match self.last_id {
             Some(id) => id,
-            None => {
-                let max: Option<i64> =
-                    conn.query_row("SELECT max(id) FROM visits", [], |r| r.get(0))?;
-                *self.last_id.insert(max.unwrap_or(i64::MIN))
-            }
+            None => *self.last_id.insert(conn.query_row(
+                "SELECT max(coalesce((SELECT max(id) FROM visits), 0), high_id)
+                 FROM raw_state WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )?),
         };
         let mut at = at;
         let id = loop {
@@ -221,6 +162,12 @@ impl Ingest {
             "INSERT INTO visits (id, page_id, ip, agent_id, event_id) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![id, page_id, ip, agent_id, event_id])?;
+        if id < last_id {
+            // The roll-up may have passed this id already: log it where it looks.
+            conn.prepare_cached("INSERT INTO late_visits (visit_id) VALUES (?1)")?
+                .execute([id])?;
+            self.late += 1;
+        }
         self.last_id = Some(last_id.max(id));
         Ok(id)
     }
@@ -307,94 +254,15 @@ pub struct StoredVisit {
     pub ip: Vec<u8>,
 }
 
-/// Counts stored visits into the rollups: the distinct-IP tables and the newest-visits table
-/// directly, the counters through `delta` (applied once per transaction). Reorders `visits`.
-///
-/// Each table is written in its own key order, not in time order, so consecutive writes land
-/// on the same B-tree pages (measured: 11.0 -> 9.4 µs a visit in `examples/writer_bench`), and
-/// once per key: a (page, IP) pair or an IP seen many times is one write with its last visit,
-/// and a page gets at most its newest [`RECENT_PER_PAGE`] visits in `page_recent`.
-pub fn roll_up_visits(
-    conn: &Connection,
-    delta: &mut RollupDelta,
-    visits: &mut [StoredVisit],
-) -> rusqlite::Result<()> {
-    // Statements prepared once here, not looked up in the cache per visit.
-    let mut insert_pair = conn.prepare_cached(
-        "INSERT OR IGNORE INTO page_ips (page_id, ip, last_id) VALUES (?1, ?2, ?3)",
-    )?;
-    let mut move_pair = conn.prepare_cached(
-        "UPDATE page_ips SET last_id = ?3 WHERE page_id = ?1 AND ip = ?2 AND last_id < ?3",
-    )?;
-    let mut insert_recent = conn.prepare_cached(
-        "INSERT INTO page_recent (page_id, id, ip, agent_id) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    let mut trim_recent = conn.prepare_cached(
-        "DELETE FROM page_recent WHERE page_id = ?1 AND id <
-           (SELECT id FROM page_recent WHERE page_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-    )?;
-    let mut insert_ip =
-        conn.prepare_cached("INSERT OR IGNORE INTO ips (ip, last_id) VALUES (?1, ?2)")?;
-    let mut move_ip =
-        conn.prepare_cached("UPDATE ips SET last_id = ?2 WHERE ip = ?1 AND last_id < ?2")?;
-
-    visits.sort_unstable_by(|a, b| (a.page_id, &a.ip, a.id).cmp(&(b.page_id, &b.ip, b.id)));
-    for page in visits.chunk_by(|a, b| a.page_id == b.page_id) {
-        // A new (page, IP) pair raises the page's distinct count; a known one moves its last id.
-        for pair in page.chunk_by(|a, b| a.ip == b.ip) {
-            let last = &pair[pair.len() - 1];
-            if insert_pair.execute(params![last.page_id, last.ip, last.id])? == 1 {
-                delta.count_page_ip(last.page_id, 1);
-            } else {
-                move_pair.execute(params![last.page_id, last.ip, last.id])?;
-            }
-        }
-        for v in page {
-            delta.count_visit(
-                &VisitKey {
-                    page_id: v.page_id,
-                    site_id: v.site_id,
-                    agent_id: v.agent_id,
-                    event_id: v.event_id,
-                    millis: millis_of(v.id),
-                },
-                1,
-            );
-        }
-        let mut newest: Vec<&StoredVisit> = page.iter().collect();
-        if newest.len() > RECENT_PER_PAGE as usize {
-            newest.select_nth_unstable_by(RECENT_PER_PAGE as usize - 1, |a, b| b.id.cmp(&a.id));
-            newest.truncate(RECENT_PER_PAGE as usize);
-        }
-        for v in newest {
-            insert_recent.execute(params![v.page_id, v.id, v.ip, v.agent_id])?;
-        }
-        // Back to the newest RECENT_PER_PAGE, while the page's rows are in the cache. When a
-        // page has fewer, OFFSET finds no row, the comparison is NULL and nothing is deleted.
-        trim_recent.execute(params![page[0].page_id, RECENT_PER_PAGE - 1])?;
-    }
-
-    // Distinct IPs of the whole database, each with its last visit.
-    visits.sort_unstable_by(|a, b| (&a.ip, a.id).cmp(&(&b.ip, b.id)));
-    for same_ip in visits.chunk_by(|a, b| a.ip == b.ip) {
-        let last = &same_ip[same_ip.len() - 1];
-        if insert_ip.execute(params![last.ip, last.id])? == 1 {
-            delta.count_ips(1);
-        } else {
-            move_ip.execute(params![last.ip, last.id])?;
-        }
-    }
-    Ok(())
-}
-
-/// `totals.rolled_up_to`: visits below it are in the rollups, the others are the tail.
+/// The rollups' watermark (`progress.rolled_up_to` in the rollups file): visits below it are in
+/// the rollups (late ones once acknowledged), the others are the tail.
 pub fn read_watermark(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT rolled_up_to FROM totals WHERE id = 1")?
+    conn.prepare_cached("SELECT rolled_up_to FROM progress WHERE id = 1")?
         .query_row([], |r| r.get(0))
 }
 
 /// Up to `limit` visits (`-1`: all) from id `from` on, oldest first, as the rollups see them.
-fn stored_visits_from(
+pub(crate) fn stored_visits_from(
     conn: &Connection,
     from: i64,
     limit: i64,
@@ -408,8 +276,8 @@ fn stored_visits_from(
     .collect()
 }
 
-/// A row of `id, page_id, site_id, agent_id, event_id, ip`.
-fn stored_visit(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVisit> {
+/// A row of `id, page_id, site_id, agent_id, event_id, ip` (further columns are ignored).
+pub(crate) fn stored_visit(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVisit> {
     Ok(StoredVisit {
         id: r.get(0)?,
         page_id: r.get(1)?,
@@ -420,9 +288,10 @@ fn stored_visit(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVisit> {
     })
 }
 
-/// The watermark and the tail: every visit not yet in the rollups, oldest first. Bounded by the
-/// writer's roll-up policy (at most `ROLL_UP_AT` visits plus one batch; rolled up once writes
-/// pause).
+/// The watermark and the tail: every visit above the watermark, not yet in the rollups, oldest
+/// first. Bounded by the roll-up policy (about `ROLL_UP_AT` visits plus what arrives during a
+/// roll-up; rolled up once writes pause). Late visits below the watermark are not in it: they
+/// are acknowledged only once rolled up.
 pub fn tail(conn: &Connection) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
     let watermark = read_watermark(conn)?;
     Ok((watermark, stored_visits_from(conn, watermark, -1)?))
@@ -443,38 +312,12 @@ pub fn page_tail(conn: &Connection, page_id: i64) -> rusqlite::Result<(i64, Vec<
     Ok((watermark, visits))
 }
 
-/// A roll-up limit that takes every tail visit.
-pub const WHOLE_TAIL: usize = usize::MAX;
-
-/// Visits rolled up per step of [`roll_up_tail`]: bounds its memory, not its atomicity.
-const ROLL_UP_CHUNK: i64 = 50_000;
-
-/// Counts the oldest `limit` tail visits (every one with [`WHOLE_TAIL`]) into the rollups and moves
-/// the watermark past them, inside the caller's transaction. Returns (visits rolled up, new
-/// watermark). Every visit below the new watermark is then in the rollups: older visits were
-/// already (the tail is everything from the old watermark on, and visits are taken in id order).
-pub fn roll_up_tail(conn: &Connection, limit: usize) -> rusqlite::Result<(u64, i64)> {
-    let mut watermark = read_watermark(conn)?;
-    let mut rolled = 0u64;
-    let mut left = i64::try_from(limit).unwrap_or(i64::MAX);
-    while left > 0 {
-        let asked = ROLL_UP_CHUNK.min(left);
-        let mut chunk = stored_visits_from(conn, watermark, asked)?;
-        let Some(last) = chunk.last() else { break };
-        watermark = last.id + 1;
-        left -= chunk.len() as i64;
-        let mut delta = RollupDelta::default();
-        roll_up_visits(conn, &mut delta, &mut chunk)?;
-        delta.apply(conn)?;
-        rolled += chunk.len() as u64;
-        // A short chunk was the rest of the tail: no need to ask again for nothing.
-        if (chunk.len() as i64) < asked {
-            break;
-        }
-    }
-    conn.prepare_cached("UPDATE totals SET rolled_up_to = ?1 WHERE id = 1")?
-        .execute([watermark])?;
-    Ok((rolled, watermark))
+/// Deletes the `late_visits` rows up to `seq`, which the rollups have counted (their
+/// `progress.late_seq`): the roll-up never reads them again.
+pub fn prune_late(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM late_visits WHERE seq <= ?1")?
+        .execute([seq])?;
+    Ok(())
 }
 
 /// Increments a per-page counter (seed 004) and returns its new value.

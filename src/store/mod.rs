@@ -1,26 +1,32 @@
-//! Storage: the SQLite file, its schema, the read pool and the single writer.
+//! Storage: two SQLite files, their schemas, the read pool, the writer and the roll-up thread.
 //!
-//! Everything SQLite-specific lives under this module; handlers see a
-//! [`writer::WriterHandle`] (submit writes), the [`ReadPool`] they pass to [`queries`] and
-//! [`export`], and plain Rust values.
+//! The *visits file* (`--db`, `schema.sql`) holds what was recorded; the *rollups file* beside
+//! it ([`rollups_path`], `rollups.sql`) holds the aggregates derived from it. Each has its own
+//! write lock, so the roll-up runs beside recording instead of stopping it. Everything
+//! SQLite-specific lives under this module; handlers see a [`writer::WriterHandle`] (submit
+//! writes), the [`ReadPool`] they pass to [`queries`] and [`export`], and plain Rust values.
 //!
-//! - [`writer`]: the one thread that owns the writable connection (group commit).
-//! - [`ingest`]: turns visits into raw rows plus rollup deltas inside a transaction; shared by
-//!   the writer, `footfall import` and `POST /import`.
-//! - [`rollups`]: the in-memory deltas of one transaction and how they are applied; cleanup;
-//!   the rebuild used by the invariant tests.
-//! - [`queries`]: analytics reads, each answered from rollups.
+//! - [`writer`]: the one thread that writes the visits file (group commit).
+//! - [`roller`]: the one thread that writes the rollups file (bulk roll-ups).
+//! - [`ingest`]: turns visits into raw rows inside a transaction; shared by the writer,
+//!   `footfall import` and `POST /import`.
+//! - [`rollups`]: the roll-up itself, its in-memory deltas, cleanup's inverse, and the rebuild
+//!   used by the invariant tests.
+//! - [`cleanup`]: the two-file protocol of deleting old visits.
+//! - [`queries`]: analytics reads, each answered from rollups plus the tail.
 //! - [`export`]: the streaming cursor behind `/all-visits` and `footfall export`.
 
 pub mod calendar;
+pub mod cleanup;
 pub mod counters;
 pub mod export;
 pub mod ingest;
 pub mod queries;
+pub mod roller;
 pub mod rollups;
 pub mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -32,9 +38,15 @@ use crate::config::Durability;
 pub use counters::CounterCache;
 pub use writer::{WriteOp, WriteOutcome, WriterHandle};
 
-/// The schema, applied when the file's `user_version` is below [`SCHEMA_VERSION`].
+/// The visits file's schema, applied to a new file; the steps in `migrations/` bring older ones to
+/// [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = include_str!("../../schema.sql");
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+/// Steps from the version before each to it, in order.
+const MIGRATIONS: &[(i64, &str)] = &[(2, include_str!("../../migrations/v2.sql"))];
+/// The rollups file's schema and version (its own `user_version`).
+pub const ROLLUPS_SCHEMA: &str = include_str!("../../rollups.sql");
+pub const ROLLUPS_SCHEMA_VERSION: i64 = 1;
 
 pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
 pub type PooledConn = r2d2::PooledConnection<SqliteConnectionManager>;
@@ -58,30 +70,64 @@ fn apply_common_pragmas(conn: &Connection, durability: Durability) -> rusqlite::
     ))
 }
 
-/// Opens the writable connection: creates the file and its folder, turns on WAL and applies
-/// the schema. Used by the writer thread and by the CLI commands that write.
-pub fn open_writer(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
-    }
+/// The rollups file that belongs to the visits file `db`: `visits.db` -> `visits.rollups.db`,
+/// `data` -> `data.rollups`.
+pub fn rollups_path(db: &Path) -> PathBuf {
+    let stem = db.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match db.extension() {
+        Some(ext) => format!("{stem}.rollups.{}", ext.to_string_lossy()),
+        None => format!("{stem}.rollups"),
+    };
+    db.with_file_name(name)
+}
+
+/// Opens `path` as a WAL database with the pragmas every writable connection gets.
+fn open_wal(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open the database {}", path.display()))?;
     conn.pragma_update(None, "journal_mode", "WAL")
-        .context("cannot switch the database to WAL")?;
+        .with_context(|| format!("cannot switch {} to WAL", path.display()))?;
     apply_common_pragmas(&conn, durability)?;
     conn.pragma_update(None, "cache_size", -16_000)?;
-    // The write path cycles through ~25 distinct statements: keep all of them prepared.
+    // The write paths cycle through ~25 distinct statements: keep all of them prepared.
     conn.set_prepared_statement_cache_capacity(128);
     // Checkpoint every ~40 MB of WAL instead of ~4 MB: pages rewritten by consecutive commits
     // are copied back once, and the fsync of a checkpoint is paid 10x less often (measured:
     // +65% writer throughput in examples/writer_bench).
     conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
-    migrate(&conn)?;
     Ok(conn)
 }
 
-/// Brings the schema to [`SCHEMA_VERSION`]; a newer file than this binary knows is refused.
+/// Opens the visits file for writing: creates it and its folder, turns on WAL, applies or
+/// migrates the schema, creates the rollups file beside it (and rolls up a large backlog),
+/// and finishes a cleanup a crash interrupted. Used by the writer thread and by the CLI commands that write.
+pub fn open_writer(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    }
+    let conn = open_wal(path, durability)?;
+    migrate(&conn)?;
+    let rollups = open_rollups(path, durability)?;
+    // More than one roll-up's worth outstanding (a schema-1 file, whose rollups were dropped; a
+    // deleted rollups file; a large tail left by a crash): count it in now, rather than have the
+    // first queries add it from the raw rows.
+    let outstanding = roller::outstanding(&rollups)?;
+    if outstanding > roller::ROLL_UP_AT {
+        tracing::info!(
+            outstanding,
+            "rolling up what the rollups file does not count yet ({})",
+            rollups_path(path).display()
+        );
+        let done = immediate(&rollups, rollups::roll_up)?;
+        tracing::info!(visits = done.visits, "rolled up");
+    }
+    cleanup::finish_interrupted(&conn, &rollups)?;
+    Ok(conn)
+}
+
+/// Brings the visits file's schema to [`SCHEMA_VERSION`]; a newer file than this binary knows is
+/// refused.
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -89,20 +135,70 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
             "the database has schema version {version}, newer than this footfall ({SCHEMA_VERSION})"
         );
     }
-    if version < 1 {
-        let tx = conn.unchecked_transaction()?;
+    let tx = conn.unchecked_transaction()?;
+    if version == 0 {
         tx.execute_batch(SCHEMA)
             .context("cannot apply schema.sql")?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        tx.commit()?;
+    } else {
+        for (to, step) in MIGRATIONS.iter().filter(|(to, _)| *to > version) {
+            tracing::info!(from = to - 1, to, "migrating the database schema");
+            tx.execute_batch(step)
+                .with_context(|| format!("cannot migrate the database to schema version {to}"))?;
+        }
     }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 
-/// A pool of read-only (`query_only`) connections. The file must exist (open the writer first).
+/// Opens a rollups connection: the rollups file of the visits file `db` as `main` (created, and
+/// its schema applied, when missing), the visits file attached read-only as `raw`, so
+/// `BEGIN IMMEDIATE` takes the rollups' write lock and only a snapshot of the visits file. Names
+/// of the visits file's tables resolve to `raw` (they are not in `main`). `db` must exist.
+pub fn open_rollups(db: &Path, durability: Durability) -> anyhow::Result<Connection> {
+    let conn = open_wal(&rollups_path(db), durability)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > ROLLUPS_SCHEMA_VERSION {
+        anyhow::bail!(
+            "the rollups file has schema version {version}, newer than this footfall ({ROLLUPS_SCHEMA_VERSION})"
+        );
+    }
+    if version < ROLLUPS_SCHEMA_VERSION {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(ROLLUPS_SCHEMA)
+            .context("cannot apply rollups.sql")?;
+        tx.pragma_update(None, "user_version", ROLLUPS_SCHEMA_VERSION)?;
+        tx.commit()?;
+    }
+    conn.execute("ATTACH DATABASE ?1 AS raw", [file_uri(db, "ro")])
+        .with_context(|| format!("cannot attach {}", db.display()))?;
+    Ok(conn)
+}
+
+/// `path` as an SQLite URI with `mode`: `%`, `?` and `#` escaped, so any file name works.
+fn file_uri(path: &Path, mode: &str) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?mode=");
+    uri.push_str(mode);
+    uri
+}
+
+/// A pool of read-only (`query_only`) connections on the visits file, with the rollups file
+/// attached as `rollups` (its tables resolve there by name). Both files must exist (open the
+/// writer first).
 pub fn open_read_pool(path: &Path, durability: Durability, size: u32) -> anyhow::Result<ReadPool> {
+    let rollups = file_uri(&rollups_path(path), "ro");
     let manager = SqliteConnectionManager::file(path).with_init(move |conn| {
         apply_common_pragmas(conn, durability)?;
+        conn.execute("ATTACH DATABASE ?1 AS rollups", [&rollups])?;
         conn.pragma_update(None, "query_only", true)
     });
     r2d2::Pool::builder()
@@ -111,6 +207,23 @@ pub fn open_read_pool(path: &Path, durability: Durability, size: u32) -> anyhow:
         .min_idle(Some(1))
         .build(manager)
         .context("cannot open the read pool")
+}
+
+/// One read-only connection like the pool's: the visits file, the rollups file attached. For
+/// the CLI, tests, and the writer's rare reads of the rollups' progress.
+pub fn open_reader(db: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .with_context(|| format!("cannot open the database {}", db.display()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS rollups",
+        [file_uri(&rollups_path(db), "ro")],
+    )
+    .with_context(|| format!("cannot attach {}", rollups_path(db).display()))?;
+    Ok(conn)
 }
 
 /// Runs `f` with a pooled read connection on the blocking thread pool.
@@ -127,6 +240,25 @@ where
     .await?
 }
 
+/// Runs `f` in one `BEGIN IMMEDIATE` transaction on `conn`: commits what it did, or rolls it
+/// back on error. On a rollups connection, `IMMEDIATE` takes the rollups' write lock and the
+/// snapshot of the visits file together (see [`rollups::roll_up`]). The two statements are
+/// cached: rusqlite's `Transaction` parses both again every time.
+pub fn immediate<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let result = f(conn).and_then(|value| {
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(value)
+    });
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
 /// `PRAGMA data_version` of `conn`: changes when another connection commits. Prepared once per
 /// connection, since the writer asks at every commit (the writer's `Ingest` and the counter
 /// cache's watcher both use it).
@@ -135,15 +267,16 @@ pub fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
-/// Size of the database in bytes, WAL included (for `/metrics`).
+/// Size of the database in bytes: both files, their WALs included (for `/metrics`).
 pub fn file_size(path: &Path) -> u64 {
-    let wal = path.with_extension(
-        path.extension()
-            .map(|e| format!("{}-wal", e.to_string_lossy()))
-            .unwrap_or_else(|| "wal".into()),
-    );
-    [path.to_path_buf(), wal]
-        .iter()
+    let with_wal = |p: PathBuf| {
+        let mut wal = p.clone().into_os_string();
+        wal.push("-wal");
+        [p, PathBuf::from(wal)]
+    };
+    with_wal(path.to_path_buf())
+        .into_iter()
+        .chain(with_wal(rollups_path(path)))
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum()

@@ -8,25 +8,26 @@
 //! `503`), so memory stays bounded. [`WriterHandle::shutdown`] makes the thread commit what is
 //! queued and exit.
 //!
-//! Recording commits the raw rows; their rollups follow in bulk (see `schema.sql` on the
-//! watermark): the writer rolls the whole tail up when it reaches [`ROLL_UP_AT`] visits, and
-//! once no write has arrived for [`ROLL_UP_IDLE`] it rolls it up [`IDLE_SLICE`] visits at a
-//! time, looking for new writes between slices. Queries add the tail themselves, so answers are
-//! exact at every moment; only the cost of keeping rollups moves off the request path.
+//! Recording commits the raw rows only; the roll-up thread ([`super::roller`]) counts them into
+//! the rollups file in bulk, beside these commits. Queries add the tail themselves, so a visit
+//! is in every answer from its acknowledgement on. The exceptions wait for the roll-up before
+//! they are answered: late visits (stored below the watermark, which queries do not add) and
+//! pre-counted clicks. A cleanup runs alone, in the two steps of [`super::cleanup`].
 
+use std::mem;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::CounterCache;
-use super::ingest::{Ingest, NewVisit, WHOLE_TAIL, count_page};
-use super::rollups::{self, RollupDelta};
+use super::ingest::{Ingest, NewVisit, count_page};
+use super::roller::RollerHandle;
 use crate::domain::UnixMillis;
 use crate::error::ApiError;
 
@@ -65,14 +66,6 @@ pub enum WriteOutcome {
     Cleaned { deleted: u64 },
 }
 
-/// Tail length at which the writer rolls up even under load: bounds the raw rows a query adds.
-pub const ROLL_UP_AT: usize = 20_000;
-/// Tail visits an idle writer rolls up per transaction, checking for new writes in between: a
-/// write that arrives during an idle roll-up waits for one slice (~30 ms), not the whole tail.
-pub const IDLE_SLICE: usize = 5_000;
-/// Quiet time after which the writer starts rolling the tail up, [`IDLE_SLICE`] visits at a time.
-pub const ROLL_UP_IDLE: Duration = Duration::from_millis(25);
-
 struct Job {
     op: WriteOp,
     reply: oneshot::Sender<Result<WriteOutcome, String>>,
@@ -101,10 +94,13 @@ impl std::fmt::Debug for WriterHandle {
 }
 
 impl WriterHandle {
-    /// Starts the writer thread on `conn` (opened with [`super::open_writer`]).
+    /// Starts the writer thread on `conn` (opened with [`super::open_writer`] on `db`), handing
+    /// what it commits to `roller`.
     pub fn spawn(
         conn: Connection,
+        db: PathBuf,
         counters: Arc<CounterCache>,
+        roller: Arc<RollerHandle>,
         queue_capacity: usize,
         max_batch: usize,
     ) -> anyhow::Result<Self> {
@@ -113,8 +109,11 @@ impl WriterHandle {
         let writer = Writer {
             metrics: WriterMetrics::new(),
             conn,
+            db,
             ingest: Ingest::new(),
             counters,
+            roller,
+            late_pruned: 0,
             queued: queued.clone(),
             max_batch: max_batch.max(1),
         };
@@ -173,7 +172,6 @@ struct WriterMetrics {
     batch_visits: metrics::Histogram,
     commit_seconds: metrics::Histogram,
     visits_recorded: metrics::Counter,
-    roll_up_seconds: metrics::Histogram,
 }
 
 impl WriterMetrics {
@@ -183,7 +181,6 @@ impl WriterMetrics {
             batch_visits: metrics::histogram!("footfall_batch_visits"),
             commit_seconds: metrics::histogram!("footfall_commit_seconds"),
             visits_recorded: metrics::counter!("footfall_visits_recorded_total"),
-            roll_up_seconds: metrics::histogram!("footfall_roll_up_seconds"),
         }
     }
 }
@@ -191,44 +188,35 @@ impl WriterMetrics {
 struct Writer {
     metrics: WriterMetrics,
     conn: Connection,
+    /// The visits file, to find its rollups file for a cleanup.
+    db: PathBuf,
     ingest: Ingest,
     counters: Arc<CounterCache>,
+    roller: Arc<RollerHandle>,
+    /// `late_visits` rows up to this seq are deleted.
+    late_pruned: i64,
     queued: Arc<AtomicI64>,
     max_batch: usize,
 }
 
+/// What a job needs once its transaction is committed.
+enum Answer {
+    /// Answer now: queries already see it.
+    Now(WriteOutcome),
+    /// Answer after the roll-up that counts it.
+    AfterRollUp(WriteOutcome),
+}
+
 impl Writer {
     fn run(mut self, receiver: Receiver<Message>) {
-        // Count a tail left in the file (a crash between a commit and its roll-up): with a tail
-        // to roll up, the loop below waits only briefly for a write, so it is rolled up once
-        // the server is idle rather than after the first write.
-        if let Err(err) = self.ingest.begin(&self.conn) {
-            tracing::warn!(error = %err, "cannot count the visits left to roll up");
-        }
         let mut stopping = false;
-        // Whether the last wait for a write timed out: the writer then rolls the tail up slice
-        // by slice, looking for new writes between slices instead of waiting again.
-        let mut idle = false;
         loop {
-            // Block for the first op; once stopping, only take what is already queued. With a
-            // tail to roll up, wait only a moment: a quiet writer is a writer with time to spare.
+            // Block for the first op; once stopping, only take what is already queued.
             let first = if stopping {
                 receiver.try_recv().ok()
-            } else if self.ingest.tail_len() > 0 {
-                let wait = if idle { Duration::ZERO } else { ROLL_UP_IDLE };
-                match receiver.recv_timeout(wait) {
-                    Ok(message) => Some(message),
-                    Err(RecvTimeoutError::Timeout) => {
-                        idle = true;
-                        self.roll_up(IDLE_SLICE);
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => None,
-                }
             } else {
                 receiver.recv().ok()
             };
-            idle = false;
             let Some(first) = first else { break };
             // Let the request threads that are runnable right now queue their visits before
             // the batch is cut: not a timer, just the rest of this time slice. Batches grow
@@ -252,63 +240,65 @@ impl Writer {
                 };
             }
             self.queued.fetch_sub(jobs.len() as i64, Ordering::Relaxed);
-            if !jobs.is_empty() {
-                self.commit_batch(jobs, weight);
+            // A cleanup runs alone, in its own two-file protocol: commit what came before it.
+            let mut batch = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                if let WriteOp::Cleanup { cutoff } = job.op {
+                    self.commit_batch(mem::take(&mut batch));
+                    self.cleanup(job.reply, cutoff);
+                } else {
+                    batch.push(job);
+                }
             }
-            // Under load, the whole tail at once: every roll-up transaction rewrites the hot
-            // pages of the rollup tables, so smaller, more frequent ones cost more per visit
-            // (measured: 1,000-visit slices took POST /visit from 34k to 20k requests/s).
-            if self.ingest.tail_len() >= ROLL_UP_AT {
-                self.roll_up(WHOLE_TAIL);
-            }
+            self.commit_batch(batch);
         }
-        self.roll_up(WHOLE_TAIL);
         tracing::info!("writer stopped: every queued write is committed");
     }
 
-    /// Rolls up the oldest `limit` tail visits ([`WHOLE_TAIL`]: all) in their own transaction. A
-    /// failure only delays them: the raw rows are committed and queries count the tail from
-    /// them.
-    fn roll_up(&mut self, limit: usize) {
-        if self.ingest.tail_len() == 0 {
+    /// Writes `jobs` in one transaction and answers each: all committed, or all failed.
+    fn commit_batch(&mut self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
             return;
         }
         let started = Instant::now();
-        match self.write(&[], Some(limit)) {
-            Ok(_) => {
-                self.metrics
-                    .roll_up_seconds
-                    .record(started.elapsed().as_secs_f64());
-            }
-            Err(err) => {
-                self.ingest.rolled_back();
-                tracing::error!(
-                    error = format!("{err:#}"),
-                    "rolling up the tail failed; it is retried after the next write"
-                );
-            }
-        }
-    }
-
-    /// Writes `jobs` in one transaction and answers each: all committed, or all failed.
-    fn commit_batch(&mut self, jobs: Vec<Job>, weight: usize) {
-        let started = Instant::now();
-        match self.write(&jobs, None) {
-            Ok(outcomes) => {
+        let weight: usize = jobs.iter().map(|j| j.op.weight()).sum();
+        let late_pruned = self.roller.late_seq();
+        match self.write(&jobs, late_pruned) {
+            Ok(answers) => {
+                self.late_pruned = late_pruned;
                 self.metrics.batch_visits.record(weight as f64);
                 self.metrics
                     .commit_seconds
                     .record(started.elapsed().as_secs_f64());
-                let recorded: usize = outcomes
-                    .iter()
-                    .map(|o| match o {
-                        WriteOutcome::Recorded(n) => *n,
-                        _ => 0,
-                    })
-                    .sum();
+                let mut recorded = 0;
+                let mut for_roll_up = 0;
+                for answer in &answers {
+                    let (Answer::Now(outcome) | Answer::AfterRollUp(outcome)) = answer;
+                    match outcome {
+                        WriteOutcome::Recorded(n) => {
+                            recorded += n;
+                            for_roll_up += n;
+                        }
+                        WriteOutcome::ClicksAdded => for_roll_up += 1,
+                        _ => {}
+                    }
+                }
                 self.metrics.visits_recorded.increment(recorded as u64);
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
+                if for_roll_up > 0 {
+                    self.roller.committed(for_roll_up);
+                }
+                for (job, answer) in jobs.into_iter().zip(answers) {
+                    match answer {
+                        Answer::Now(outcome) => {
+                            let _ = job.reply.send(Ok(outcome));
+                        }
+                        Answer::AfterRollUp(outcome) => {
+                            let reply = job.reply;
+                            self.roller.after_next_roll_up(Box::new(move |counted| {
+                                let _ = reply.send(counted.map(|()| outcome));
+                            }));
+                        }
+                    }
                 }
             }
             Err(err) => {
@@ -327,32 +317,54 @@ impl Writer {
         }
     }
 
-    /// One transaction: `jobs`, then (if `roll_up`) the tail's rollups. Commits, then updates
-    /// the counter cache; the outcomes are those of `jobs`.
+    /// `DELETE /cleanup`: both steps of [`super::cleanup::run`], then the answer.
+    fn cleanup(
+        &mut self,
+        reply: oneshot::Sender<Result<WriteOutcome, String>>,
+        cutoff: UnixMillis,
+    ) {
+        let db = &self.db;
+        let roller = &self.roller;
+        let done = super::cleanup::run(
+            &self.conn,
+            cutoff,
+            || Ok(super::rollups::read_progress(&super::open_reader(db)?)?),
+            |cutoff| roller.take_out_before(cutoff).map_err(anyhow::Error::msg),
+        );
+        let answer = match done {
+            Ok(deleted) => Ok(WriteOutcome::Cleaned { deleted }),
+            Err(err) => {
+                self.ingest.rolled_back();
+                tracing::error!(error = format!("{err:#}"), "cleanup failed");
+                Err(format!("The database could not be written: {err:#}"))
+            }
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// One transaction: `jobs`, and the deletion of the `late_visits` rows the roll-up has
+    /// counted (up to `late_seq`). Commits, then updates the counter cache.
     ///
     /// `BEGIN IMMEDIATE` and `COMMIT` are cached statements rather than rusqlite's
     /// `Transaction`, which parses both again for every commit; under load there are thousands
     /// of commits a second.
-    fn write(
-        &mut self,
-        jobs: &[Job],
-        roll_up: Option<usize>,
-    ) -> rusqlite::Result<Vec<WriteOutcome>> {
+    fn write(&mut self, jobs: &[Job], late_seq: i64) -> rusqlite::Result<Vec<Answer>> {
         let conn = &self.conn;
         // The counter-cache protocol costs two `data_version` reads and two locks: skip it when
         // there is no counter to write and none cached to carry across this commit.
         let track_counters =
             !self.counters.is_empty() || jobs.iter().any(|j| matches!(j.op, WriteOp::CountPage(_)));
         conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let prune = (late_seq > self.late_pruned).then_some(late_seq);
         let written = write_ops(
             conn,
             &mut self.ingest,
             &self.counters,
             jobs,
-            roll_up,
+            prune,
             track_counters,
         );
-        let (outcomes, counts, version_before) = match written {
+        let (answers, counts, version_before) = match written {
             Ok(written) => written,
             Err(err) => {
                 if !conn.is_autocommit() {
@@ -367,13 +379,13 @@ impl Writer {
                 ingest.foreign_commit_since_begin(conn)
             });
         }
-        Ok(outcomes)
+        Ok(answers)
     }
 }
 
-/// What [`write_ops`] did: each op's outcome, the counters it changed, and the counter cache's
+/// What [`write_ops`] did: each op's answer, the counters it changed, and the counter cache's
 /// version before the commit (when tracked).
-type Written = (Vec<WriteOutcome>, Vec<(String, i64)>, Option<i64>);
+type Written = (Vec<Answer>, Vec<(String, i64)>, Option<i64>);
 
 /// The body of [`Writer::write`], inside its transaction; commits at the end.
 fn write_ops(
@@ -381,7 +393,7 @@ fn write_ops(
     ingest: &mut Ingest,
     counters: &CounterCache,
     jobs: &[Job],
-    roll_up: Option<usize>,
+    prune_late_to: Option<i64>,
     track_counters: bool,
 ) -> rusqlite::Result<Written> {
     ingest.begin(conn)?;
@@ -390,43 +402,40 @@ fn write_ops(
     } else {
         None
     };
-    let mut delta = RollupDelta::default();
+    if let Some(seq) = prune_late_to {
+        super::ingest::prune_late(conn, seq)?;
+    }
     let mut counts = Vec::new();
-    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let outcome = match &job.op {
+        let answer = match &job.op {
             WriteOp::Visits(visits) => {
+                let late_before = ingest.late_logged();
                 for visit in visits {
-                    ingest.add_visit(conn, &mut delta, visit)?;
+                    ingest.add_visit(conn, visit)?;
                 }
-                WriteOutcome::Recorded(visits.len())
+                let outcome = WriteOutcome::Recorded(visits.len());
+                if ingest.late_logged() > late_before {
+                    Answer::AfterRollUp(outcome)
+                } else {
+                    Answer::Now(outcome)
+                }
             }
             WriteOp::CountPage(name) => {
                 let n = count_page(conn, name)?;
                 counts.push((name.clone(), n));
-                WriteOutcome::Counted(n)
+                Answer::Now(WriteOutcome::Counted(n))
             }
             WriteOp::Clicks { at, clicks } => {
                 for (site, n) in clicks {
-                    ingest.add_clicks(conn, &mut delta, site, *at, *n)?;
+                    ingest.add_clicks(conn, site, *at, *n)?;
                 }
-                WriteOutcome::ClicksAdded
+                Answer::AfterRollUp(WriteOutcome::ClicksAdded)
             }
-            WriteOp::Cleanup { cutoff } => {
-                // Cleanup inverts rollups: earlier ops of this batch must be in them (it
-                // rolls the tail up itself, which moves the watermark under `ingest`).
-                delta.apply(conn)?;
-                let deleted = rollups::cleanup(conn, *cutoff)?;
-                ingest.tail_rolled_up_elsewhere();
-                WriteOutcome::Cleaned { deleted }
-            }
+            WriteOp::Cleanup { .. } => unreachable!("a cleanup is never part of a batch"),
         };
-        outcomes.push(outcome);
-    }
-    delta.apply(conn)?;
-    if let Some(limit) = roll_up {
-        ingest.roll_up_oldest(conn, limit)?;
+        answers.push(answer);
     }
     conn.prepare_cached("COMMIT")?.execute([])?;
-    Ok((outcomes, counts, version_before))
+    Ok((answers, counts, version_before))
 }

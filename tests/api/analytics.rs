@@ -717,7 +717,7 @@ async fn since_the_last_representable_instant_exports_nothing() {
 fn an_export_stops_its_cursor_when_the_reader_goes_away() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v.db");
-    let mut conn = footfall::store::open_writer(&db, footfall::config::Durability::Normal).unwrap();
+    let mut conns = crate::common::write_conns(&db);
     let now = chrono::Utc::now().timestamp();
     let rows: String = (0..20_000)
         .map(|i| {
@@ -725,14 +725,15 @@ fn an_export_stops_its_cursor_when_the_reader_goes_away() {
             format!("{}\n", json!({"url": format!("https://a.com/{}", i % 50), "ip": "10.0.0.1", "timestamp": ts}))
         })
         .collect();
-    footfall::cli::import_into(&mut conn, rows.as_bytes(), false).unwrap();
+    footfall::cli::import_into(&mut conns, rows.as_bytes(), false).unwrap();
+    let conn = &conns.raw;
     let filter = footfall::store::export::FilterParams::default()
         .parse()
         .unwrap();
     let mut chunks = 0;
     // The reader takes one chunk, then disconnects.
     let written = footfall::store::export::export(
-        &conn,
+        conn,
         &filter,
         footfall::config::ExportFormat::Jsonl,
         |_| {
@@ -747,7 +748,7 @@ fn an_export_stops_its_cursor_when_the_reader_goes_away() {
         "the cursor went on after the reader left: {written} rows"
     );
     let all = footfall::store::export::export(
-        &conn,
+        conn,
         &filter,
         footfall::config::ExportFormat::Jsonl,
         |_| true,

@@ -147,22 +147,29 @@ impl TestApp {
         reply.json()["total_visits"].as_i64().unwrap()
     }
 
-    /// A read connection on the test database.
+    /// A read connection on the test database, its rollups file attached (as the server's).
     pub fn conn(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(&self.db).unwrap()
+        footfall::store::open_reader(&self.db).unwrap()
     }
 
     /// Imports JSONL through the same code as `footfall import`.
     pub fn import_jsonl(&self, jsonl: &str) -> footfall::import::ImportReport {
-        let mut conn =
-            footfall::store::open_writer(&self.db, footfall::config::Durability::Normal).unwrap();
-        footfall::cli::import_into(&mut conn, jsonl.as_bytes(), false).unwrap()
+        footfall::cli::import_into(&mut write_conns(&self.db), jsonl.as_bytes(), false).unwrap()
     }
 
     /// Names of rollup tables that disagree with a rebuild from the raw rows.
     pub fn rollup_mismatches(&self) -> Vec<String> {
         footfall::store::rollups::check(&self.conn()).unwrap()
     }
+}
+
+/// The connections `footfall import` and `cleanup` write with, on `db`.
+pub fn write_conns(db: &Path) -> footfall::cli::WriteConns {
+    footfall::cli::WriteConns::open(&footfall::config::DbArgs {
+        db: db.to_path_buf(),
+        durability: footfall::config::Durability::Normal,
+    })
+    .unwrap()
 }
 
 /// A port nobody listens on right now.

@@ -50,7 +50,7 @@ async fn post_bytes(app: &TestApp, uri: &str, body: impl Into<Vec<u8>>) -> Reply
 fn assert_nothing_stored(app: &TestApp) {
     assert_eq!(stored_visits(&app.db), 0, "a visit was stored");
     let conn = app.conn();
-    for table in ["page_counters", "site_clicks", "pages"] {
+    for table in ["page_counters", "clicks", "pages"] {
         let exists: bool = conn
             .query_row(
                 "SELECT count(*) > 0 FROM sqlite_master WHERE name = ?1",

@@ -935,9 +935,13 @@ fn request_lines(log: &str) -> Vec<Value> {
 #[tokio::test]
 async fn a_500_is_logged_with_its_cause_and_request_id() {
     let server = LoggedServer::start(&["--log-format", "json"]);
-    // A table the query needs goes missing under the running server.
-    rusqlite::Connection::open(server._dir.path().join("visits.db"))
-        .unwrap()
+    // A table the query needs goes missing under the running server (which may hold the
+    // rollups file's lock for a moment: wait for it, as any writer beside it must).
+    let rollups = rusqlite::Connection::open(server._dir.path().join("visits.rollups.db")).unwrap();
+    rollups
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    rollups
         .execute_batch("DROP TABLE page_hour_agents")
         .unwrap();
     let reply = reqwest::get(format!("{}/summary?hours=24", server.base))

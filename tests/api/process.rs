@@ -118,7 +118,7 @@ async fn kill_9_loses_no_acknowledged_visit() {
     );
     // The reopened database is consistent, and a server starts on it.
     assert!(
-        footfall::store::rollups::check(&Connection::open(&db).unwrap())
+        footfall::store::rollups::check(&footfall::store::open_reader(&db).unwrap())
             .unwrap()
             .is_empty()
     );
@@ -166,7 +166,7 @@ async fn sigterm_drains_every_queued_visit_and_exits_0() {
     // Nothing was stored that was not asked for, and the rollups agree.
     assert!(stored.len() <= 2000);
     assert!(
-        footfall::store::rollups::check(&Connection::open(&db).unwrap())
+        footfall::store::rollups::check(&footfall::store::open_reader(&db).unwrap())
             .unwrap()
             .is_empty()
     );

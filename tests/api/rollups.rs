@@ -120,86 +120,259 @@ proptest! {
     }
 }
 
-/// Commits `n` visits through `ingest` on `conn` without rolling them up: a tail, as a crash
-/// between a commit and its roll-up leaves one.
-fn write_tail(conn: &rusqlite::Connection, ingest: &mut footfall::store::ingest::Ingest, n: usize) {
-    use footfall::domain::{PageUrl, now_millis};
+/// Commits one visit per `(page, millis)` through `ingest` on the visits file's connection, in
+/// one transaction, without rolling up: a tail, as a crash between a commit and its roll-up
+/// leaves one.
+fn write_raw(
+    conns: &footfall::cli::WriteConns,
+    ingest: &mut footfall::store::ingest::Ingest,
+    visits: &[(&str, i64)],
+) {
+    use footfall::domain::PageUrl;
     use footfall::store::ingest::NewVisit;
-    use footfall::store::rollups::RollupDelta;
 
+    let conn = &conns.raw;
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     ingest.begin(conn).unwrap();
-    let mut delta = RollupDelta::default();
-    for i in 0..n {
-        let url = PageUrl::parse(&format!("https://a.com/{i}")).unwrap();
-        let visit = NewVisit::pageview(url, "10.0.0.1".parse().unwrap(), "UA".into(), now_millis());
-        ingest.add_visit(conn, &mut delta, &visit).unwrap();
+    for &(page, at) in visits {
+        let url = PageUrl::parse(page).unwrap();
+        let visit = NewVisit::pageview(url, "10.0.0.1".parse().unwrap(), "UA".into(), at);
+        ingest.add_visit(conn, &visit).unwrap();
     }
-    delta.apply(conn).unwrap();
     conn.execute_batch("COMMIT").unwrap();
 }
 
-/// The writer decides when to roll up from its count of the tail. When another process rolls
-/// that tail up first (`footfall import`/`cleanup` beside the server), the count must drop to
-/// zero: a count left behind had the idle writer start an empty roll-up transaction, over and
-/// over, forever. And a writer starting on a file with a tail (left by a crash) counts it.
+/// Visits counted by the rollups (`totals.visits`) and rows in `visits`.
+fn counted_and_stored(conns: &footfall::cli::WriteConns) -> (i64, i64) {
+    conns
+        .rollups
+        .query_row(
+            "SELECT (SELECT visits FROM totals), (SELECT count(*) FROM raw.visits)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+/// A late visit (stored below the highest id) is counted exactly once: when the roll-up has
+/// already passed its id (it is found through `late_visits`) and when it has not (it is in the
+/// tail, and its log row is skipped).
 #[test]
-fn a_tail_rolled_up_elsewhere_leaves_the_writers_count_at_zero() {
-    use footfall::store::ingest::{Ingest, WHOLE_TAIL, roll_up_tail};
+fn late_visits_are_counted_once_whether_or_not_the_roll_up_passed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let conns = crate::common::write_conns(&dir.path().join("v.db"));
+    let mut ingest = footfall::store::ingest::Ingest::new();
+    let now = footfall::domain::now_millis();
+    write_raw(
+        &conns,
+        &mut ingest,
+        &[("https://a.com/", now), ("https://a.com/", now + 10)],
+    );
+    conns.roll_up().unwrap();
+    // Below the watermark, and between two tail visits above it.
+    write_raw(
+        &conns,
+        &mut ingest,
+        &[
+            ("https://a.com/", now - 3_600_000),
+            ("https://b.com/", now + 100),
+        ],
+    );
+    write_raw(&conns, &mut ingest, &[("https://b.com/", now + 50)]);
+    assert_eq!(ingest.late_logged(), 2);
+    let done = conns.roll_up().unwrap();
+    assert_eq!(done.visits, 3, "{done:?}");
+    assert_eq!(counted_and_stored(&conns), (5, 5));
+    assert!(
+        footfall::store::rollups::check(&conns.rollups)
+            .unwrap()
+            .is_empty()
+    );
+    // Nothing is counted twice by a later roll-up, after the log rows are gone or not.
+    assert_eq!(conns.roll_up().unwrap().visits, 0);
+    footfall::store::ingest::prune_late(&conns.raw, done.late_seq).unwrap();
+    assert_eq!(conns.roll_up().unwrap().visits, 0);
+    assert_eq!(counted_and_stored(&conns), (5, 5));
+}
+
+/// A crash between cleanup's two transactions (the rollups took the visits out, the visits file
+/// did not delete them yet) is finished when the file is next opened for writing, and a visit
+/// stored later below the highest id ever stored is still late.
+#[test]
+fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
+    use footfall::store::rollups::{check, take_out_before};
 
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v.db");
-    let open =
-        || footfall::store::open_writer(&path, footfall::config::Durability::Normal).unwrap();
-    let (server, cli) = (open(), open());
-    let mut ingest = Ingest::new();
-    write_tail(&server, &mut ingest, 3);
-    assert_eq!(ingest.tail_len(), 3);
-    let mut restarted = Ingest::new();
-    server.execute_batch("BEGIN IMMEDIATE").unwrap();
-    restarted.begin(&server).unwrap();
-    server.execute_batch("COMMIT").unwrap();
-    assert_eq!(restarted.tail_len(), 3);
+    let db = dir.path().join("v.db");
+    let now = footfall::domain::now_millis();
+    let day = 86_400_000;
+    {
+        let conns = crate::common::write_conns(&db);
+        let mut ingest = footfall::store::ingest::Ingest::new();
+        write_raw(
+            &conns,
+            &mut ingest,
+            &[("https://a.com/", now - 3 * day), ("https://a.com/", now)],
+        );
+        conns.roll_up().unwrap();
+        // Step 1 only, then the "crash".
+        let taken =
+            footfall::store::immediate(&conns.rollups, |c| take_out_before(c, now - day)).unwrap();
+        assert_eq!(taken.visits, 1);
+        assert_eq!(counted_and_stored(&conns), (1, 2));
+    }
+    let conns = crate::common::write_conns(&db);
+    assert_eq!(
+        counted_and_stored(&conns),
+        (1, 1),
+        "reopening finished the cleanup"
+    );
+    assert!(check(&conns.rollups).unwrap().is_empty());
 
-    let tx = cli.unchecked_transaction().unwrap();
-    assert_eq!(roll_up_tail(&tx, WHOLE_TAIL).unwrap().0, 3);
-    tx.commit().unwrap();
-
-    server.execute_batch("BEGIN IMMEDIATE").unwrap();
-    ingest.begin(&server).unwrap();
-    assert_eq!(ingest.tail_len(), 0);
-    assert_eq!(ingest.roll_up_oldest(&server, 5_000).unwrap(), 0);
-    server.execute_batch("COMMIT").unwrap();
-    assert_eq!(ingest.tail_len(), 0);
+    // The same, through the whole protocol, down to an empty file: the next visit, older than
+    // the newest ever stored, must still be found by the roll-up.
+    let deleted = footfall::store::cleanup::run(
+        &conns.raw,
+        now + day,
+        || Ok(footfall::store::rollups::read_progress(&conns.rollups)?),
+        |cutoff| {
+            Ok(footfall::store::immediate(&conns.rollups, |c| {
+                take_out_before(c, cutoff)
+            })?)
+        },
+    )
+    .unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(counted_and_stored(&conns), (0, 0));
+    let mut ingest = footfall::store::ingest::Ingest::new();
+    write_raw(&conns, &mut ingest, &[("https://a.com/", now - day)]);
+    assert_eq!(ingest.late_logged(), 1);
+    conns.roll_up().unwrap();
+    assert_eq!(counted_and_stored(&conns), (1, 1));
+    assert!(check(&conns.rollups).unwrap().is_empty());
 }
 
 /// A tail found in the file at startup (a crash between a commit and its roll-up) is rolled up
 /// as soon as the server is idle, not only after its first write.
 #[tokio::test]
 async fn a_tail_found_at_startup_is_rolled_up_without_waiting_for_a_write() {
-    use footfall::store::ingest::{Ingest, read_watermark};
-
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.db");
-    let conn = footfall::store::open_writer(&path, footfall::config::Durability::Normal).unwrap();
-    write_tail(&conn, &mut Ingest::new(), 3);
-    let tail_of = |conn: &rusqlite::Connection| -> i64 {
-        let watermark = read_watermark(conn).unwrap();
-        conn.query_row(
-            "SELECT count(*) FROM visits WHERE id >= ?1",
-            [watermark],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    assert_eq!(tail_of(&conn), 3);
+    let conns = crate::common::write_conns(&path);
+    let now = footfall::domain::now_millis();
+    write_raw(
+        &conns,
+        &mut footfall::store::ingest::Ingest::new(),
+        &[
+            ("https://a.com/1", now),
+            ("https://a.com/2", now),
+            ("https://a.com/3", now),
+        ],
+    );
+    assert_eq!(counted_and_stored(&conns), (0, 3));
 
     let app = footfall::app::App::build(&footfall::config::ServeArgs::for_db(&path)).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tail_of(&conn) > 0 && std::time::Instant::now() < deadline {
+    while counted_and_stored(&conns).0 < 3 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(tail_of(&conn), 0, "the idle writer rolled the tail up");
-    assert!(footfall::store::rollups::check(&conn).unwrap().is_empty());
+    assert_eq!(
+        counted_and_stored(&conns),
+        (3, 3),
+        "the idle roll-up thread rolled the tail up"
+    );
+    assert!(
+        footfall::store::rollups::check(&conns.rollups)
+            .unwrap()
+            .is_empty()
+    );
     drop(app);
+}
+
+/// A visits file of schema version 1 (rollups inside it) is migrated: the rollups move to their
+/// own file, rebuilt from the raw rows, and the clicks keep counting.
+#[test]
+fn a_version_1_file_is_migrated_and_its_rollups_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    {
+        let old = rusqlite::Connection::open(&db).unwrap();
+        old.execute_batch(include_str!("../fixtures/schema_v1.sql"))
+            .unwrap();
+        old.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO sites (id, name) VALUES (1, 'a.com');
+             INSERT INTO pages (id, url, site_id) VALUES (1, 'https://a.com/', 1);
+             INSERT INTO agents (id, ua) VALUES (1, 'UA');
+             INSERT INTO visits VALUES (1 << 40, 1, x'0a000001', 1, 1), ((1 << 40) + 1, 1, x'0a000002', 1, 1);
+             INSERT INTO site_clicks VALUES (1, 1000, 1, 7);",
+        )
+        .unwrap();
+    }
+    let conns = crate::common::write_conns(&db);
+    let version: i64 = conns
+        .raw
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, footfall::store::SCHEMA_VERSION);
+    // Opening rolls up a backlog of more than one roll-up at once; this one is left to the next
+    // roll-up (the server's, once idle).
+    assert_eq!(counted_and_stored(&conns), (0, 2));
+    conns.roll_up().unwrap();
+    assert_eq!(counted_and_stored(&conns), (2, 2));
+    let (unique, clicks): (i64, i64) = conns
+        .rollups
+        .query_row(
+            "SELECT (SELECT unique_ips FROM totals),
+                    (SELECT sum(visits) FROM site_days WHERE site_id = 1)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((unique, clicks), (2, 9));
+    assert!(
+        footfall::store::rollups::check(&conns.rollups)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Recording never waits for the rollups: with the rollups file's write lock held by someone
+/// else (a roll-up that takes long), visits are still acknowledged, and counted in every answer
+/// from the tail; once the lock is released the roll-up catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_goes_on_while_the_rollups_file_is_locked() {
+    let app = TestApp::new();
+    let blocker = rusqlite::Connection::open(footfall::store::rollups_path(&app.db)).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    for round in 0..5 {
+        let body: Vec<Value> = (0..50)
+            .map(|i| json!({"url": format!("https://a.com/{}", (round * 50 + i) % 7)}))
+            .collect();
+        let reply = app.post_json("/bulk-visits", &Value::Array(body)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        // Long enough for the idle roll-up to start, and block on the lock.
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "recording waited for the rollups: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.get("/stats").await.json()["total_visits"], 250);
+    let counted = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT visits FROM rollups.totals", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(counted(&app.conn()), 0, "nothing could be rolled up yet");
+
+    blocker.execute_batch("COMMIT").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while counted(&app.conn()) < 250 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(counted(&app.conn()), 250);
+    assert!(app.rollup_mismatches().is_empty());
+    assert_eq!(app.get("/stats").await.json()["total_visits"], 250);
 }

@@ -37,7 +37,8 @@ async fn page_counters_count_exactly_and_say_where_the_answer_came_from() {
         json!({"count": 3, "served_via": "cache"})
     );
     // Another process changes the counter itself behind the server's back.
-    app.conn()
+    rusqlite::Connection::open(&app.db)
+        .unwrap()
         .execute(
             "UPDATE page_counters SET visits = 41 WHERE name = 'home'",
             [],

@@ -1,0 +1,102 @@
+//! Deleting old visits across the two files, without a moment where they disagree for good.
+//!
+//! SQLite commits each file on its own, so a cleanup is two transactions in a fixed order, both
+//! under the visits file's write lock (nothing can be stored below the cutoff in between):
+//!
+//! 1. the rollups file takes the visits out of every rollup and records the cleanup
+//!    ([`super::rollups::take_out_before`]: `progress.cleanup_seq` and `cleanup_before`);
+//! 2. the visits file deletes them and records the same `cleanup_seq` in `raw_state`.
+//!
+//! A crash between the two leaves the rollups one cleanup ahead; [`finish_interrupted`] sees it
+//! (the sequence numbers differ) and does step 2, whenever the visits file is next opened for
+//! writing and before every cleanup. Until then queries are still exact: they read raw rows only
+//! above the watermark, and the cutoff is below it.
+
+use rusqlite::Connection;
+
+use super::rollups::{self, TakenOut};
+use crate::domain::UnixMillis;
+
+/// Runs a whole cleanup of the visits older than `cutoff`: `raw` is a connection to the visits
+/// file outside any transaction; `take_out` does step 1 on a rollups connection (the roll-up
+/// thread's, or the CLI's own) and `progress` reads the rollups' `progress` row. Returns the
+/// number of visits deleted.
+pub fn run(
+    raw: &Connection,
+    cutoff: UnixMillis,
+    progress: impl FnOnce() -> anyhow::Result<rollups::Progress>,
+    take_out: impl FnOnce(UnixMillis) -> anyhow::Result<TakenOut>,
+) -> anyhow::Result<u64> {
+    raw.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        // A cleanup that a crash interrupted first: its visits are already out of the
+        // rollups, and step 1 would take them out a second time.
+        finish(raw, &progress()?)?;
+        let taken = take_out(cutoff)?;
+        delete_below(raw, taken.cleanup_seq, taken.before_id)?;
+        Ok(taken.visits)
+    })();
+    match result {
+        Ok(deleted) => {
+            raw.execute_batch("COMMIT")?;
+            Ok(deleted)
+        }
+        Err(err) => {
+            if !raw.is_autocommit() {
+                let _ = raw.execute_batch("ROLLBACK");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Does step 2 of a cleanup that the rollups recorded and the visits file did not (a crash in
+/// between); nothing otherwise. `raw` is a connection to the visits file outside any
+/// transaction, `rollups` any connection that sees the rollups file.
+pub fn finish_interrupted(raw: &Connection, rollups: &Connection) -> anyhow::Result<()> {
+    raw.execute_batch("BEGIN IMMEDIATE")?;
+    // Read under the visits file's write lock: only a holder of it moves `cleanup_seq`.
+    let done = rollups::read_progress(rollups)
+        .map_err(anyhow::Error::from)
+        .and_then(|progress| finish(raw, &progress));
+    match done {
+        Ok(()) => raw.execute_batch("COMMIT")?,
+        Err(err) => {
+            let _ = raw.execute_batch("ROLLBACK");
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Step 2 of the rollups' last cleanup, if the visits file has not done it yet.
+fn finish(raw: &Connection, progress: &rollups::Progress) -> anyhow::Result<()> {
+    let done: i64 = raw.query_row("SELECT cleanup_seq FROM raw_state WHERE id = 1", [], |r| {
+        r.get(0)
+    })?;
+    if progress.cleanup_seq > done {
+        tracing::warn!(
+            cleanup = progress.cleanup_seq,
+            "finishing a cleanup that was interrupted: deleting the visits it took out of the rollups"
+        );
+        delete_below(raw, progress.cleanup_seq, progress.cleanup_before)?;
+    }
+    Ok(())
+}
+
+/// Step 2: deletes the visits below `before_id` and records cleanup `cleanup_seq` as done. The highest id is kept
+/// in `raw_state.high_id` first, so a visit stored after the newest ones are gone is still
+/// known to be below the rollups' watermark (late).
+fn delete_below(raw: &Connection, cleanup_seq: i64, before_id: i64) -> rusqlite::Result<()> {
+    raw.execute(
+        "UPDATE raw_state SET high_id = max(high_id, coalesce((SELECT max(id) FROM visits), 0))
+         WHERE id = 1",
+        [],
+    )?;
+    raw.execute("DELETE FROM visits WHERE id < ?1", [before_id])?;
+    raw.execute(
+        "UPDATE raw_state SET cleanup_seq = ?1 WHERE id = 1",
+        [cleanup_seq],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! The roll-up thread: the only writer of the rollups file.
+//!
+//! Recording commits raw rows only (see [`super::writer`]); this thread counts them into the
+//! rollups in bulk, on its own connection ([`super::open_rollups`]), while the writer goes on
+//! committing: the two files have separate write locks, and WAL lets the roll-up read the visits
+//! file during the writer's commits. It rolls the whole tail up when [`ROLL_UP_AT`] writes have
+//! been committed since its last roll-up, and once no write has arrived for [`ROLL_UP_IDLE`].
+//! Writes that queries may only see once rolled up (late visits, clicks) are answered from here,
+//! after the roll-up that counted them ([`RollerHandle::after_next_roll_up`]). Cleanup's first
+//! step runs here too ([`RollerHandle::take_out_before`]).
+
+use std::mem;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::rollups::{self, TakenOut};
+use crate::domain::UnixMillis;
+
+/// Committed writes after which the tail is rolled up even under load: bounds the raw rows a
+/// query adds. Large, because every roll-up rewrites the hot pages of the rollup tables, so
+/// smaller, more frequent ones cost more per visit (measured: 1,000-visit roll-ups took
+/// `POST /visit` from 34k to 20k requests/s when they ran on the writer).
+pub const ROLL_UP_AT: usize = 20_000;
+/// Quiet time after which the tail is rolled up, however short.
+pub const ROLL_UP_IDLE: Duration = Duration::from_millis(25);
+
+/// Called with the outcome of the roll-up that counted a write: answers its request.
+pub type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+type TakeOutReply = SyncSender<Result<TakenOut, String>>;
+
+struct State {
+    /// Writes committed since the last roll-up began: the tail, roughly.
+    pending: usize,
+    last_commit: Instant,
+    /// Answered after the next roll-up, which starts after they were added.
+    waiters: Vec<Waiter>,
+    take_out: Option<(UnixMillis, TakeOutReply)>,
+    stop: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// `progress.late_seq` after the last roll-up: `late_visits` rows up to it can go.
+    late_seq: AtomicI64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The handle the writer (and shutdown) uses; cheap to share behind an `Arc`.
+pub struct RollerHandle {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RollerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RollerHandle").finish_non_exhaustive()
+    }
+}
+
+enum Work {
+    RollUp,
+    TakeOut(UnixMillis, TakeOutReply),
+    Stop,
+}
+
+impl RollerHandle {
+    /// Starts the thread on `conn` (opened with [`super::open_rollups`]). Whatever the visits
+    /// file holds that the rollups do not (left by a crash, or by another process) is rolled up
+    /// as soon as writes pause.
+    pub fn spawn(conn: Connection) -> anyhow::Result<Self> {
+        let outstanding = outstanding(&conn)?;
+        let progress = rollups::read_progress(&conn)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                pending: outstanding,
+                last_commit: Instant::now(),
+                waiters: Vec::new(),
+                take_out: None,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            late_seq: AtomicI64::new(progress.late_seq),
+        });
+        let roller = Roller {
+            conn,
+            shared: shared.clone(),
+            seconds: metrics::histogram!("footfall_roll_up_seconds"),
+        };
+        let thread = std::thread::Builder::new()
+            .name("footfall-roll-up".into())
+            .spawn(move || roller.run())?;
+        Ok(Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The writer committed `writes` visits or clicks.
+    pub fn committed(&self, writes: usize) {
+        let mut state = self.shared.lock();
+        let before = state.pending;
+        state.pending += writes;
+        state.last_commit = Instant::now();
+        // Wake the thread only when that changes what it waits for: from nothing to an idle
+        // timer, or past the roll-up size. A notify is a system call; commits are thousands a
+        // second.
+        if before == 0 || (before < ROLL_UP_AT && state.pending >= ROLL_UP_AT) {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Calls `waiter` after the next roll-up (which counts everything committed before this
+    /// call), with its outcome.
+    pub fn after_next_roll_up(&self, waiter: Waiter) {
+        let mut state = self.shared.lock();
+        if state.stop {
+            // The thread may have taken its last waiters already: never leave one unanswered.
+            // (The writer stops first, so this does not happen in an orderly shutdown.)
+            drop(state);
+            waiter(Err("The server is shutting down".into()));
+            return;
+        }
+        state.waiters.push(waiter);
+        drop(state);
+        self.shared.wake.notify_one();
+    }
+
+    /// Cleanup's step 1 (see `super::cleanup`): rolls up everything outstanding and takes every
+    /// visit older than `cutoff` out of the rollups, in one transaction; waits for it.
+    pub fn take_out_before(&self, cutoff: UnixMillis) -> Result<TakenOut, String> {
+        let (reply, answer) = sync_channel(1);
+        {
+            let mut state = self.shared.lock();
+            if state.stop {
+                return Err("the roll-up thread is stopping".into());
+            }
+            state.take_out = Some((cutoff, reply));
+        }
+        self.shared.wake.notify_one();
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err("the roll-up thread stopped".into()))
+    }
+
+    /// `late_visits` rows up to this seq are counted and can be deleted.
+    pub fn late_seq(&self) -> i64 {
+        self.shared.late_seq.load(Ordering::Relaxed)
+    }
+
+    /// Rolls up what is left, answers every waiter, and stops the thread; waits for it.
+    /// Call after the writer has stopped. Idempotent.
+    pub fn shutdown(&self) {
+        let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
+        if thread.join().is_err() {
+            tracing::error!("the roll-up thread panicked");
+        }
+    }
+}
+
+/// Rows the visits file holds that the rollups have not counted (on a rollups connection).
+pub(crate) fn outstanding(conn: &Connection) -> rusqlite::Result<usize> {
+    let progress = rollups::read_progress(conn)?;
+    let n: i64 = conn.query_row(
+        "SELECT (SELECT count(*) FROM visits WHERE id >= ?1)
+              + (SELECT count(*) FROM late_visits WHERE seq > ?2)
+              + (SELECT count(*) FROM clicks WHERE seq > ?3)",
+        [
+            progress.rolled_up_to,
+            progress.late_seq,
+            progress.clicks_seq,
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(n as usize)
+}
+
+struct Roller {
+    conn: Connection,
+    shared: Arc<Shared>,
+    seconds: metrics::Histogram,
+}
+
+impl Roller {
+    fn run(self) {
+        let mut state = self.shared.lock();
+        loop {
+            let work;
+            (state, work) = self.next_work(state);
+            let waiters = mem::take(&mut state.waiters);
+            state.pending = 0;
+            drop(state);
+            let stop = matches!(work, Work::Stop);
+            let counted = match work {
+                Work::RollUp | Work::Stop => self.roll_up(),
+                Work::TakeOut(cutoff, reply) => {
+                    let taken =
+                        super::immediate(&self.conn, |conn| rollups::take_out_before(conn, cutoff))
+                            .map_err(|err| format!("The rollups could not be written: {err}"));
+                    let counted = taken.as_ref().map(|_| ()).map_err(Clone::clone);
+                    let _ = reply.send(taken);
+                    counted
+                }
+            };
+            for waiter in waiters {
+                waiter(counted.clone());
+            }
+            if stop {
+                break;
+            }
+            state = self.shared.lock();
+        }
+        tracing::info!("roll-up thread stopped: the rollups count every committed visit");
+    }
+
+    /// Waits until there is something to do: a cleanup, a stop, a waiter, a full tail, or a tail
+    /// and [`ROLL_UP_IDLE`] without a commit.
+    fn next_work<'a>(&self, mut state: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, Work) {
+        let wake = &self.shared.wake;
+        loop {
+            if let Some((cutoff, reply)) = state.take_out.take() {
+                return (state, Work::TakeOut(cutoff, reply));
+            }
+            if state.stop {
+                return (state, Work::Stop);
+            }
+            if !state.waiters.is_empty() || state.pending >= ROLL_UP_AT {
+                return (state, Work::RollUp);
+            }
+            state = if state.pending == 0 {
+                wake.wait(state).unwrap_or_else(|e| e.into_inner())
+            } else {
+                let quiet = state.last_commit.elapsed();
+                if quiet >= ROLL_UP_IDLE {
+                    return (state, Work::RollUp);
+                }
+                wake.wait_timeout(state, ROLL_UP_IDLE - quiet)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            };
+        }
+    }
+
+    /// One roll-up of everything outstanding. A failure only delays it: the raw rows are
+    /// committed, and queries count the tail from them.
+    fn roll_up(&self) -> Result<(), String> {
+        let started = Instant::now();
+        match super::immediate(&self.conn, rollups::roll_up) {
+            Ok(done) => {
+                self.seconds.record(started.elapsed().as_secs_f64());
+                self.shared.late_seq.store(done.late_seq, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "rolling up the tail failed; it is retried after the next write"
+                );
+                Err(format!("The rollups could not be written: {err}"))
+            }
+        }
+    }
+}
