@@ -8,7 +8,7 @@
 //! 2. the visits file deletes them and records the same `cleanup_seq` in `raw_state`.
 //!
 //! A crash between the two leaves the rollups one cleanup ahead; [`finish_interrupted`] sees it
-//! (the sequence numbers differ) and does step 2, whenever the visits file is next opened for
+//! (the numbers differ) and does step 2, whenever the visits file is next opened for
 //! writing and before every cleanup. Until then queries are still exact: they read raw rows only
 //! above the watermark, and the cutoff is below it.
 
@@ -74,10 +74,12 @@ fn finish(raw: &Connection, progress: &rollups::Progress) -> anyhow::Result<()> 
     let done: i64 = raw.query_row("SELECT cleanup_seq FROM raw_state WHERE id = 1", [], |r| {
         r.get(0)
     })?;
-    if progress.cleanup_seq > done {
+    // Different, not just greater: a rebuilt rollups file counts its cleanups from 0 again (and
+    // finishing its "cleanup 0", below id 0, deletes nothing).
+    if progress.cleanup_seq != done {
         tracing::warn!(
             cleanup = progress.cleanup_seq,
-            "finishing a cleanup that was interrupted: deleting the visits it took out of the rollups"
+            "the visits file has not done the rollups' last cleanup (interrupted, or a rebuilt rollups file): deleting the visits it took out"
         );
         delete_below(raw, progress.cleanup_seq, progress.cleanup_before)?;
     }

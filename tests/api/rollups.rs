@@ -250,6 +250,18 @@ fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
     conns.roll_up().unwrap();
     assert_eq!(counted_and_stored(&conns), (1, 1));
     assert!(check(&conns.rollups).unwrap().is_empty());
+
+    // A rebuilt rollups file numbers its cleanups from 0 again, below the visits file's count:
+    // an interrupted cleanup after that is still finished.
+    drop(conns);
+    std::fs::remove_file(footfall::store::rollups_path(&db)).unwrap();
+    let conns = crate::common::write_conns(&db);
+    conns.roll_up().unwrap();
+    footfall::store::immediate(&conns.rollups, |c| take_out_before(c, now)).unwrap();
+    drop(conns);
+    let conns = crate::common::write_conns(&db);
+    assert_eq!(counted_and_stored(&conns), (0, 0));
+    assert!(check(&conns.rollups).unwrap().is_empty());
 }
 
 /// A tail found in the file at startup (a crash between a commit and its roll-up) is rolled up
