@@ -8,9 +8,10 @@
 //! 2. the visits file deletes them and records the same `cleanup_seq` in `raw_state`.
 //!
 //! A crash between the two leaves the rollups one cleanup ahead; [`finish_interrupted`] sees it
-//! (the numbers differ) and does step 2, whenever the visits file is next opened for
-//! writing and before every cleanup. Until then queries are still exact: they read raw rows only
-//! above the watermark, and the cutoff is below it.
+//! (the numbers differ) and does step 2, whenever the visits file is next opened for writing
+//! and before every cleanup. Until then the visits below the cutoff are out of the rollups but
+//! still among the raw rows: totals and breakdowns no longer count them, while an export, or the
+//! raw part of the hour an analytics window starts in, may still show them.
 
 use rusqlite::Connection;
 

@@ -47,7 +47,7 @@ const MAX_CACHED: usize = 200_000;
 /// Per-connection state of the write path.
 #[derive(Debug, Default)]
 pub struct Ingest {
-    pages: HashMap<String, (i64, i64)>,
+    pages: HashMap<String, i64>,
     agents: HashMap<String, i64>,
     sites: HashMap<String, i64>,
     events: HashMap<String, i64>,
@@ -95,7 +95,7 @@ impl Ingest {
 
     /// Stores one visit inside the caller's transaction; returns its id.
     pub fn add_visit(&mut self, conn: &Connection, visit: &NewVisit) -> rusqlite::Result<i64> {
-        let (page_id, _) = self.page_id(conn, &visit.url)?;
+        let page_id = self.page_id(conn, &visit.url)?;
         let agent_id = self.agent_id(conn, &visit.user_agent)?;
         let event_id = self.event_id(conn, &visit.event)?;
         let ip = ip_to_bytes(visit.ip);
@@ -172,28 +172,27 @@ impl Ingest {
         Ok(id)
     }
 
-    fn page_id(&mut self, conn: &Connection, url: &PageUrl) -> rusqlite::Result<(i64, i64)> {
-        if let Some(&ids) = self.pages.get(url.as_str()) {
-            return Ok(ids);
+    /// The page's id; a new page is inserted with its site.
+    fn page_id(&mut self, conn: &Connection, url: &PageUrl) -> rusqlite::Result<i64> {
+        if let Some(&id) = self.pages.get(url.as_str()) {
+            return Ok(id);
         }
         let found = conn
-            .prepare_cached("SELECT id, site_id FROM pages WHERE url = ?1")?
-            .query_row([url.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .prepare_cached("SELECT id FROM pages WHERE url = ?1")?
+            .query_row([url.as_str()], |r| r.get(0))
             .optional()?;
-        let ids = match found {
-            Some(ids) => ids,
+        let id = match found {
+            Some(id) => id,
             None => {
                 let site_id = self.site_id(conn, url.site())?;
-                let page_id = conn
-                    .prepare_cached(
-                        "INSERT INTO pages (url, site_id) VALUES (?1, ?2) RETURNING id",
-                    )?
-                    .query_row(params![url.as_str(), site_id], |r| r.get(0))?;
-                (page_id, site_id)
+                conn.prepare_cached(
+                    "INSERT INTO pages (url, site_id) VALUES (?1, ?2) RETURNING id",
+                )?
+                .query_row(params![url.as_str(), site_id], |r| r.get(0))?
             }
         };
-        cache(&mut self.pages, url.as_str(), ids);
-        Ok(ids)
+        cache(&mut self.pages, url.as_str(), id);
+        Ok(id)
     }
 
     fn agent_id(&mut self, conn: &Connection, ua: &str) -> rusqlite::Result<i64> {
