@@ -253,6 +253,10 @@ fn describe_metrics() {
         "footfall_write_queue_depth",
         "Write requests waiting for the writer thread"
     );
+    describe_gauge!(
+        "footfall_roll_up_pending_writes",
+        "Visits and clicks committed since the last roll-up began: about what queries add from the raw rows"
+    );
     describe_counter!(
         "footfall_write_queue_full_total",
         "Write requests refused with 503 because the write queue was full"

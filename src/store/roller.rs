@@ -154,6 +154,12 @@ impl RollerHandle {
             .unwrap_or_else(|_| Err("the roll-up thread stopped".into()))
     }
 
+    /// Writes committed since the last roll-up began: roughly the tail queries add from the raw
+    /// rows (for `/metrics`).
+    pub fn pending(&self) -> usize {
+        self.shared.lock().pending
+    }
+
     /// `late_visits` rows up to this seq are counted and can be deleted.
     pub fn late_seq(&self) -> i64 {
         self.shared.late_seq.load(Ordering::Relaxed)

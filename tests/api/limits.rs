@@ -825,6 +825,7 @@ async fn metrics_show_requests_latency_visits_rate_limits_the_writer_and_the_dat
     assert!(after.contains("footfall_batch_visits_bucket{"));
     assert!(after.contains("footfall_commit_seconds_bucket{"));
     assert!(has_series(&after, "footfall_write_queue_depth"));
+    assert!(has_series(&after, "footfall_roll_up_pending_writes"));
     assert!(has_series(&after, "footfall_rate_limiter_keys"));
     assert!(has_series(&after, "footfall_ip_ceiling_keys"));
     assert!(metric(&after, "footfall_database_bytes", &[]) > 0.0);

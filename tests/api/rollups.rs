@@ -378,6 +378,12 @@ async fn recording_goes_on_while_the_rollups_file_is_locked() {
             .unwrap()
     };
     assert_eq!(counted(&app.conn()), 0, "nothing could be rolled up yet");
+    // The roll-up thread took the first round and is blocked; the later rounds wait for it.
+    assert!(
+        app.state.roller.pending() >= 200,
+        "{}",
+        app.state.roller.pending()
+    );
 
     blocker.execute_batch("COMMIT").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -386,5 +392,6 @@ async fn recording_goes_on_while_the_rollups_file_is_locked() {
     }
     assert_eq!(counted(&app.conn()), 250);
     assert!(app.rollup_mismatches().is_empty());
+    assert_eq!(app.state.roller.pending(), 0);
     assert_eq!(app.get("/stats").await.json()["total_visits"], 250);
 }
