@@ -378,9 +378,10 @@ async fn recording_goes_on_while_the_rollups_file_is_locked() {
             .unwrap()
     };
     assert_eq!(counted(&app.conn()), 0, "nothing could be rolled up yet");
-    // The roll-up thread took the first round and is blocked; the later rounds wait for it.
+    // The roll-up thread is blocked on an earlier round (or has not started): at least the last
+    // round waits for it, and /metrics shows it.
     assert!(
-        app.state.roller.pending() >= 200,
+        app.state.roller.pending() >= 50,
         "{}",
         app.state.roller.pending()
     );
