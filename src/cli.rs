@@ -20,10 +20,12 @@ use crate::store::rollups;
 /// `footfall serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(config = ?args, "starting footfall");
+    // The database first: a port that accepts connections is a server that can answer them
+    // (opening may take a while: a migration, a large roll-up).
+    let app = App::build(&args)?;
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
-    let app = App::build(&args)?;
     tracing::info!(
         "listening on http://{} (database {})",
         listener.local_addr()?,

@@ -85,6 +85,8 @@ pub fn rollups_path(db: &Path) -> PathBuf {
 fn open_wal(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open the database {}", path.display()))?;
+    // Before anything that locks: another process may be opening the same file.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .with_context(|| format!("cannot switch {} to WAL", path.display()))?;
     apply_common_pragmas(&conn, durability)?;
@@ -129,25 +131,57 @@ pub fn open_writer(path: &Path, durability: Durability) -> anyhow::Result<Connec
 /// Brings the visits file's schema to [`SCHEMA_VERSION`]; a newer file than this binary knows is
 /// refused.
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
-        anyhow::bail!(
-            "the database has schema version {version}, newer than this footfall ({SCHEMA_VERSION})"
-        );
-    }
-    let tx = conn.unchecked_transaction()?;
-    if version == 0 {
-        tx.execute_batch(SCHEMA)
-            .context("cannot apply schema.sql")?;
-    } else {
+    upgrade(conn, "database", SCHEMA_VERSION, |conn, version| {
+        if version == 0 {
+            return conn
+                .execute_batch(SCHEMA)
+                .context("cannot apply schema.sql");
+        }
         for (to, step) in MIGRATIONS.iter().filter(|(to, _)| *to > version) {
             tracing::info!(from = to - 1, to, "migrating the database schema");
-            tx.execute_batch(step)
+            conn.execute_batch(step)
                 .with_context(|| format!("cannot migrate the database to schema version {to}"))?;
         }
+        Ok(())
+    })
+}
+
+/// Runs `apply(conn, version)` and sets `user_version` to `target` when the file's version is
+/// lower; refuses a file newer than `target`. The version is read inside the write transaction,
+/// so two processes opening a new file at once do not both create the schema.
+fn upgrade(
+    conn: &Connection,
+    what: &str,
+    target: i64,
+    apply: impl FnOnce(&Connection, i64) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let read_version =
+        || -> rusqlite::Result<i64> { conn.pragma_query_value(None, "user_version", |r| r.get(0)) };
+    // Most opens find the schema current: no write lock for them.
+    if read_version()? == target {
+        return Ok(());
     }
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    tx.commit()?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let done = (|| {
+        let version = read_version()?;
+        if version > target {
+            anyhow::bail!(
+                "the {what} has schema version {version}, newer than this footfall ({target})"
+            );
+        }
+        if version < target {
+            apply(conn, version)?;
+            conn.pragma_update(None, "user_version", target)?;
+        }
+        Ok(())
+    })();
+    match done {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(err);
+        }
+    }
     Ok(())
 }
 
@@ -157,19 +191,10 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
 /// of the visits file's tables resolve to `raw` (they are not in `main`). `db` must exist.
 pub fn open_rollups(db: &Path, durability: Durability) -> anyhow::Result<Connection> {
     let conn = open_wal(&rollups_path(db), durability)?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version > ROLLUPS_SCHEMA_VERSION {
-        anyhow::bail!(
-            "the rollups file has schema version {version}, newer than this footfall ({ROLLUPS_SCHEMA_VERSION})"
-        );
-    }
-    if version < ROLLUPS_SCHEMA_VERSION {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(ROLLUPS_SCHEMA)
-            .context("cannot apply rollups.sql")?;
-        tx.pragma_update(None, "user_version", ROLLUPS_SCHEMA_VERSION)?;
-        tx.commit()?;
-    }
+    upgrade(&conn, "rollups file", ROLLUPS_SCHEMA_VERSION, |conn, _| {
+        conn.execute_batch(ROLLUPS_SCHEMA)
+            .context("cannot apply rollups.sql")
+    })?;
     conn.execute("ATTACH DATABASE ?1 AS raw", [file_uri(db, "ro")])
         .with_context(|| format!("cannot attach {}", db.display()))?;
     Ok(conn)

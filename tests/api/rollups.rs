@@ -400,3 +400,26 @@ async fn recording_goes_on_while_the_rollups_file_is_locked() {
     assert_eq!(app.state.roller.pending(), 0);
     assert_eq!(app.get("/stats").await.json()["total_visits"], 250);
 }
+
+/// A file from a newer footfall is refused with a clear error, not opened and misread; the
+/// same for its rollups file.
+#[test]
+fn a_file_with_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let open = || footfall::store::open_writer(&db, footfall::config::Durability::Normal);
+    drop(open().unwrap());
+    let rollups = footfall::store::rollups_path(&db);
+    rusqlite::Connection::open(&rollups)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let err = format!("{:#}", open().unwrap_err());
+    assert!(err.contains("rollups file has schema version 99"), "{err}");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let err = format!("{:#}", open().unwrap_err());
+    assert!(err.contains("database has schema version 99"), "{err}");
+}
