@@ -19,8 +19,7 @@ fn main() -> anyhow::Result<()> {
     let batch: usize = args.next().map_or(Ok(64), |s| s.parse())?;
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("bench.db");
-    let mut conn = footfall::store::open_writer(&db, Durability::Normal)?;
-    let rollups = footfall::store::open_rollups(&db, Durability::Normal)?;
+    let conns = footfall::store::open_writer(&db, Durability::Normal)?;
     let mut ingest = Ingest::new();
     let agents = ["Chrome/130", "Safari/17", "Firefox/131", "iPhone"];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -51,17 +50,18 @@ fn main() -> anyhow::Result<()> {
                 )
             })
             .collect();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        ingest.begin(&tx)?;
-        for visit in &visits {
-            ingest.add_visit(&tx, visit)?;
-        }
-        tx.commit()?;
+        footfall::store::immediate(&conns.raw, |raw| {
+            ingest.begin(raw)?;
+            for visit in &visits {
+                ingest.add_visit(raw, visit)?;
+            }
+            Ok::<_, rusqlite::Error>(())
+        })?;
         tail += batch;
         written += batch;
         if tail >= ROLL_UP_AT || written >= total {
             let rolling = Instant::now();
-            footfall::store::immediate(&rollups, footfall::store::rollups::roll_up)?;
+            conns.roll_up()?;
             rolled_up_in += rolling.elapsed();
             tail = 0;
         }

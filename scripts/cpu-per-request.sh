@@ -9,9 +9,9 @@
 # /proc), wrk's, and how much of the machine's CPU time was idle during the run (/proc/stat).
 # When the two cores are kept busy by wrk and the server, throughput is about
 # 2 cores / (server + wrk CPU per request), so a change that lowers footfall_us helps even when
-# requests/s moves less than the noise between runs. footfall does not keep them busy: while its
-# writer rolls the tail up, every connection waits and a core sits idle (idle_pct ~20 against
-# ~2 for the no-op server; see the README's performance section).
+# requests/s moves less than the noise between runs, as long as idle_pct stays low: footfall
+# idles more than the no-op server (~8% against ~2; ~20% when the roll-up still stopped
+# recording; see the README's performance section).
 #
 # Needs: wrk, curl, python3, GNU time at /usr/bin/time (Debian package `time`), cargo (it builds
 # the no-op server) and a release build (cargo build --release); ports 18821 and 18822 free.

@@ -60,15 +60,14 @@ impl App {
         let path = &args.db.db;
         // First: the writer takes its metric handles from the recorder when it starts.
         let metrics = crate::telemetry::prometheus();
-        let conn = store::open_writer(path, args.db.durability)?;
+        let conns = store::open_writer(path, args.db.durability)?;
         let pool = store::open_read_pool(path, args.db.durability, args.read_pool)?;
         let counters = Arc::new(CounterCache::open(path)?);
         let roller = Arc::new(
-            RollerHandle::spawn(store::open_rollups(path, args.db.durability)?)
-                .context("cannot start the roll-up thread")?,
+            RollerHandle::spawn(conns.rollups).context("cannot start the roll-up thread")?,
         );
         let writer = WriterHandle::spawn(
-            conn,
+            conns.raw,
             path.clone(),
             counters.clone(),
             roller.clone(),

@@ -7,15 +7,16 @@ use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 use crate::app::App;
-use crate::config::{CleanupArgs, DbArgs, ExportArgs, ImportArgs, ServeArgs};
+use crate::config::{CleanupArgs, ExportArgs, ImportArgs, ServeArgs};
 use crate::domain::{format_iso, now_millis};
 use crate::import::{ImportReport, read_records};
 use crate::store::export::{FilterParams, export as export_rows};
 use crate::store::ingest::{self, Ingest, NewVisit};
 use crate::store::rollups;
+use crate::store::{WriteConns, immediate, open_writer};
 
 /// `footfall serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -40,47 +41,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// crash loses at most the batch in flight (never half of one).
 const IMPORT_BATCH: usize = 50_000;
 
-/// The two connections a CLI command writes with: the visits file's and a rollups connection.
-pub struct WriteConns {
-    /// Declared first, so dropped first: the last connection to close a WAL file checkpoints
-    /// it, and this one has the visits file attached read-only, which cannot.
-    pub rollups: Connection,
-    pub raw: Connection,
-}
-
-impl WriteConns {
-    pub fn open(db: &DbArgs) -> anyhow::Result<Self> {
-        let raw = crate::store::open_writer(&db.db, db.durability)?;
-        Ok(Self {
-            rollups: crate::store::open_rollups(&db.db, db.durability)?,
-            raw,
-        })
-    }
-
-    /// Rolls up everything outstanding, in one transaction.
-    pub fn roll_up(&self) -> anyhow::Result<rollups::RolledUp> {
-        Ok(crate::store::immediate(&self.rollups, rollups::roll_up)?)
-    }
-}
-
 /// Writes `visits` in one transaction through the same code as the server's writer, then rolls
 /// them up (a batch this large is the bulk case rollups are built for); deletes the late-visit
 /// log rows an earlier roll-up counted (`late_seq`). Returns the roll-up's `late_seq`.
 pub fn write_batch(
-    conns: &mut WriteConns,
+    conns: &WriteConns,
     ingest: &mut Ingest,
     visits: &[NewVisit],
     late_seq: i64,
 ) -> anyhow::Result<i64> {
-    let tx = conns
-        .raw
-        .transaction_with_behavior(TransactionBehavior::Immediate)?;
-    ingest.begin(&tx)?;
-    ingest::prune_late(&tx, late_seq)?;
-    for visit in visits {
-        ingest.add_visit(&tx, visit)?;
-    }
-    tx.commit().inspect_err(|_| ingest.rolled_back())?;
+    immediate(&conns.raw, |raw| {
+        ingest.begin(raw)?;
+        ingest::prune_late(raw, late_seq)?;
+        for visit in visits {
+            ingest.add_visit(raw, visit)?;
+        }
+        Ok::<_, rusqlite::Error>(())
+    })
+    // Ids handed out in a rolled-back transaction were never stored.
+    .inspect_err(|_| ingest.rolled_back())?;
     Ok(conns.roll_up()?.late_seq)
 }
 
@@ -93,8 +72,8 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open {}", args.file.display()))?;
         Box::new(BufReader::with_capacity(1 << 16, file))
     };
-    let mut conns = WriteConns::open(&args.db)?;
-    let report = import_into(&mut conns, reader, std::io::stderr().is_terminal())?;
+    let conns = open_writer(&args.db.db, args.db.durability)?;
+    let report = import_into(&conns, reader, std::io::stderr().is_terminal())?;
     for error in &report.errors {
         eprintln!("line {}: {}", error.line, error.detail);
     }
@@ -113,7 +92,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
 
 /// Imports every record of `reader` in batches; shows progress on stderr when `progress`.
 pub fn import_into(
-    conns: &mut WriteConns,
+    conns: &WriteConns,
     reader: impl BufRead,
     progress: bool,
 ) -> anyhow::Result<ImportReport> {
@@ -197,13 +176,13 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
 pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<()> {
     let cutoff = crate::routes::admin::cleanup_cutoff(now_millis(), args.days)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let conns = WriteConns::open(&args.db)?;
+    let conns = open_writer(&args.db.db, args.db.durability)?;
     let deleted = crate::store::cleanup::run(
         &conns.raw,
         cutoff,
         || Ok(rollups::read_progress(&conns.rollups)?),
         |cutoff| {
-            Ok(crate::store::immediate(&conns.rollups, |c| {
+            Ok(immediate(&conns.rollups, |c| {
                 rollups::take_out_before(c, cutoff)
             })?)
         },

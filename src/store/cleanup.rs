@@ -18,8 +18,8 @@ use rusqlite::Connection;
 use super::rollups::{self, TakenOut};
 use crate::domain::UnixMillis;
 
-/// Runs a whole cleanup of the visits older than `cutoff`: `raw` is a connection to the visits
-/// file outside any transaction; `take_out` does step 1 on a rollups connection (the roll-up
+/// Runs a whole cleanup of the visits older than `cutoff` in one transaction of the visits file:
+/// `raw` is a connection to it outside any transaction; `take_out` does step 1 on a rollups connection (the roll-up
 /// thread's, or the CLI's own) and `progress` reads the rollups' `progress` row. Returns the
 /// number of visits deleted.
 pub fn run(
@@ -28,46 +28,22 @@ pub fn run(
     progress: impl FnOnce() -> anyhow::Result<rollups::Progress>,
     take_out: impl FnOnce(UnixMillis) -> anyhow::Result<TakenOut>,
 ) -> anyhow::Result<u64> {
-    raw.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| {
+    super::immediate(raw, |raw| {
         // A cleanup that a crash interrupted first: its visits are already out of the
         // rollups, and step 1 would take them out a second time.
         finish(raw, &progress()?)?;
         let taken = take_out(cutoff)?;
         delete_below(raw, taken.cleanup_seq, taken.before_id)?;
         Ok(taken.visits)
-    })();
-    match result {
-        Ok(deleted) => {
-            raw.execute_batch("COMMIT")?;
-            Ok(deleted)
-        }
-        Err(err) => {
-            if !raw.is_autocommit() {
-                let _ = raw.execute_batch("ROLLBACK");
-            }
-            Err(err)
-        }
-    }
+    })
 }
 
 /// Does step 2 of a cleanup that the rollups recorded and the visits file did not (a crash in
 /// between); nothing otherwise. `raw` is a connection to the visits file outside any
 /// transaction, `rollups` any connection that sees the rollups file.
 pub fn finish_interrupted(raw: &Connection, rollups: &Connection) -> anyhow::Result<()> {
-    raw.execute_batch("BEGIN IMMEDIATE")?;
     // Read under the visits file's write lock: only a holder of it moves `cleanup_seq`.
-    let done = rollups::read_progress(rollups)
-        .map_err(anyhow::Error::from)
-        .and_then(|progress| finish(raw, &progress));
-    match done {
-        Ok(()) => raw.execute_batch("COMMIT")?,
-        Err(err) => {
-            let _ = raw.execute_batch("ROLLBACK");
-            return Err(err);
-        }
-    }
-    Ok(())
+    super::immediate(raw, |raw| finish(raw, &rollups::read_progress(rollups)?))
 }
 
 /// Step 2 of the rollups' last cleanup, if the visits file has not done it yet.
@@ -87,9 +63,9 @@ fn finish(raw: &Connection, progress: &rollups::Progress) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Step 2: deletes the visits below `before_id` and records cleanup `cleanup_seq` as done. The highest id is kept
-/// in `raw_state.high_id` first, so a visit stored after the newest ones are gone is still
-/// known to be below the rollups' watermark (late).
+/// Step 2: deletes the visits below `before_id` and records cleanup `cleanup_seq` as done. The
+/// highest id is kept in `raw_state.high_id` first, so a visit stored after the newest ones are
+/// gone is still known to be below the rollups' watermark (late).
 fn delete_below(raw: &Connection, cleanup_seq: i64, before_id: i64) -> rusqlite::Result<()> {
     raw.execute(
         "UPDATE raw_state SET high_id = max(high_id, coalesce((SELECT max(id) FROM visits), 0))

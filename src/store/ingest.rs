@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::data_version;
-use super::rollups::{id_at, millis_of};
+use super::rollups::{id_at, millis_of, read_progress};
 use crate::domain::{DEFAULT_EVENT, PageUrl, UnixMillis, ip_to_bytes};
 
 /// A validated visit, ready to store.
@@ -120,8 +120,9 @@ impl Ingest {
     }
 
     /// Picks the visit's id (`millis << 20 | seq`, the first free seq of its millisecond) and
-    /// inserts the raw row, logging it when it is late (below the highest id). In the absurd case of 2^20 visits in one millisecond the visit moves
-    /// to the next one rather than being refused.
+    /// inserts the raw row, logging it when it is late (below the highest id). In the absurd
+    /// case of 2^20 visits in one millisecond the visit moves to the next one rather than being
+    /// refused.
     fn insert_visit(
         &mut self,
         conn: &Connection,
@@ -253,13 +254,6 @@ pub struct StoredVisit {
     pub ip: Vec<u8>,
 }
 
-/// The rollups' watermark (`progress.rolled_up_to` in the rollups file): visits below it are in
-/// the rollups (late ones once acknowledged), the others are the tail.
-pub fn read_watermark(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT rolled_up_to FROM progress WHERE id = 1")?
-        .query_row([], |r| r.get(0))
-}
-
 /// Up to `limit` visits (`-1`: all) from id `from` on, oldest first, as the rollups see them.
 pub(crate) fn stored_visits_from(
     conn: &Connection,
@@ -292,14 +286,14 @@ pub(crate) fn stored_visit(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVisi
 /// roll-up; rolled up once writes pause). Late visits below the watermark are not in it: they
 /// are acknowledged only once rolled up.
 pub fn tail(conn: &Connection) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
-    let watermark = read_watermark(conn)?;
+    let watermark = read_progress(conn)?.rolled_up_to;
     Ok((watermark, stored_visits_from(conn, watermark, -1)?))
 }
 
 /// The watermark and one page's share of the tail, oldest first: what `/stats/{url}` adds, without
 /// reading every other page's tail rows.
 pub fn page_tail(conn: &Connection, page_id: i64) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
-    let watermark = read_watermark(conn)?;
+    let watermark = read_progress(conn)?.rolled_up_to;
     let visits = conn
         .prepare_cached(
             "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.ip

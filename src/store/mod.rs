@@ -85,11 +85,10 @@ pub fn rollups_path(db: &Path) -> PathBuf {
 fn open_wal(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open the database {}", path.display()))?;
-    // Before anything that locks: another process may be opening the same file.
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // First, with its busy timeout: another process may be opening the same file.
+    apply_common_pragmas(&conn, durability)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .with_context(|| format!("cannot switch {} to WAL", path.display()))?;
-    apply_common_pragmas(&conn, durability)?;
     conn.pragma_update(None, "cache_size", -16_000)?;
     // The write paths cycle through ~25 distinct statements: keep all of them prepared.
     conn.set_prepared_statement_cache_capacity(128);
@@ -100,32 +99,53 @@ fn open_wal(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-/// Opens the visits file for writing: creates it and its folder, turns on WAL, applies or
-/// migrates the schema, creates the rollups file beside it (and rolls up a large backlog),
-/// and finishes a cleanup a crash interrupted. Used by the writer thread and by the CLI commands that write.
-pub fn open_writer(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
+/// The two connections that write: the visits file's (`raw`) and a rollups connection
+/// ([`open_rollups`]). The server hands them to its writer and roll-up threads; a CLI command
+/// uses both itself.
+pub struct WriteConns {
+    /// Declared first, so dropped first: the last connection to close a WAL file checkpoints
+    /// it, and this one has the visits file attached read-only, which cannot.
+    pub rollups: Connection,
+    pub raw: Connection,
+}
+
+impl WriteConns {
+    /// Rolls up everything outstanding, in one transaction.
+    pub fn roll_up(&self) -> rusqlite::Result<rollups::RolledUp> {
+        immediate(&self.rollups, rollups::roll_up)
+    }
+}
+
+/// Opens both files for writing: creates the visits file and its folder, turns on WAL, applies
+/// or migrates the schemas, creates the rollups file beside it (and rolls up a large backlog),
+/// and finishes a cleanup a crash interrupted.
+pub fn open_writer(path: &Path, durability: Durability) -> anyhow::Result<WriteConns> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the folder {}", dir.display()))?;
     }
-    let conn = open_wal(path, durability)?;
-    migrate(&conn)?;
-    let rollups = open_rollups(path, durability)?;
+    let raw = open_wal(path, durability)?;
+    migrate(&raw)?;
+    let conns = WriteConns {
+        rollups: open_rollups(path, durability)?,
+        raw,
+    };
     // More than one roll-up's worth outstanding (a schema-1 file, whose rollups were dropped; a
     // deleted rollups file; a large tail left by a crash): count it in now, rather than have the
     // first queries add it from the raw rows.
-    let outstanding = roller::outstanding(&rollups)?;
+    let progress = rollups::read_progress(&conns.rollups)?;
+    let outstanding = roller::outstanding(&conns.rollups, &progress)?;
     if outstanding > roller::ROLL_UP_AT {
         tracing::info!(
             outstanding,
             "rolling up what the rollups file does not count yet ({})",
             rollups_path(path).display()
         );
-        let done = immediate(&rollups, rollups::roll_up)?;
+        let done = conns.roll_up()?;
         tracing::info!(visits = done.visits, "rolled up");
     }
-    cleanup::finish_interrupted(&conn, &rollups)?;
-    Ok(conn)
+    cleanup::finish_interrupted(&conns.raw, &conns.rollups)?;
+    Ok(conns)
 }
 
 /// Brings the visits file's schema to [`SCHEMA_VERSION`]; a newer file than this binary knows is
@@ -161,8 +181,7 @@ fn upgrade(
     if read_version()? == target {
         return Ok(());
     }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let done = (|| {
+    immediate(conn, |conn| {
         let version = read_version()?;
         if version > target {
             anyhow::bail!(
@@ -174,15 +193,7 @@ fn upgrade(
             conn.pragma_update(None, "user_version", target)?;
         }
         Ok(())
-    })();
-    match done {
-        Ok(()) => conn.execute_batch("COMMIT")?,
-        Err(err) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(err);
-        }
-    }
-    Ok(())
+    })
 }
 
 /// Opens a rollups connection: the rollups file of the visits file `db` as `main` (created, and
@@ -235,7 +246,7 @@ pub fn open_read_pool(path: &Path, durability: Durability, size: u32) -> anyhow:
 }
 
 /// One read-only connection like the pool's: the visits file, the rollups file attached. For
-/// the CLI, tests, and the writer's rare reads of the rollups' progress.
+/// tests and the writer's rare reads of the rollups' progress (cleanups).
 pub fn open_reader(db: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open_with_flags(
         db,
@@ -266,13 +277,14 @@ where
 }
 
 /// Runs `f` in one `BEGIN IMMEDIATE` transaction on `conn`: commits what it did, or rolls it
-/// back on error. On a rollups connection, `IMMEDIATE` takes the rollups' write lock and the
-/// snapshot of the visits file together (see [`rollups::roll_up`]). The two statements are
-/// cached: rusqlite's `Transaction` parses both again every time.
-pub fn immediate<T>(
+/// back on error. Every write transaction of both files goes through here. On a rollups
+/// connection, `IMMEDIATE` takes the rollups' write lock and the snapshot of the visits file
+/// together (see [`rollups::roll_up`]). The two statements are cached: rusqlite's `Transaction`
+/// parses both again every time, and the writer commits thousands of times a second.
+pub fn immediate<T, E: From<rusqlite::Error>>(
     conn: &Connection,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
+    f: impl FnOnce(&Connection) -> Result<T, E>,
+) -> Result<T, E> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let result = f(conn).and_then(|value| {
         conn.prepare_cached("COMMIT")?.execute([])?;

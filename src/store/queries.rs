@@ -6,8 +6,8 @@
 //! that hour alone (a rowid range: visit ids are time-ordered).
 //!
 //! Every answer is read in one transaction (one snapshot) and adds the *tail* — the visits above
-//! the rollup watermark, not yet rolled up (see `schema.sql`) — from the raw rows: bounded by
-//! the writer to ~20,000 visits (`ROLL_UP_AT` plus one batch).
+//! the rollup watermark, not yet rolled up (see `rollups.sql`) — from the raw rows: bounded by
+//! the roll-up thread to about `ROLL_UP_AT` (20,000) writes plus what arrives during a roll-up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

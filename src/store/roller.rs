@@ -80,8 +80,8 @@ impl RollerHandle {
     /// file holds that the rollups do not (left by a crash, or by another process) is rolled up
     /// as soon as writes pause.
     pub fn spawn(conn: Connection) -> anyhow::Result<Self> {
-        let outstanding = outstanding(&conn)?;
         let progress = rollups::read_progress(&conn)?;
+        let outstanding = outstanding(&conn, &progress)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 pending: outstanding,
@@ -179,9 +179,12 @@ impl RollerHandle {
     }
 }
 
-/// Rows the visits file holds that the rollups have not counted (on a rollups connection).
-pub(crate) fn outstanding(conn: &Connection) -> rusqlite::Result<usize> {
-    let progress = rollups::read_progress(conn)?;
+/// Rows the visits file holds that the rollups, at `progress`, have not counted (on a rollups
+/// connection).
+pub(crate) fn outstanding(
+    conn: &Connection,
+    progress: &rollups::Progress,
+) -> rusqlite::Result<usize> {
     let n: i64 = conn.query_row(
         "SELECT (SELECT count(*) FROM visits WHERE id >= ?1)
               + (SELECT count(*) FROM late_visits WHERE seq > ?2)

@@ -184,7 +184,7 @@ impl RollupDelta {
 /// on the same B-tree pages (measured: 11.0 -> 9.4 µs a visit in `examples/writer_bench`), and
 /// once per key: a (page, IP) pair or an IP seen many times is one write with its last visit,
 /// and a page gets at most its newest [`RECENT_PER_PAGE`] visits in `page_recent`.
-pub fn roll_up_visits(
+fn roll_up_visits(
     conn: &Connection,
     delta: &mut RollupDelta,
     visits: &mut [StoredVisit],
@@ -293,8 +293,6 @@ pub fn read_progress(conn: &Connection) -> rusqlite::Result<Progress> {
 pub struct RolledUp {
     /// Visits counted: the tail's and the late ones.
     pub visits: u64,
-    /// Rows of `clicks` counted.
-    pub clicks: u64,
     /// `progress.late_seq` afterwards: `late_visits` rows up to it may be deleted.
     pub late_seq: i64,
 }
@@ -366,7 +364,6 @@ pub fn roll_up(conn: &Connection) -> rusqlite::Result<RolledUp> {
             clicks_seq = row.get(0)?;
             let minute: i64 = row.get(2)?;
             delta.count_site(row.get(1)?, minute * MINUTE_MS, row.get(3)?, row.get(4)?);
-            done.clicks += 1;
         }
         drop(rows);
         delta.apply(conn)?;
@@ -498,7 +495,7 @@ pub fn take_out_before(conn: &Connection, cutoff: UnixMillis) -> rusqlite::Resul
     })
 }
 
-/// What each rollup table should hold, computed from the raw rows (and `site_clicks`).
+/// What each rollup table should hold, computed from the raw rows (and `clicks`).
 const EXPECTED: &[(&str, &str, &str)] = &[
     (
         "totals",
@@ -541,7 +538,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "site_minutes",
         "WITH raw(site_id, minute, event_id, n) AS (
            SELECT p.site_id, (v.id >> 20) / 60000, v.event_id, 1 FROM visits v JOIN pages p ON p.id = v.page_id
-           UNION ALL SELECT site_id, minute, event_id, clicks FROM site_clicks)
+           UNION ALL SELECT site_id, minute, event_id, clicks FROM clicks)
          SELECT site_id, minute, event_id, sum(n) FROM raw GROUP BY 1, 2, 3
          UNION ALL SELECT 0, minute, event_id, sum(n) FROM raw GROUP BY 2, 3",
         "SELECT site_id, minute, event_id, visits FROM site_minutes",
@@ -550,7 +547,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "site_hours",
         "WITH raw(site_id, hour, event_id, n) AS (
            SELECT p.site_id, (v.id >> 20) / 3600000, v.event_id, 1 FROM visits v JOIN pages p ON p.id = v.page_id
-           UNION ALL SELECT site_id, minute / 60, event_id, clicks FROM site_clicks)
+           UNION ALL SELECT site_id, minute / 60, event_id, clicks FROM clicks)
          SELECT site_id, hour, event_id, sum(n) FROM raw GROUP BY 1, 2, 3
          UNION ALL SELECT 0, hour, event_id, sum(n) FROM raw GROUP BY 2, 3",
         "SELECT site_id, hour, event_id, visits FROM site_hours",
@@ -559,7 +556,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "site_days",
         "WITH raw(site_id, day, event_id, n) AS (
            SELECT p.site_id, (v.id >> 20) / 86400000, v.event_id, 1 FROM visits v JOIN pages p ON p.id = v.page_id
-           UNION ALL SELECT site_id, minute / 1440, event_id, clicks FROM site_clicks)
+           UNION ALL SELECT site_id, minute / 1440, event_id, clicks FROM clicks)
          SELECT site_id, day, event_id, sum(n) FROM raw GROUP BY 1, 2, 3
          UNION ALL SELECT 0, day, event_id, sum(n) FROM raw GROUP BY 2, 3",
         "SELECT site_id, day, event_id, visits FROM site_days",
@@ -587,7 +584,7 @@ pub fn check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
                 ),
             )
             .replace(
-                "FROM site_clicks",
+                "FROM clicks",
                 &format!(
                     "FROM (SELECT * FROM clicks WHERE seq <= {})",
                     progress.clicks_seq

@@ -193,7 +193,8 @@ struct Writer {
     ingest: Ingest,
     counters: Arc<CounterCache>,
     roller: Arc<RollerHandle>,
-    /// `late_visits` rows up to this seq are deleted.
+    /// `late_visits` rows up to this seq are deleted (with a later one of `roller.late_seq()`,
+    /// the next transaction deletes more).
     late_pruned: i64,
     queued: Arc<AtomicI64>,
     max_batch: usize,
@@ -262,10 +263,13 @@ impl Writer {
         }
         let started = Instant::now();
         let weight: usize = jobs.iter().map(|j| j.op.weight()).sum();
-        let late_pruned = self.roller.late_seq();
-        match self.write(&jobs, late_pruned) {
+        // The late-visit log rows counted since the last deletion go with this transaction.
+        let prune_late_to = Some(self.roller.late_seq()).filter(|&seq| seq > self.late_pruned);
+        match self.write(&jobs, prune_late_to) {
             Ok(answers) => {
-                self.late_pruned = late_pruned;
+                if let Some(seq) = prune_late_to {
+                    self.late_pruned = seq;
+                }
                 self.metrics.batch_visits.record(weight as f64);
                 self.metrics
                     .commit_seconds
@@ -342,37 +346,19 @@ impl Writer {
         let _ = reply.send(answer);
     }
 
-    /// One transaction: `jobs`, and the deletion of the `late_visits` rows the roll-up has
-    /// counted (up to `late_seq`). Commits, then updates the counter cache.
-    ///
-    /// `BEGIN IMMEDIATE` and `COMMIT` are cached statements rather than rusqlite's
-    /// `Transaction`, which parses both again for every commit; under load there are thousands
-    /// of commits a second.
-    fn write(&mut self, jobs: &[Job], late_seq: i64) -> rusqlite::Result<Vec<Answer>> {
+    /// One transaction: `jobs`, and the deletion of the `late_visits` rows up to
+    /// `prune_late_to`. Commits, then updates the counter cache.
+    fn write(&mut self, jobs: &[Job], prune_late_to: Option<i64>) -> rusqlite::Result<Vec<Answer>> {
         let conn = &self.conn;
         // The counter-cache protocol costs two `data_version` reads and two locks: skip it when
         // there is no counter to write and none cached to carry across this commit.
         let track_counters =
             !self.counters.is_empty() || jobs.iter().any(|j| matches!(j.op, WriteOp::CountPage(_)));
-        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let prune = (late_seq > self.late_pruned).then_some(late_seq);
-        let written = write_ops(
-            conn,
-            &mut self.ingest,
-            &self.counters,
-            jobs,
-            prune,
-            track_counters,
-        );
-        let (answers, counts, version_before) = match written {
-            Ok(written) => written,
-            Err(err) => {
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-                return Err(err);
-            }
-        };
+        let ingest = &mut self.ingest;
+        let counters = &self.counters;
+        let (answers, counts, version_before) = super::immediate(conn, |conn| {
+            write_ops(conn, ingest, counters, jobs, prune_late_to, track_counters)
+        })?;
         if let Some(version_before) = version_before {
             let ingest = &self.ingest;
             self.counters.after_commit(version_before, &counts, || {
@@ -387,7 +373,7 @@ impl Writer {
 /// version before the commit (when tracked).
 type Written = (Vec<Answer>, Vec<(String, i64)>, Option<i64>);
 
-/// The body of [`Writer::write`], inside its transaction; commits at the end.
+/// The body of [`Writer::write`], inside its transaction.
 fn write_ops(
     conn: &Connection,
     ingest: &mut Ingest,
@@ -436,6 +422,5 @@ fn write_ops(
         };
         answers.push(answer);
     }
-    conn.prepare_cached("COMMIT")?.execute([])?;
     Ok((answers, counts, version_before))
 }

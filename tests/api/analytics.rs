@@ -193,15 +193,20 @@ async fn analytics_equal_a_brute_force_count_before_and_after_cleanup() {
             let report = app.import_jsonl(&jsonl(&truth));
             assert_eq!((report.imported, report.skipped), (400, 0));
         } else {
-            // Over HTTP the visits land in the tail first: answers must count it.
+            // Over HTTP the visits are answered once committed; those above the watermark are
+            // still in the tail, which answers must count.
             let reply = app
                 .post_raw("/import", "application/x-ndjson", jsonl(&truth))
                 .await;
             assert_eq!(reply.json()["imported"], 400);
             check_analytics(&app, &truth, now).await;
-            // ...and after the writer rolled the tail up while idle.
+            // ...and after the roll-up thread rolled the tail up while idle.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            assert_eq!(tail_len(&app), 0, "the idle writer rolls the tail up");
+            assert_eq!(
+                tail_len(&app),
+                0,
+                "the idle roll-up thread rolls the tail up"
+            );
         }
         check_analytics(&app, &truth, now).await;
 
@@ -717,7 +722,7 @@ async fn since_the_last_representable_instant_exports_nothing() {
 fn an_export_stops_its_cursor_when_the_reader_goes_away() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v.db");
-    let mut conns = crate::common::write_conns(&db);
+    let conns = crate::common::write_conns(&db);
     let now = chrono::Utc::now().timestamp();
     let rows: String = (0..20_000)
         .map(|i| {
@@ -725,7 +730,7 @@ fn an_export_stops_its_cursor_when_the_reader_goes_away() {
             format!("{}\n", json!({"url": format!("https://a.com/{}", i % 50), "ip": "10.0.0.1", "timestamp": ts}))
         })
         .collect();
-    footfall::cli::import_into(&mut conns, rows.as_bytes(), false).unwrap();
+    footfall::cli::import_into(&conns, rows.as_bytes(), false).unwrap();
     let conn = &conns.raw;
     let filter = footfall::store::export::FilterParams::default()
         .parse()

@@ -154,7 +154,7 @@ impl TestApp {
 
     /// Imports JSONL through the same code as `footfall import`.
     pub fn import_jsonl(&self, jsonl: &str) -> footfall::import::ImportReport {
-        footfall::cli::import_into(&mut write_conns(&self.db), jsonl.as_bytes(), false).unwrap()
+        footfall::cli::import_into(&write_conns(&self.db), jsonl.as_bytes(), false).unwrap()
     }
 
     /// Names of rollup tables that disagree with a rebuild from the raw rows.
@@ -164,12 +164,8 @@ impl TestApp {
 }
 
 /// The connections `footfall import` and `cleanup` write with, on `db`.
-pub fn write_conns(db: &Path) -> footfall::cli::WriteConns {
-    footfall::cli::WriteConns::open(&footfall::config::DbArgs {
-        db: db.to_path_buf(),
-        durability: footfall::config::Durability::Normal,
-    })
-    .unwrap()
+pub fn write_conns(db: &Path) -> footfall::store::WriteConns {
+    footfall::store::open_writer(db, footfall::config::Durability::Normal).unwrap()
 }
 
 /// A port nobody listens on right now.

@@ -124,7 +124,7 @@ proptest! {
 /// one transaction, without rolling up: a tail, as a crash between a commit and its roll-up
 /// leaves one.
 fn write_raw(
-    conns: &footfall::cli::WriteConns,
+    conns: &footfall::store::WriteConns,
     ingest: &mut footfall::store::ingest::Ingest,
     visits: &[(&str, i64)],
 ) {
@@ -143,7 +143,7 @@ fn write_raw(
 }
 
 /// Visits counted by the rollups (`totals.visits`) and rows in `visits`.
-fn counted_and_stored(conns: &footfall::cli::WriteConns) -> (i64, i64) {
+fn counted_and_stored(conns: &footfall::store::WriteConns) -> (i64, i64) {
     conns
         .rollups
         .query_row(
@@ -409,17 +409,22 @@ fn a_file_with_a_newer_schema_is_refused() {
     let db = dir.path().join("v.db");
     let open = || footfall::store::open_writer(&db, footfall::config::Durability::Normal);
     drop(open().unwrap());
-    let rollups = footfall::store::rollups_path(&db);
-    rusqlite::Connection::open(&rollups)
-        .unwrap()
-        .execute_batch("PRAGMA user_version = 99")
-        .unwrap();
-    let err = format!("{:#}", open().unwrap_err());
-    assert!(err.contains("rollups file has schema version 99"), "{err}");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("PRAGMA user_version = 99")
-        .unwrap();
-    let err = format!("{:#}", open().unwrap_err());
-    assert!(err.contains("database has schema version 99"), "{err}");
+    // The rollups file first: the visits file is checked before it.
+    for (file, named) in [
+        (footfall::store::rollups_path(&db), "rollups file"),
+        (db.clone(), "database"),
+    ] {
+        rusqlite::Connection::open(&file)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        let Err(err) = open() else {
+            panic!("a {named} of schema version 99 was opened")
+        };
+        let err = format!("{err:#}");
+        assert!(
+            err.contains(&format!("{named} has schema version 99")),
+            "{err}"
+        );
+    }
 }
