@@ -46,8 +46,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// SQLite database file (`serve`, `import` and `cleanup` create it, with its folder, when
-    /// missing; `export` needs it to exist).
+    /// SQLite file of the recorded visits; the rollups derived from them live beside it, in
+    /// `<name>.rollups.<ext>` (`serve`, `import` and `cleanup` create both, with their folder,
+    /// when missing; `export` reads the visits file only, which must exist).
     #[arg(long, env = "FOOTFALL_DB", default_value = "data/visits.db")]
     pub db: PathBuf,
     /// `normal`: a committed visit survives a crash of the process (WAL, synchronous=NORMAL).
