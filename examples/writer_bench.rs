@@ -1,5 +1,5 @@
 //! Writer and roll-up throughput without HTTP: batches of visits shaped like
-//! `../shared/bench/visit.lua` (20 sites × 1,000 pages, random client IPs, 4 agents) written
+//! `../shared/bench/visit.lua` (20 sites × 1,000 pages, 130k client IPs, 4 agents) written
 //! like the server's writer thread does (one transaction of raw rows per batch), and the tail
 //! rolled up every `ROLL_UP_AT` visits like its roll-up thread does, here one after the other
 //! so that each part's time per visit is printed on its own. In the server they run on two
@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     let batch: usize = args.next().map_or(Ok(64), |s| s.parse())?;
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("bench.db");
-    let conns = footfall::store::open_writer(&db, Durability::Normal)?;
+    let mut conns = footfall::store::open_writer(&db, Durability::Normal)?;
     let mut ingest = Ingest::new();
     let agents = ["Chrome/130", "Safari/17", "Firefox/131", "iPhone"];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -44,7 +44,13 @@ fn main() -> anyhow::Result<()> {
                 );
                 NewVisit::pageview(
                     PageUrl::parse(&url).expect("valid"),
-                    std::net::IpAddr::from([10, (r >> 20) as u8, (r >> 28) as u8, (r >> 36) as u8]),
+                    // visit.lua's addresses: 10.T.x.y for its 2 threads T, so most come back.
+                    std::net::IpAddr::from([
+                        10,
+                        (r >> 20) as u8 % 2,
+                        (r >> 28) as u8,
+                        ((r >> 36) % 254 + 1) as u8,
+                    ]),
                     agents[i % 4].to_owned(),
                     now_millis(),
                 )

@@ -45,7 +45,7 @@ const IMPORT_BATCH: usize = 50_000;
 /// them up (a batch this large is the bulk case rollups are built for); deletes the late-visit
 /// log rows an earlier roll-up counted (`late_seq`). Returns the roll-up's `late_seq`.
 pub fn write_batch(
-    conns: &WriteConns,
+    conns: &mut WriteConns,
     ingest: &mut Ingest,
     visits: &[NewVisit],
     late_seq: i64,
@@ -72,8 +72,8 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open {}", args.file.display()))?;
         Box::new(BufReader::with_capacity(1 << 16, file))
     };
-    let conns = open_writer(&args.db.db, args.db.durability)?;
-    let report = import_into(&conns, reader, std::io::stderr().is_terminal())?;
+    let mut conns = open_writer(&args.db.db, args.db.durability)?;
+    let report = import_into(&mut conns, reader, std::io::stderr().is_terminal())?;
     for error in &report.errors {
         eprintln!("line {}: {}", error.line, error.detail);
     }
@@ -92,7 +92,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
 
 /// Imports every record of `reader` in batches; shows progress on stderr when `progress`.
 pub fn import_into(
-    conns: &WriteConns,
+    conns: &mut WriteConns,
     reader: impl BufRead,
     progress: bool,
 ) -> anyhow::Result<ImportReport> {
@@ -183,7 +183,7 @@ pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<()> {
         || Ok(rollups::read_progress(&conns.rollups)?),
         |cutoff| {
             Ok(immediate(&conns.rollups, |c| {
-                rollups::take_out_before(c, cutoff)
+                rollups::take_out_before(c, &mut rollups::RollUpHints::default(), cutoff)
             })?)
         },
     )?;

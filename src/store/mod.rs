@@ -107,12 +107,17 @@ pub struct WriteConns {
     /// it, and this one has the visits file attached read-only, which cannot.
     pub rollups: Connection,
     pub raw: Connection,
+    /// Carried from one [`Self::roll_up`] to the next.
+    hints: rollups::RollUpHints,
 }
 
 impl WriteConns {
     /// Rolls up everything outstanding, in one transaction.
-    pub fn roll_up(&self) -> rusqlite::Result<rollups::RolledUp> {
-        immediate(&self.rollups, rollups::roll_up)
+    pub fn roll_up(&mut self) -> rusqlite::Result<rollups::RolledUp> {
+        immediate(&self.rollups, |conn| {
+            rollups::roll_up(conn, &mut self.hints)
+        })
+        .inspect_err(|_| self.hints = rollups::RollUpHints::default())
     }
 }
 
@@ -126,9 +131,10 @@ pub fn open_writer(path: &Path, durability: Durability) -> anyhow::Result<WriteC
     }
     let raw = open_wal(path, durability)?;
     migrate(&raw)?;
-    let conns = WriteConns {
+    let mut conns = WriteConns {
         rollups: open_rollups(path, durability)?,
         raw,
+        hints: rollups::RollUpHints::default(),
     };
     // More than one roll-up's worth outstanding (a schema-1 file, whose rollups were dropped; a
     // deleted rollups file; a large tail left by a crash): count it in now, rather than have the

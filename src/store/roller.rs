@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::rollups::{self, TakenOut};
+use super::rollups::{self, RollUpHints, TakenOut};
 use crate::domain::UnixMillis;
 
 /// Committed writes after which the tail is rolled up even under load: bounds the raw rows a
@@ -95,6 +95,7 @@ impl RollerHandle {
         });
         let roller = Roller {
             conn,
+            hints: RollUpHints::default(),
             shared: shared.clone(),
             seconds: metrics::histogram!("footfall_roll_up_seconds"),
         };
@@ -201,12 +202,13 @@ pub(crate) fn outstanding(
 
 struct Roller {
     conn: Connection,
+    hints: RollUpHints,
     shared: Arc<Shared>,
     seconds: metrics::Histogram,
 }
 
 impl Roller {
-    fn run(self) {
+    fn run(mut self) {
         let mut state = self.shared.lock();
         loop {
             let work;
@@ -218,9 +220,9 @@ impl Roller {
             let counted = match work {
                 Work::RollUp | Work::Stop => self.roll_up(),
                 Work::TakeOut(cutoff, reply) => {
-                    let taken =
-                        super::immediate(&self.conn, |conn| rollups::take_out_before(conn, cutoff))
-                            .map_err(|err| format!("The rollups could not be written: {err}"));
+                    let taken = self
+                        .write(|conn, hints| rollups::take_out_before(conn, hints, cutoff))
+                        .map_err(|err| format!("The rollups could not be written: {err}"));
                     let counted = taken.as_ref().map(|_| ()).map_err(Clone::clone);
                     let _ = reply.send(taken);
                     counted
@@ -267,9 +269,9 @@ impl Roller {
 
     /// One roll-up of everything outstanding. A failure only delays it: the raw rows are
     /// committed, and queries count the tail from them.
-    fn roll_up(&self) -> Result<(), String> {
+    fn roll_up(&mut self) -> Result<(), String> {
         let started = Instant::now();
-        match super::immediate(&self.conn, rollups::roll_up) {
+        match self.write(rollups::roll_up) {
             Ok(done) => {
                 self.seconds.record(started.elapsed().as_secs_f64());
                 self.shared.late_seq.store(done.late_seq, Ordering::Relaxed);
@@ -283,5 +285,16 @@ impl Roller {
                 Err(format!("The rollups could not be written: {err}"))
             }
         }
+    }
+
+    /// One transaction of `f` on the rollups file; a failed one drops the roll-up hints, which
+    /// may describe rows it did not commit.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Connection, &mut RollUpHints) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let hints = &mut self.hints;
+        super::immediate(&self.conn, |conn| f(conn, hints))
+            .inspect_err(|_| *hints = RollUpHints::default())
     }
 }

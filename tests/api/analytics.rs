@@ -722,7 +722,7 @@ async fn since_the_last_representable_instant_exports_nothing() {
 fn an_export_stops_its_cursor_when_the_reader_goes_away() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v.db");
-    let conns = crate::common::write_conns(&db);
+    let mut conns = crate::common::write_conns(&db);
     let now = chrono::Utc::now().timestamp();
     let rows: String = (0..20_000)
         .map(|i| {
@@ -730,7 +730,7 @@ fn an_export_stops_its_cursor_when_the_reader_goes_away() {
             format!("{}\n", json!({"url": format!("https://a.com/{}", i % 50), "ip": "10.0.0.1", "timestamp": ts}))
         })
         .collect();
-    footfall::cli::import_into(&conns, rows.as_bytes(), false).unwrap();
+    footfall::cli::import_into(&mut conns, rows.as_bytes(), false).unwrap();
     let conn = &conns.raw;
     let filter = footfall::store::export::FilterParams::default()
         .parse()

@@ -154,7 +154,7 @@ impl TestApp {
 
     /// Imports JSONL through the same code as `footfall import`.
     pub fn import_jsonl(&self, jsonl: &str) -> footfall::import::ImportReport {
-        footfall::cli::import_into(&write_conns(&self.db), jsonl.as_bytes(), false).unwrap()
+        footfall::cli::import_into(&mut write_conns(&self.db), jsonl.as_bytes(), false).unwrap()
     }
 
     /// Names of rollup tables that disagree with a rebuild from the raw rows.

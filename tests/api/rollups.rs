@@ -128,15 +128,25 @@ fn write_raw(
     ingest: &mut footfall::store::ingest::Ingest,
     visits: &[(&str, i64)],
 ) {
+    let from_one_ip: Vec<_> = visits.iter().map(|&(p, at)| (p, "10.0.0.1", at)).collect();
+    write_raw_from(conns, ingest, &from_one_ip);
+}
+
+/// [`write_raw`] with each visit's client IP: `(page, ip, millis)`.
+fn write_raw_from(
+    conns: &footfall::store::WriteConns,
+    ingest: &mut footfall::store::ingest::Ingest,
+    visits: &[(&str, &str, i64)],
+) {
     use footfall::domain::PageUrl;
     use footfall::store::ingest::NewVisit;
 
     let conn = &conns.raw;
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     ingest.begin(conn).unwrap();
-    for &(page, at) in visits {
+    for &(page, ip, at) in visits {
         let url = PageUrl::parse(page).unwrap();
-        let visit = NewVisit::pageview(url, "10.0.0.1".parse().unwrap(), "UA".into(), at);
+        let visit = NewVisit::pageview(url, ip.parse().unwrap(), "UA".into(), at);
         ingest.add_visit(conn, &visit).unwrap();
     }
     conn.execute_batch("COMMIT").unwrap();
@@ -160,7 +170,7 @@ fn counted_and_stored(conns: &footfall::store::WriteConns) -> (i64, i64) {
 #[test]
 fn late_visits_are_counted_once_whether_or_not_the_roll_up_passed_them() {
     let dir = tempfile::tempdir().unwrap();
-    let conns = crate::common::write_conns(&dir.path().join("v.db"));
+    let mut conns = crate::common::write_conns(&dir.path().join("v.db"));
     let mut ingest = footfall::store::ingest::Ingest::new();
     let now = footfall::domain::now_millis();
     write_raw(
@@ -200,14 +210,14 @@ fn late_visits_are_counted_once_whether_or_not_the_roll_up_passed_them() {
 /// stored later below the highest id ever stored is still late.
 #[test]
 fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
-    use footfall::store::rollups::{check, take_out_before};
+    use footfall::store::rollups::{RollUpHints, check, take_out_before};
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v.db");
     let now = footfall::domain::now_millis();
     let day = 86_400_000;
     {
-        let conns = crate::common::write_conns(&db);
+        let mut conns = crate::common::write_conns(&db);
         let mut ingest = footfall::store::ingest::Ingest::new();
         write_raw(
             &conns,
@@ -216,12 +226,14 @@ fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
         );
         conns.roll_up().unwrap();
         // Step 1 only, then the "crash".
-        let taken =
-            footfall::store::immediate(&conns.rollups, |c| take_out_before(c, now - day)).unwrap();
+        let taken = footfall::store::immediate(&conns.rollups, |c| {
+            take_out_before(c, &mut RollUpHints::default(), now - day)
+        })
+        .unwrap();
         assert_eq!(taken.visits, 1);
         assert_eq!(counted_and_stored(&conns), (1, 2));
     }
-    let conns = crate::common::write_conns(&db);
+    let mut conns = crate::common::write_conns(&db);
     assert_eq!(
         counted_and_stored(&conns),
         (1, 1),
@@ -237,7 +249,7 @@ fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
         || Ok(footfall::store::rollups::read_progress(&conns.rollups)?),
         |cutoff| {
             Ok(footfall::store::immediate(&conns.rollups, |c| {
-                take_out_before(c, cutoff)
+                take_out_before(c, &mut RollUpHints::default(), cutoff)
             })?)
         },
     )
@@ -255,9 +267,12 @@ fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
     // an interrupted cleanup after that is still finished.
     drop(conns);
     std::fs::remove_file(footfall::store::rollups_path(&db)).unwrap();
-    let conns = crate::common::write_conns(&db);
+    let mut conns = crate::common::write_conns(&db);
     conns.roll_up().unwrap();
-    footfall::store::immediate(&conns.rollups, |c| take_out_before(c, now)).unwrap();
+    footfall::store::immediate(&conns.rollups, |c| {
+        take_out_before(c, &mut RollUpHints::default(), now)
+    })
+    .unwrap();
     drop(conns);
     let conns = crate::common::write_conns(&db);
     assert_eq!(counted_and_stored(&conns), (0, 0));
@@ -321,7 +336,7 @@ fn a_version_1_file_is_migrated_and_its_rollups_rebuilt() {
         )
         .unwrap();
     }
-    let conns = crate::common::write_conns(&db);
+    let mut conns = crate::common::write_conns(&db);
     let version: i64 = conns
         .raw
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -425,6 +440,89 @@ fn a_file_with_a_newer_schema_is_refused() {
         assert!(
             err.contains(&format!("{named} has schema version 99")),
             "{err}"
+        );
+    }
+}
+
+/// Rows of `page_recent` for one page.
+fn recent_rows(conns: &footfall::store::WriteConns, page: &str) -> i64 {
+    conns
+        .rollups
+        .query_row(
+            "SELECT count(*) FROM page_recent
+             WHERE page_id = (SELECT id FROM raw.pages WHERE url = ?1)",
+            [page],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// `page_recent` is trimmed once a page may hold more than its newest 20 plus the slack, not at
+/// every roll-up: between trims it keeps a few older visits, and every check (newest 20 equal
+/// to a rebuild, every row a counted visit, none over the bound) holds after each roll-up.
+#[test]
+fn page_recent_keeps_its_newest_visits_between_lazy_trims() {
+    use footfall::store::rollups::{RECENT_PER_PAGE, RECENT_SLACK, check};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut conns = crate::common::write_conns(&dir.path().join("v.db"));
+    let mut ingest = footfall::store::ingest::Ingest::new();
+    let page = "https://a.com/";
+    let now = footfall::domain::now_millis();
+    let mut most = 0;
+    for i in 0..60 {
+        // Two visits a roll-up, from new IPs.
+        let (a, b) = (format!("10.1.0.{i}"), format!("10.2.0.{i}"));
+        write_raw_from(
+            &conns,
+            &mut ingest,
+            &[(page, &a, now + i * 10), (page, &b, now + i * 10 + 1)],
+        );
+        conns.roll_up().unwrap();
+        assert!(
+            check(&conns.rollups).unwrap().is_empty(),
+            "after roll-up {i}"
+        );
+        most = most.max(recent_rows(&conns, page));
+    }
+    assert!(
+        most > RECENT_PER_PAGE && most <= RECENT_PER_PAGE + RECENT_SLACK,
+        "between trims a page keeps older rows, within the bound: {most}"
+    );
+}
+
+/// Two connections rolling up the same rollups file (the server and `footfall import`, say)
+/// each forget what they knew of `page_recent` when the other committed: neither trusts a bound
+/// the other's rows made wrong, so no page grows past the bound.
+#[test]
+fn page_recent_stays_bounded_when_two_connections_roll_up() {
+    use footfall::store::rollups::check;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let mut first = crate::common::write_conns(&db);
+    let mut second = crate::common::write_conns(&db);
+    let mut ingest = footfall::store::ingest::Ingest::new();
+    let page = "https://a.com/";
+    let now = footfall::domain::now_millis();
+    for round in 0..8i64 {
+        let conns = if round % 2 == 0 {
+            &mut first
+        } else {
+            &mut second
+        };
+        let ips: Vec<String> = (0..9).map(|i| format!("10.{round}.0.{i}")).collect();
+        let visits: Vec<(&str, &str, i64)> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| (page, ip.as_str(), now + round * 100 + i as i64))
+            .collect();
+        write_raw_from(conns, &mut ingest, &visits);
+        conns.roll_up().unwrap();
+        assert!(
+            check(&conns.rollups).unwrap().is_empty(),
+            "after round {round}: {} rows",
+            recent_rows(conns, page)
         );
     }
 }
