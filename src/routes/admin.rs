@@ -24,9 +24,9 @@ use crate::domain::{format_iso, now_millis, parse_site};
 use crate::error::{ApiError, Result};
 use crate::extract::{Json, Query};
 use crate::import::{ImportReport, read_records};
+use crate::store::WriteOp;
 use crate::store::export::{ExportFilter, FilterParams, export};
 use crate::store::rollups::DAY_MS;
-use crate::store::{WriteOp, WriteOutcome};
 
 /// Largest `POST /import` body.
 pub const MAX_IMPORT_BYTES: usize = 512 * 1024 * 1024;
@@ -263,12 +263,7 @@ pub async fn cleanup_visits(
     Query(query): Query<CleanupQuery>,
 ) -> Result<Json<CleanupResponse>> {
     let cutoff = cleanup_cutoff(now_millis(), query.days.unwrap_or(30))?;
-    let outcome = state.writer.submit(WriteOp::Cleanup { cutoff }).await?;
-    let WriteOutcome::Cleaned { deleted } = outcome else {
-        return Err(ApiError::Internal(anyhow::anyhow!(
-            "cleanup answered {outcome:?}"
-        )));
-    };
+    let deleted = state.writer.cleanup(cutoff).await?;
     tracing::info!(deleted, cutoff = format_iso(cutoff), "cleanup done");
     Ok(Json(CleanupResponse {
         status: "completed",

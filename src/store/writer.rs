@@ -14,7 +14,6 @@
 //! they are answered: late visits (stored below the watermark, which queries do not add) and
 //! pre-counted clicks. A cleanup runs alone, in the two steps of [`super::cleanup`].
 
-use std::mem;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -44,8 +43,6 @@ pub enum WriteOp {
         at: UnixMillis,
         clicks: Vec<(String, i64)>,
     },
-    /// `DELETE /cleanup`: visits older than `cutoff` go, with their share of every rollup.
-    Cleanup { cutoff: UnixMillis },
 }
 
 impl WriteOp {
@@ -63,16 +60,21 @@ pub enum WriteOutcome {
     Recorded(usize),
     Counted(i64),
     ClicksAdded,
-    Cleaned { deleted: u64 },
 }
+
+/// How the writer answers a request: the outcome, or why nothing was written.
+type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 struct Job {
     op: WriteOp,
-    reply: oneshot::Sender<Result<WriteOutcome, String>>,
+    reply: Reply<WriteOutcome>,
 }
 
 enum Message {
     Job(Job),
+    /// `DELETE /cleanup`: visits older than the cutoff go, with their share of every rollup.
+    /// It runs alone, in its own two-file protocol, after what was queued before it.
+    Cleanup(UnixMillis, Reply<u64>),
     /// Commit what is queued, then exit.
     Stop,
 }
@@ -130,7 +132,22 @@ impl WriterHandle {
     /// Queues `op` and waits until it is committed. A full queue answers `Overloaded` at once.
     pub async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, ApiError> {
         let (reply, answer) = oneshot::channel();
-        match self.sender.try_send(Message::Job(Job { op, reply })) {
+        self.send(Message::Job(Job { op, reply }), answer).await
+    }
+
+    /// Queues a cleanup of the visits older than `cutoff` and waits for it; answers how many
+    /// visits it deleted.
+    pub async fn cleanup(&self, cutoff: UnixMillis) -> Result<u64, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Message::Cleanup(cutoff, reply), answer).await
+    }
+
+    async fn send<T>(
+        &self,
+        message: Message,
+        answer: oneshot::Receiver<Result<T, String>>,
+    ) -> Result<T, ApiError> {
+        match self.sender.try_send(message) {
             Ok(()) => {
                 // The gauge is set from this count when /metrics is scraped, not per request.
                 self.queued.fetch_add(1, Ordering::Relaxed);
@@ -225,6 +242,7 @@ impl Writer {
             std::thread::yield_now();
             let mut jobs = Vec::new();
             let mut weight = 0;
+            let mut cleanup = None;
             let mut next = Some(first);
             while let Some(message) = next {
                 match message {
@@ -233,6 +251,11 @@ impl Writer {
                         weight += job.op.weight();
                         jobs.push(job);
                     }
+                    // The batch ends here: what came before is committed first.
+                    Message::Cleanup(cutoff, reply) => {
+                        cleanup = Some((cutoff, reply));
+                        break;
+                    }
                 }
                 next = if weight < self.max_batch {
                     receiver.try_recv().ok()
@@ -240,18 +263,12 @@ impl Writer {
                     None
                 };
             }
-            self.queued.fetch_sub(jobs.len() as i64, Ordering::Relaxed);
-            // A cleanup runs alone, in its own two-file protocol: commit what came before it.
-            let mut batch = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                if let WriteOp::Cleanup { cutoff } = job.op {
-                    self.commit_batch(mem::take(&mut batch));
-                    self.cleanup(job.reply, cutoff);
-                } else {
-                    batch.push(job);
-                }
+            let taken = jobs.len() + usize::from(cleanup.is_some());
+            self.queued.fetch_sub(taken as i64, Ordering::Relaxed);
+            self.commit_batch(jobs);
+            if let Some((cutoff, reply)) = cleanup {
+                self.cleanup(reply, cutoff);
             }
-            self.commit_batch(batch);
         }
         tracing::info!("writer stopped: every queued write is committed");
     }
@@ -322,11 +339,7 @@ impl Writer {
     }
 
     /// `DELETE /cleanup`: both steps of [`super::cleanup::run`], then the answer.
-    fn cleanup(
-        &mut self,
-        reply: oneshot::Sender<Result<WriteOutcome, String>>,
-        cutoff: UnixMillis,
-    ) {
+    fn cleanup(&mut self, reply: Reply<u64>, cutoff: UnixMillis) {
         let db = &self.db;
         let roller = &self.roller;
         let done = super::cleanup::run(
@@ -336,7 +349,7 @@ impl Writer {
             |cutoff| roller.take_out_before(cutoff).map_err(anyhow::Error::msg),
         );
         let answer = match done {
-            Ok(deleted) => Ok(WriteOutcome::Cleaned { deleted }),
+            Ok(deleted) => Ok(deleted),
             Err(err) => {
                 self.ingest.rolled_back();
                 tracing::error!(error = format!("{err:#}"), "cleanup failed");
@@ -418,7 +431,6 @@ fn write_ops(
                 }
                 Answer::AfterRollUp(WriteOutcome::ClicksAdded)
             }
-            WriteOp::Cleanup { .. } => unreachable!("a cleanup is never part of a batch"),
         };
         answers.push(answer);
     }
