@@ -223,6 +223,11 @@ impl Roller {
                     let taken = self
                         .write(|conn, hints| rollups::take_out_before(conn, hints, cutoff))
                         .map_err(|err| format!("The rollups could not be written: {err}"));
+                    if let Ok(taken) = &taken {
+                        self.shared
+                            .late_seq
+                            .store(taken.late_seq, Ordering::Relaxed);
+                    }
                     let counted = taken.as_ref().map(|_| ()).map_err(Clone::clone);
                     let _ = reply.send(taken);
                     counted

@@ -547,6 +547,8 @@ pub struct TakenOut {
     pub cleanup_seq: i64,
     /// The visit id below which every visit is out of the rollups.
     pub before_id: i64,
+    /// `progress.late_seq` after the roll-up that came first (see [`RolledUp::late_seq`]).
+    pub late_seq: i64,
 }
 
 /// The rollups' half of a cleanup: rolls up everything outstanding, then takes every visit
@@ -559,7 +561,7 @@ pub fn take_out_before(
     hints: &mut RollUpHints,
     cutoff: UnixMillis,
 ) -> rusqlite::Result<TakenOut> {
-    roll_up(conn, hints)?;
+    let rolled_up = roll_up(conn, hints)?;
     let before_id = id_at(cutoff);
     let mut delta = RollupDelta::default();
 
@@ -616,6 +618,7 @@ pub fn take_out_before(
         visits: taken,
         cleanup_seq,
         before_id,
+        late_seq: rolled_up.late_seq,
     })
 }
 
