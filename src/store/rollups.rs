@@ -198,7 +198,8 @@ pub struct RollUpHints {
     ips: FirstTry,
 }
 
-/// Pages [`RollUpHints`] remembers at most: past it, it starts again (and trims every page once).
+/// Pages [`RollUpHints`] remembers at most (~5 MB of table): past it, it starts again, and
+/// trims every page once more.
 const HINTED_PAGES: usize = 200_000;
 
 impl RollUpHints {
