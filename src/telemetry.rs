@@ -278,7 +278,7 @@ fn describe_metrics() {
     describe_gauge!(
         "footfall_database_bytes",
         Unit::Bytes,
-        "Size of the database file plus its write-ahead log"
+        "Size of the visits and rollups files plus their write-ahead logs"
     );
 }
 

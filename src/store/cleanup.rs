@@ -19,9 +19,9 @@ use super::rollups::{self, TakenOut};
 use crate::domain::UnixMillis;
 
 /// Runs a whole cleanup of the visits older than `cutoff` in one transaction of the visits file:
-/// `raw` is a connection to it outside any transaction; `take_out` does step 1 on a rollups connection (the roll-up
-/// thread's, or the CLI's own) and `progress` reads the rollups' `progress` row. Returns the
-/// number of visits deleted.
+/// `raw` is a connection to it outside any transaction; `take_out` does step 1 on a rollups
+/// connection (the roll-up thread's, or the CLI's own) and `progress` reads the rollups'
+/// `progress` row. Returns the number of visits deleted.
 pub fn run(
     raw: &Connection,
     cutoff: UnixMillis,

@@ -254,17 +254,27 @@ pub struct StoredVisit {
     pub ip: Vec<u8>,
 }
 
+/// A query of stored visits: the columns [`stored_visit`] reads, from `visits` and `pages`, then
+/// `$rest` (the `WHERE` and the order).
+macro_rules! select_stored_visits {
+    ($rest:literal) => {
+        concat!(
+            "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.ip
+             FROM visits v JOIN pages p ON p.id = v.page_id ",
+            $rest
+        )
+    };
+}
+
 /// Up to `limit` visits (`-1`: all) from id `from` on, oldest first, as the rollups see them.
 pub(crate) fn stored_visits_from(
     conn: &Connection,
     from: i64,
     limit: i64,
 ) -> rusqlite::Result<Vec<StoredVisit>> {
-    conn.prepare_cached(
-        "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.ip
-         FROM visits v JOIN pages p ON p.id = v.page_id
-         WHERE v.id >= ?1 ORDER BY v.id LIMIT ?2",
-    )?
+    conn.prepare_cached(select_stored_visits!(
+        "WHERE v.id >= ?1 ORDER BY v.id LIMIT ?2"
+    ))?
     .query_map(params![from, limit], stored_visit)?
     .collect()
 }
@@ -295,11 +305,9 @@ pub fn tail(conn: &Connection) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
 pub fn page_tail(conn: &Connection, page_id: i64) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
     let watermark = read_progress(conn)?.rolled_up_to;
     let visits = conn
-        .prepare_cached(
-            "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.ip
-             FROM visits v JOIN pages p ON p.id = v.page_id
-             WHERE v.id >= ?1 AND v.page_id = ?2 ORDER BY v.id",
-        )?
+        .prepare_cached(select_stored_visits!(
+            "WHERE v.id >= ?1 AND v.page_id = ?2 ORDER BY v.id"
+        ))?
         .query_map(params![watermark, page_id], stored_visit)?
         .collect::<rusqlite::Result<_>>()?;
     Ok((watermark, visits))

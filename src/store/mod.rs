@@ -114,10 +114,7 @@ pub struct WriteConns {
 impl WriteConns {
     /// Rolls up everything outstanding, in one transaction.
     pub fn roll_up(&mut self) -> rusqlite::Result<rollups::RolledUp> {
-        immediate(&self.rollups, |conn| {
-            rollups::roll_up(conn, &mut self.hints)
-        })
-        .inspect_err(|_| self.hints = rollups::RollUpHints::default())
+        self.hints.transaction(&self.rollups, rollups::roll_up)
     }
 }
 

@@ -221,7 +221,10 @@ impl Roller {
                 Work::RollUp | Work::Stop => self.roll_up(),
                 Work::TakeOut(cutoff, reply) => {
                     let taken = self
-                        .write(|conn, hints| rollups::take_out_before(conn, hints, cutoff))
+                        .hints
+                        .transaction(&self.conn, |conn, hints| {
+                            rollups::take_out_before(conn, hints, cutoff)
+                        })
                         .map_err(|err| format!("The rollups could not be written: {err}"));
                     if let Ok(taken) = &taken {
                         self.shared
@@ -276,7 +279,7 @@ impl Roller {
     /// committed, and queries count the tail from them.
     fn roll_up(&mut self) -> Result<(), String> {
         let started = Instant::now();
-        match self.write(rollups::roll_up) {
+        match self.hints.transaction(&self.conn, rollups::roll_up) {
             Ok(done) => {
                 self.seconds.record(started.elapsed().as_secs_f64());
                 self.shared.late_seq.store(done.late_seq, Ordering::Relaxed);
@@ -290,16 +293,5 @@ impl Roller {
                 Err(format!("The rollups could not be written: {err}"))
             }
         }
-    }
-
-    /// One transaction of `f` on the rollups file; a failed one drops the roll-up hints, which
-    /// may describe rows it did not commit.
-    fn write<T>(
-        &mut self,
-        f: impl FnOnce(&Connection, &mut RollUpHints) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
-        let hints = &mut self.hints;
-        super::immediate(&self.conn, |conn| f(conn, hints))
-            .inspect_err(|_| *hints = RollUpHints::default())
     }
 }

@@ -203,6 +203,17 @@ pub struct RollUpHints {
 const HINTED_PAGES: usize = 200_000;
 
 impl RollUpHints {
+    /// Runs `f` with these hints in one write transaction on the rollups connection `conn`
+    /// ([`super::immediate`]); a failed one drops them, as they may describe rows it did not
+    /// commit.
+    pub fn transaction<T>(
+        &mut self,
+        conn: &Connection,
+        f: impl FnOnce(&Connection, &mut Self) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        super::immediate(conn, |conn| f(conn, self)).inspect_err(|_| *self = Self::default())
+    }
+
     /// Forgets the `page_recent` bounds when another connection committed to the rollups file
     /// since the last roll-up. Call inside the roll-up's transaction.
     fn begin(&mut self, conn: &Connection) -> rusqlite::Result<()> {

@@ -141,15 +141,16 @@ fn write_raw_from(
     use footfall::domain::PageUrl;
     use footfall::store::ingest::NewVisit;
 
-    let conn = &conns.raw;
-    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-    ingest.begin(conn).unwrap();
-    for &(page, ip, at) in visits {
-        let url = PageUrl::parse(page).unwrap();
-        let visit = NewVisit::pageview(url, ip.parse().unwrap(), "UA".into(), at);
-        ingest.add_visit(conn, &visit).unwrap();
-    }
-    conn.execute_batch("COMMIT").unwrap();
+    footfall::store::immediate(&conns.raw, |conn| {
+        ingest.begin(conn)?;
+        for &(page, ip, at) in visits {
+            let url = PageUrl::parse(page).unwrap();
+            let visit = NewVisit::pageview(url, ip.parse().unwrap(), "UA".into(), at);
+            ingest.add_visit(conn, &visit)?;
+        }
+        Ok::<_, rusqlite::Error>(())
+    })
+    .unwrap();
 }
 
 /// Visits counted by the rollups (`totals.visits`) and rows in `visits`.
