@@ -295,11 +295,6 @@ async fn hammering_health_from_one_ip_is_429_after_the_default_burst_and_other_i
         f64::from(ok) <= 101.0 + elapsed * 50.0,
         "{ok} requests passed in {elapsed:.2}s"
     );
-    // The ceiling covers every route, not only /health.
-    assert_too_many(
-        &app.send_from(flooder, visit_request("https://a.example/"))
-            .await,
-    );
     let other = app.send_from(ip("198.51.100.11"), get("/health")).await;
     assert_eq!(other.status, StatusCode::OK);
     assert_eq!(other.json()["status"], "healthy");
@@ -321,6 +316,12 @@ async fn the_ceilings_retry_after_is_long_enough_to_get_through() {
     let refused = app.send_from(client, get("/health")).await;
     let wait = assert_too_many(&refused);
     assert_eq!(wait, 1, "one token a second: the wait is under a second");
+    // The ceiling covers every route, not only /health (checked here, where a token takes a
+    // second to come back, not at 50 a second, where a stalled machine refills one in 20 ms).
+    assert_too_many(
+        &app.send_from(client, visit_request("https://a.example/"))
+            .await,
+    );
     tokio::time::sleep(Duration::from_secs(wait)).await;
     assert_eq!(
         app.send_from(client, get("/health")).await.status,
