@@ -64,7 +64,8 @@ impl App {
         let pool = store::open_read_pool(path, args.db.durability, args.read_pool)?;
         let counters = Arc::new(CounterCache::open(path)?);
         let roller = Arc::new(
-            RollerHandle::spawn(conns.rollups).context("cannot start the roll-up thread")?,
+            RollerHandle::spawn(conns.rollups, args.roll_up_priority)
+                .context("cannot start the roll-up thread")?,
         );
         let writer = WriterHandle::spawn(
             conns.raw,

@@ -63,6 +63,15 @@ pub enum Durability {
     Full,
 }
 
+/// The CPU priority of routine roll-ups (see `store::roller`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RollUpPriority {
+    /// Only on CPU time nothing else wants (Linux `SCHED_IDLE`; elsewhere, normal).
+    Idle,
+    /// Beside recording, sharing the CPU with it.
+    Normal,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -131,6 +140,16 @@ pub struct ServeArgs {
     /// Read-only database connections for queries and exports.
     #[arg(long, env = "FOOTFALL_READ_POOL", default_value_t = 8)]
     pub read_pool: u32,
+    /// CPU priority of routine roll-ups: `idle` gives them only CPU time that recording and
+    /// queries leave unused; `normal` lets them share it. Roll-ups a request waits for, and those
+    /// of a tail over 100,000 writes, always run at normal priority.
+    #[arg(
+        long,
+        env = "FOOTFALL_ROLL_UP_PRIORITY",
+        value_enum,
+        default_value_t = RollUpPriority::Idle
+    )]
+    pub roll_up_priority: RollUpPriority,
 }
 
 /// Hand-written so the admin token can never reach a log line through `{:?}`.
@@ -158,6 +177,7 @@ impl fmt::Debug for ServeArgs {
             .field("max_batch", &self.max_batch)
             .field("request_timeout", &self.request_timeout)
             .field("read_pool", &self.read_pool)
+            .field("roll_up_priority", &self.roll_up_priority)
             .finish()
     }
 }

@@ -90,6 +90,7 @@ pub fn parse_record(value: &Value) -> Result<NewVisit, String> {
         user_agent,
         event,
         at,
+        stamped_on_arrival: false,
     })
 }
 

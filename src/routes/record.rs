@@ -121,6 +121,7 @@ impl Recording {
             user_agent: self.user_agent,
             event: self.event,
             at,
+            stamped_on_arrival: true,
         }
     }
 }

@@ -8,10 +8,22 @@
 //! Writes that queries may only see once rolled up (late visits, clicks) are answered from here,
 //! after the roll-up that counted them ([`RollerHandle::after_next_roll_up`]). Cleanup's first
 //! step runs here too ([`RollerHandle::take_out_before`]).
+//!
+//! Routine roll-ups run at idle CPU priority (`--roll-up-priority idle`, the default): on a
+//! second thread, `footfall-idle-roll-up`, scheduled `SCHED_IDLE`, to which this thread hands
+//! its connection for one roll-up and waits for it back. Nobody waits for a routine roll-up —
+//! queries count the tail themselves — so it takes only CPU time that recording and queries
+//! leave unused: the gaps while HTTP workers wait for a commit or the network, and the quiet
+//! after a burst. At normal priority it competed with them for the two cores, and under load
+//! every visit waited longer for its commit. What someone waits for runs on this thread, at
+//! normal priority: a roll-up with waiters (late visits, clicks), cleanup's step, the last
+//! roll-up at shutdown, and any roll-up of a tail of [`CATCH_UP_AT`] writes or more, so that
+//! under sustained load, when no CPU time is left over, the tail still stays bounded. A second
+//! thread because an unprivileged thread may lower its own priority but never raise it back.
 
 use std::mem;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,7 +31,11 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::rollups::{self, RollUpHints, TakenOut};
+use crate::config::RollUpPriority;
 use crate::domain::UnixMillis;
+
+/// Why a roll-up could not run: the idle thread panicked holding the rollups connection.
+const LOST: &str = "the idle roll-up thread failed and took the rollups connection with it";
 
 /// Committed writes after which the tail is rolled up even under load: bounds the raw rows a
 /// query adds. Large, because every roll-up rewrites the hot pages of the rollup tables, so
@@ -28,6 +44,9 @@ use crate::domain::UnixMillis;
 pub const ROLL_UP_AT: usize = 20_000;
 /// Quiet time after which the tail is rolled up, however short.
 pub const ROLL_UP_IDLE: Duration = Duration::from_millis(25);
+/// A tail at least this long is rolled up at normal priority even with nobody waiting for it:
+/// under sustained load, idle priority would leave it to grow, and queries to add it up.
+pub const CATCH_UP_AT: usize = 5 * ROLL_UP_AT;
 
 /// Called with the outcome of the roll-up that counted a write: answers its request.
 pub type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -70,7 +89,10 @@ impl std::fmt::Debug for RollerHandle {
 }
 
 enum Work {
-    RollUp,
+    /// `routine`: nobody waits for it, and the tail is below [`CATCH_UP_AT`].
+    RollUp {
+        routine: bool,
+    },
     TakeOut(UnixMillis, TakeOutReply),
     Stop,
 }
@@ -79,7 +101,7 @@ impl RollerHandle {
     /// Starts the thread on `conn` (opened with [`super::open_rollups`]). Whatever the visits
     /// file holds that the rollups do not (left by a crash, or by another process) is rolled up
     /// as soon as writes pause.
-    pub fn spawn(conn: Connection) -> anyhow::Result<Self> {
+    pub fn spawn(conn: Connection, priority: RollUpPriority) -> anyhow::Result<Self> {
         let progress = rollups::read_progress(&conn)?;
         let outstanding = outstanding(&conn, &progress)?;
         let shared = Arc::new(Shared {
@@ -93,11 +115,20 @@ impl RollerHandle {
             wake: Condvar::new(),
             late_seq: AtomicI64::new(progress.late_seq),
         });
-        let roller = Roller {
+        let executor = Executor {
             conn,
             hints: RollUpHints::default(),
             shared: shared.clone(),
             seconds: metrics::histogram!("footfall_roll_up_seconds"),
+        };
+        let idle = match priority {
+            RollUpPriority::Idle => Some(IdleThread::spawn()?),
+            RollUpPriority::Normal => None,
+        };
+        let roller = Roller {
+            executor: Some(executor),
+            shared: shared.clone(),
+            idle,
         };
         let thread = std::thread::Builder::new()
             .name("footfall-roll-up".into())
@@ -200,81 +231,16 @@ pub(crate) fn outstanding(
     Ok(n as usize)
 }
 
-struct Roller {
+/// What a roll-up needs: the rollups connection and what carries over between roll-ups. Owned
+/// by the roll-up thread, lent to the idle thread for a routine roll-up.
+struct Executor {
     conn: Connection,
     hints: RollUpHints,
     shared: Arc<Shared>,
     seconds: metrics::Histogram,
 }
 
-impl Roller {
-    fn run(mut self) {
-        let mut state = self.shared.lock();
-        loop {
-            let work;
-            (state, work) = self.next_work(state);
-            let waiters = mem::take(&mut state.waiters);
-            state.pending = 0;
-            drop(state);
-            let stop = matches!(work, Work::Stop);
-            let counted = match work {
-                Work::RollUp | Work::Stop => self.roll_up(),
-                Work::TakeOut(cutoff, reply) => {
-                    let taken = self
-                        .hints
-                        .transaction(&self.conn, |conn, hints| {
-                            rollups::take_out_before(conn, hints, cutoff)
-                        })
-                        .map_err(|err| format!("The rollups could not be written: {err}"));
-                    if let Ok(taken) = &taken {
-                        self.shared
-                            .late_seq
-                            .store(taken.late_seq, Ordering::Relaxed);
-                    }
-                    let counted = taken.as_ref().map(|_| ()).map_err(Clone::clone);
-                    let _ = reply.send(taken);
-                    counted
-                }
-            };
-            for waiter in waiters {
-                waiter(counted.clone());
-            }
-            if stop {
-                break;
-            }
-            state = self.shared.lock();
-        }
-        tracing::info!("roll-up thread stopped: the rollups count every committed visit");
-    }
-
-    /// Waits until there is something to do: a cleanup, a stop, a waiter, a full tail, or a tail
-    /// and [`ROLL_UP_IDLE`] without a commit.
-    fn next_work<'a>(&self, mut state: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, Work) {
-        let wake = &self.shared.wake;
-        loop {
-            if let Some((cutoff, reply)) = state.take_out.take() {
-                return (state, Work::TakeOut(cutoff, reply));
-            }
-            if state.stop {
-                return (state, Work::Stop);
-            }
-            if !state.waiters.is_empty() || state.pending >= ROLL_UP_AT {
-                return (state, Work::RollUp);
-            }
-            state = if state.pending == 0 {
-                wake.wait(state).unwrap_or_else(|e| e.into_inner())
-            } else {
-                let quiet = state.last_commit.elapsed();
-                if quiet >= ROLL_UP_IDLE {
-                    return (state, Work::RollUp);
-                }
-                wake.wait_timeout(state, ROLL_UP_IDLE - quiet)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0
-            };
-        }
-    }
-
+impl Executor {
     /// One roll-up of everything outstanding. A failure only delays it: the raw rows are
     /// committed, and queries count the tail from them.
     fn roll_up(&mut self) -> Result<(), String> {
@@ -293,5 +259,282 @@ impl Roller {
                 Err(format!("The rollups could not be written: {err}"))
             }
         }
+    }
+
+    /// Cleanup's step 1, in one transaction; answers `reply`.
+    fn take_out(&mut self, cutoff: UnixMillis, reply: TakeOutReply) -> Result<(), String> {
+        let taken = self
+            .hints
+            .transaction(&self.conn, |conn, hints| {
+                rollups::take_out_before(conn, hints, cutoff)
+            })
+            .map_err(|err| format!("The rollups could not be written: {err}"));
+        if let Ok(taken) = &taken {
+            self.shared
+                .late_seq
+                .store(taken.late_seq, Ordering::Relaxed);
+        }
+        let counted = taken.as_ref().map(|_| ()).map_err(Clone::clone);
+        let _ = reply.send(taken);
+        counted
+    }
+}
+
+type Lent = (Executor, Result<(), String>);
+
+/// The `SCHED_IDLE` thread that runs routine roll-ups: it receives the [`Executor`], rolls up,
+/// and sends it back with the outcome.
+struct IdleThread {
+    lend: SyncSender<Executor>,
+    back: Receiver<Lent>,
+    thread: JoinHandle<()>,
+}
+
+impl IdleThread {
+    fn spawn() -> anyhow::Result<Self> {
+        let (lend, lent) = sync_channel::<Executor>(1);
+        let (give_back, back) = sync_channel::<Lent>(1);
+        let (lowered, ready) = sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("footfall-idle-roll-up".into())
+            .spawn(move || {
+                lower_to_idle_priority();
+                let _ = lowered.send(());
+                for mut executor in lent {
+                    let outcome = executor.roll_up();
+                    if give_back.send((executor, outcome)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        // Started once its priority is set, so that nothing it runs runs at the wrong one.
+        let _ = ready.recv();
+        Ok(Self { lend, back, thread })
+    }
+
+    /// Runs one roll-up on the idle thread and takes `executor` back; `None` if that thread is
+    /// gone (it panicked), with the connection.
+    fn roll_up(&self, executor: Executor) -> Option<Lent> {
+        self.lend.send(executor).ok()?;
+        self.back.recv().ok()
+    }
+}
+
+/// Makes the calling thread `SCHED_IDLE`; where that fails, it keeps its normal priority.
+fn lower_to_idle_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        match set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+            Ok(()) => tracing::debug!("routine roll-ups run at idle CPU priority"),
+            Err(err) => tracing::warn!(
+                error = ?err,
+                "cannot lower the routine roll-ups' CPU priority; they run at normal priority"
+            ),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::info!("idle CPU priority is Linux's; routine roll-ups run at normal priority");
+}
+
+struct Roller {
+    /// `None` only if the idle thread died holding it.
+    executor: Option<Executor>,
+    shared: Arc<Shared>,
+    /// Where routine roll-ups run; `None`: on this thread (`--roll-up-priority normal`).
+    idle: Option<IdleThread>,
+}
+
+impl Roller {
+    fn run(mut self) {
+        let mut state = self.shared.lock();
+        loop {
+            let work;
+            (state, work) = self.next_work(state);
+            let waiters = mem::take(&mut state.waiters);
+            state.pending = 0;
+            drop(state);
+            let stop = matches!(work, Work::Stop);
+            let counted = match work {
+                Work::RollUp { routine: true } => self.routine_roll_up(),
+                Work::RollUp { routine: false } | Work::Stop => match &mut self.executor {
+                    Some(executor) => executor.roll_up(),
+                    None => Err(LOST.into()),
+                },
+                Work::TakeOut(cutoff, reply) => match &mut self.executor {
+                    Some(executor) => executor.take_out(cutoff, reply),
+                    None => {
+                        let _ = reply.send(Err(LOST.into()));
+                        Err(LOST.into())
+                    }
+                },
+            };
+            for waiter in waiters {
+                waiter(counted.clone());
+            }
+            if stop {
+                break;
+            }
+            state = self.shared.lock();
+        }
+        if let Some(idle) = self.idle.take() {
+            drop(idle.lend);
+            let _ = idle.thread.join();
+        }
+        tracing::info!("roll-up thread stopped: the rollups count every committed visit");
+    }
+
+    /// A roll-up nobody waits for: on the idle thread, if there is one.
+    fn routine_roll_up(&mut self) -> Result<(), String> {
+        let Some(executor) = self.executor.take() else {
+            return Err(LOST.into());
+        };
+        let Some(idle) = &self.idle else {
+            return self.executor.insert(executor).roll_up();
+        };
+        match idle.roll_up(executor) {
+            Some((executor, outcome)) => {
+                self.executor = Some(executor);
+                outcome
+            }
+            None => {
+                tracing::error!("{LOST}; queries go on adding the tail from the raw rows");
+                Err(LOST.into())
+            }
+        }
+    }
+
+    /// Waits until there is something to do: a cleanup, a stop, a waiter, a full tail, or a tail
+    /// and [`ROLL_UP_IDLE`] without a commit.
+    fn next_work<'a>(&self, mut state: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, Work) {
+        let wake = &self.shared.wake;
+        loop {
+            if let Some((cutoff, reply)) = state.take_out.take() {
+                return (state, Work::TakeOut(cutoff, reply));
+            }
+            if state.stop {
+                return (state, Work::Stop);
+            }
+            if !state.waiters.is_empty() || state.pending >= ROLL_UP_AT {
+                let routine = state.waiters.is_empty() && state.pending < CATCH_UP_AT;
+                return (state, Work::RollUp { routine });
+            }
+            state = if state.pending == 0 {
+                wake.wait(state).unwrap_or_else(|e| e.into_inner())
+            } else {
+                let quiet = state.last_commit.elapsed();
+                if quiet >= ROLL_UP_IDLE {
+                    return (state, Work::RollUp { routine: true });
+                }
+                wake.wait_timeout(state, ROLL_UP_IDLE - quiet)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::domain::{PageUrl, now_millis};
+    use crate::store::ingest::{Ingest, NewVisit};
+    use crate::store::{immediate, open_writer};
+
+    /// Linux's number for the `SCHED_IDLE` policy.
+    #[cfg(target_os = "linux")]
+    const SCHED_IDLE: u32 = 5;
+
+    /// The scheduling policy of this process's threads named `comm` (as `/proc` shows names:
+    /// cut to 15 bytes): field 41 of `/proc/self/task/TID/stat`.
+    #[cfg(target_os = "linux")]
+    fn policies_of(comm: &str) -> Vec<u32> {
+        let mut policies = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if name.trim_end() != comm {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+            // The fields after the name, which is in parentheses: field 3 is the first.
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let policy = after_name.split(' ').nth(41 - 3).unwrap();
+            policies.push(policy.parse().unwrap());
+        }
+        policies
+    }
+
+    /// Routine roll-ups run on the `SCHED_IDLE` thread, one after another (each gives the
+    /// connection back), and the roll-up at shutdown counts what came after them.
+    #[test]
+    fn routine_roll_ups_run_at_idle_priority_and_count_the_tail() {
+        routine_roll_ups_count_the_tail(RollUpPriority::Idle);
+    }
+
+    /// The same with every roll-up on the roll-up thread itself.
+    #[test]
+    fn at_normal_priority_routine_roll_ups_count_the_tail_too() {
+        routine_roll_ups_count_the_tail(RollUpPriority::Normal);
+    }
+
+    fn routine_roll_ups_count_the_tail(priority: RollUpPriority) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("v.db");
+        let conns = open_writer(&db, Durability::Normal).unwrap();
+        let mut ingest = Ingest::new();
+        let mut write = |n: usize| {
+            immediate(&conns.raw, |raw| {
+                ingest.begin(raw)?;
+                for i in 0..n {
+                    let url = PageUrl::parse(&format!("https://a.com/{i}")).unwrap();
+                    let ip = "10.0.0.1".parse().unwrap();
+                    let visit = NewVisit::pageview(url, ip, "UA".into(), now_millis());
+                    ingest.add_visit(raw, &visit)?;
+                }
+                Ok::<_, rusqlite::Error>(())
+            })
+            .unwrap();
+        };
+        let counted = || -> i64 {
+            conns
+                .rollups
+                .query_row("SELECT visits FROM totals", [], |r| r.get(0))
+                .unwrap()
+        };
+        let counted_within_10s = |n: i64| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while counted() < n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            counted()
+        };
+        let rollups = open_writer(&db, Durability::Normal).unwrap().rollups;
+        let roller = RollerHandle::spawn(rollups, priority).unwrap();
+        #[cfg(target_os = "linux")]
+        if priority == RollUpPriority::Idle {
+            assert_eq!(policies_of("footfall-idle-r"), [SCHED_IDLE]);
+        }
+
+        for (batch, total) in [(3, 3), (4, 7)] {
+            write(batch);
+            roller.committed(batch);
+            assert_eq!(counted_within_10s(total), total, "a quiet-time roll-up ran");
+            assert_eq!(roller.pending(), 0);
+        }
+        write(2);
+        roller.committed(2);
+        roller.shutdown();
+        assert_eq!(counted(), 9, "the last roll-up counted the rest");
+        #[cfg(target_os = "linux")]
+        assert!(
+            policies_of("footfall-idle-r").is_empty(),
+            "the idle thread stopped"
+        );
     }
 }
