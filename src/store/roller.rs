@@ -20,6 +20,9 @@
 //! roll-up at shutdown, and any roll-up of a tail of [`CATCH_UP_AT`] writes or more, so that
 //! under sustained load, when no CPU time is left over, the tail still stays bounded. A second
 //! thread because an unprivileged thread may lower its own priority but never raise it back.
+//! A routine roll-up already running is waited for, at idle priority: where other programs keep
+//! every core busy it gets almost no CPU, and whatever waits behind it waits that long (hence
+//! `--roll-up-priority normal`).
 
 use std::mem;
 use std::sync::atomic::{AtomicI64, Ordering};
