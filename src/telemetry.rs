@@ -273,7 +273,7 @@ fn describe_metrics() {
     describe_histogram!(
         "footfall_roll_up_seconds",
         Unit::Seconds,
-        "Time of one roll-up transaction of the roll-up thread (the whole tail, beside recording)"
+        "Time of one roll-up transaction (the whole tail, beside recording), by CPU priority"
     );
     describe_gauge!(
         "footfall_database_bytes",

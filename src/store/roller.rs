@@ -122,7 +122,6 @@ impl RollerHandle {
             conn,
             hints: RollUpHints::default(),
             shared: shared.clone(),
-            seconds: metrics::histogram!("footfall_roll_up_seconds"),
         };
         let idle = match priority {
             RollUpPriority::Idle => Some(IdleThread::spawn()?),
@@ -132,6 +131,7 @@ impl RollerHandle {
             executor: Some(executor),
             shared: shared.clone(),
             idle,
+            seconds: metrics::histogram!("footfall_roll_up_seconds", "priority" => "normal"),
         };
         let thread = std::thread::Builder::new()
             .name("footfall-roll-up".into())
@@ -240,17 +240,16 @@ struct Executor {
     conn: Connection,
     hints: RollUpHints,
     shared: Arc<Shared>,
-    seconds: metrics::Histogram,
 }
 
 impl Executor {
-    /// One roll-up of everything outstanding. A failure only delays it: the raw rows are
-    /// committed, and queries count the tail from them.
-    fn roll_up(&mut self) -> Result<(), String> {
+    /// One roll-up of everything outstanding, timed into `seconds`. A failure only delays it:
+    /// the raw rows are committed, and queries count the tail from them.
+    fn roll_up(&mut self, seconds: &metrics::Histogram) -> Result<(), String> {
         let started = Instant::now();
         match self.hints.transaction(&self.conn, rollups::roll_up) {
             Ok(done) => {
-                self.seconds.record(started.elapsed().as_secs_f64());
+                seconds.record(started.elapsed().as_secs_f64());
                 self.shared.late_seq.store(done.late_seq, Ordering::Relaxed);
                 Ok(())
             }
@@ -303,8 +302,9 @@ impl IdleThread {
             .spawn(move || {
                 lower_to_idle_priority();
                 let _ = lowered.send(());
+                let seconds = metrics::histogram!("footfall_roll_up_seconds", "priority" => "idle");
                 for mut executor in lent {
-                    let outcome = executor.roll_up();
+                    let outcome = executor.roll_up(&seconds);
                     if give_back.send((executor, outcome)).is_err() {
                         break;
                     }
@@ -350,6 +350,8 @@ struct Roller {
     shared: Arc<Shared>,
     /// Where routine roll-ups run; `None`: on this thread (`--roll-up-priority normal`).
     idle: Option<IdleThread>,
+    /// Times the roll-ups run on this thread.
+    seconds: metrics::Histogram,
 }
 
 impl Roller {
@@ -365,7 +367,7 @@ impl Roller {
             let counted = match work {
                 Work::RollUp { routine: true } => self.routine_roll_up(),
                 Work::RollUp { routine: false } | Work::Stop => match &mut self.executor {
-                    Some(executor) => executor.roll_up(),
+                    Some(executor) => executor.roll_up(&self.seconds),
                     None => Err(LOST.into()),
                 },
                 Work::TakeOut(cutoff, reply) => match &mut self.executor {
@@ -397,7 +399,7 @@ impl Roller {
             return Err(LOST.into());
         };
         let Some(idle) = &self.idle else {
-            return self.executor.insert(executor).roll_up();
+            return self.executor.insert(executor).roll_up(&self.seconds);
         };
         match idle.roll_up(executor) {
             Some((executor, outcome)) => {

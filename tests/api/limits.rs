@@ -827,6 +827,20 @@ async fn metrics_show_requests_latency_visits_rate_limits_the_writer_and_the_dat
     assert!(after.contains("footfall_commit_seconds_bucket{"));
     assert!(has_series(&after, "footfall_write_queue_depth"));
     assert!(has_series(&after, "footfall_roll_up_pending_writes"));
+    // The visits above are rolled up once writes pause, by a routine roll-up at idle priority.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let idle_roll_ups = loop {
+        let count = metric(
+            &scrape(&app).await,
+            "footfall_roll_up_seconds_count",
+            &[("priority", "idle")],
+        );
+        if count > 0.0 || std::time::Instant::now() > deadline {
+            break count;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(idle_roll_ups > 0.0, "no roll-up timed at idle priority");
     assert!(has_series(&after, "footfall_rate_limiter_keys"));
     assert!(has_series(&after, "footfall_ip_ceiling_keys"));
     assert!(metric(&after, "footfall_database_bytes", &[]) > 0.0);
