@@ -76,6 +76,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("footfall_write_queue_depth").set(state.writer.queue_depth() as f64);
     metrics::gauge!("footfall_roll_up_pending_writes").set(state.roller.pending() as f64);
+    metrics::counter!("footfall_roll_up_handovers_total").absolute(state.roller.handed_over());
     metrics::gauge!("footfall_database_bytes").set(store::file_size(&state.db_path) as f64);
     metrics::gauge!("footfall_rate_limiter_keys").set(state.limits.key_count() as f64);
     let ceiling_keys = state.ip_ceiling.as_ref().map_or(0, |c| c.limiter().len());

@@ -20,13 +20,13 @@
 //! roll-up at shutdown, and any roll-up of a tail of [`CATCH_UP_AT`] writes or more, so that
 //! under sustained load, when no CPU time is left over, the tail still stays bounded. A second
 //! thread because an unprivileged thread may lower its own priority but never raise it back.
-//! A routine roll-up already running is waited for, at idle priority: where other programs keep
-//! every core busy it gets almost no CPU, and whatever waits behind it waits that long (hence
-//! `--roll-up-priority normal`).
+//! A request that comes to wait for a roll-up while a routine one runs takes it over: the
+//! routine roll-up is interrupted and done again here, at normal priority
+//! ([`IdleThread::roll_up`]).
 
 use std::mem;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,6 +50,11 @@ pub const ROLL_UP_IDLE: Duration = Duration::from_millis(25);
 /// A tail at least this long is rolled up at normal priority even with nobody waiting for it:
 /// under sustained load, idle priority would leave it to grow, and queries to add it up.
 pub const CATCH_UP_AT: usize = 5 * ROLL_UP_AT;
+/// A routine roll-up that has run this long at idle priority while a request waits for a
+/// roll-up is interrupted and done again at normal priority (see [`IdleThread::roll_up`]).
+pub const HAND_OVER_AFTER: Duration = Duration::from_millis(200);
+/// How often the roll-up thread looks for waiting requests while the idle thread rolls up.
+const HAND_OVER_POLL: Duration = Duration::from_millis(20);
 
 /// Called with the outcome of the roll-up that counted a write: answers its request.
 pub type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -71,11 +76,19 @@ struct Shared {
     wake: Condvar,
     /// `progress.late_seq` after the last roll-up: `late_visits` rows up to it can go.
     late_seq: AtomicI64,
+    /// Routine roll-ups interrupted for a waiting request (see [`IdleThread::roll_up`]).
+    handed_over: AtomicU64,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a request waits for the next roll-up (or the thread must stop).
+    fn someone_waits(&self) -> bool {
+        let state = self.lock();
+        !state.waiters.is_empty() || state.take_out.is_some() || state.stop
     }
 }
 
@@ -117,7 +130,9 @@ impl RollerHandle {
             }),
             wake: Condvar::new(),
             late_seq: AtomicI64::new(progress.late_seq),
+            handed_over: AtomicU64::new(0),
         });
+        let interrupt = conn.get_interrupt_handle();
         let executor = Executor {
             conn,
             hints: RollUpHints::default(),
@@ -131,6 +146,7 @@ impl RollerHandle {
             executor: Some(executor),
             shared: shared.clone(),
             idle,
+            interrupt,
             seconds: metrics::histogram!("footfall_roll_up_seconds", "priority" => "normal"),
         };
         let thread = std::thread::Builder::new()
@@ -195,6 +211,12 @@ impl RollerHandle {
         self.shared.lock().pending
     }
 
+    /// Routine roll-ups interrupted so far for a waiting request, and done again at normal
+    /// priority (for `/metrics` and tests).
+    pub fn handed_over(&self) -> u64 {
+        self.shared.handed_over.load(Ordering::Relaxed)
+    }
+
     /// `late_visits` rows up to this seq are counted and can be deleted.
     pub fn late_seq(&self) -> i64 {
         self.shared.late_seq.load(Ordering::Relaxed)
@@ -252,6 +274,10 @@ impl Executor {
                 seconds.record(started.elapsed().as_secs_f64());
                 self.shared.late_seq.store(done.late_seq, Ordering::Relaxed);
                 Ok(())
+            }
+            Err(err) if is_interrupt(&err) => {
+                tracing::info!("a request waits for a roll-up: routine roll-up handed over");
+                Err("interrupted to run at normal priority".into())
             }
             Err(err) => {
                 tracing::error!(
@@ -317,9 +343,41 @@ impl IdleThread {
 
     /// Runs one roll-up on the idle thread and takes `executor` back; `None` if that thread is
     /// gone (it panicked), with the connection.
-    fn roll_up(&self, executor: Executor) -> Option<Lent> {
+    ///
+    /// Meanwhile it looks every [`HAND_OVER_POLL`] for a request waiting for a roll-up (late
+    /// visits, clicks, a cleanup, shutdown). Once one waits and the roll-up has run for
+    /// [`HAND_OVER_AFTER`], it interrupts the roll-up's SQL (`sqlite3_interrupt`): the
+    /// transaction rolls back, the idle thread hands the connection back, and the caller rolls
+    /// up again at normal priority — where other programs keep the cores busy, a roll-up at
+    /// idle priority can take many seconds. Only a running statement can be interrupted, so
+    /// the interrupt is repeated each poll until the connection is back; a routine roll-up
+    /// carries no waiters of its own, so an interrupted one fails no request.
+    fn roll_up(
+        &self,
+        executor: Executor,
+        shared: &Shared,
+        interrupt: &rusqlite::InterruptHandle,
+    ) -> Option<Lent> {
         self.lend.send(executor).ok()?;
-        self.back.recv().ok()
+        let started = Instant::now();
+        let mut interrupted = false;
+        loop {
+            match self.back.recv_timeout(HAND_OVER_POLL) {
+                Ok((executor, outcome)) => {
+                    if interrupted && outcome.is_err() {
+                        shared.handed_over.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Some((executor, outcome));
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => {
+                    if started.elapsed() >= HAND_OVER_AFTER && shared.someone_waits() {
+                        interrupt.interrupt();
+                        interrupted = true;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -344,12 +402,19 @@ fn lower_to_idle_priority() {
     tracing::info!("idle CPU priority is Linux's; routine roll-ups run at normal priority");
 }
 
+/// Whether `err` is SQLite's answer to `sqlite3_interrupt`.
+fn is_interrupt(err: &rusqlite::Error) -> bool {
+    err.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
+}
+
 struct Roller {
     /// `None` only if the idle thread died holding it.
     executor: Option<Executor>,
     shared: Arc<Shared>,
     /// Where routine roll-ups run; `None`: on this thread (`--roll-up-priority normal`).
     idle: Option<IdleThread>,
+    /// Stops a routine roll-up on the idle thread that a request should not wait for.
+    interrupt: rusqlite::InterruptHandle,
     /// Times the roll-ups run on this thread.
     seconds: metrics::Histogram,
 }
@@ -401,7 +466,7 @@ impl Roller {
         let Some(idle) = &self.idle else {
             return self.executor.insert(executor).roll_up(&self.seconds);
         };
-        match idle.roll_up(executor) {
+        match idle.roll_up(executor, &self.shared, &self.interrupt) {
             Some((executor, outcome)) => {
                 self.executor = Some(executor);
                 outcome
@@ -451,6 +516,16 @@ mod tests {
     use crate::store::ingest::{Ingest, NewVisit};
     use crate::store::{immediate, open_writer};
 
+    /// Held by each test that starts a roll-up thread: the tests count this process's idle
+    /// roll-up threads, so no two may run at once.
+    static ONE_ROLLER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn one_roller_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        ONE_ROLLER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Linux's number for the `SCHED_IDLE` policy.
     #[cfg(target_os = "linux")]
     const SCHED_IDLE: u32 = 5;
@@ -489,6 +564,7 @@ mod tests {
     }
 
     fn routine_roll_ups_count_the_tail(priority: RollUpPriority) {
+        let _alone = one_roller_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("v.db");
         let conns = open_writer(&db, Durability::Normal).unwrap();
@@ -541,5 +617,58 @@ mod tests {
             policies_of("footfall-idle-r").is_empty(),
             "the idle thread stopped"
         );
+    }
+
+    /// A request that waits for a roll-up does not wait for a long routine one at idle
+    /// priority: it is interrupted, rolled back, and done again at normal priority, and every
+    /// visit is counted once. (Another connection holding the rollups' write lock stands in for
+    /// the CPU an idle-priority thread does not get.)
+    #[test]
+    fn a_waiting_request_takes_the_roll_up_over_from_the_idle_thread() {
+        let _alone = one_roller_at_a_time();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("v.db");
+        let conns = open_writer(&db, Durability::Normal).unwrap();
+        let mut ingest = Ingest::new();
+        // A routine roll-up's worth, found at startup (more would be rolled up by `open_writer`
+        // itself).
+        let tail = ROLL_UP_AT;
+        immediate(&conns.raw, |raw| {
+            ingest.begin(raw)?;
+            for i in 0..tail {
+                let url = PageUrl::parse(&format!("https://a.com/{}", i % 5_000)).unwrap();
+                let ip = std::net::IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
+                let visit = NewVisit::pageview(url, ip, "UA".into(), now_millis());
+                ingest.add_visit(raw, &visit)?;
+            }
+            Ok::<_, rusqlite::Error>(())
+        })
+        .unwrap();
+        let rollups = open_writer(&db, Durability::Normal).unwrap().rollups;
+        let blocker = rusqlite::Connection::open(super::super::rollups_path(&db)).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let roller = RollerHandle::spawn(rollups, RollUpPriority::Idle).unwrap();
+        // The idle thread now waits for the lock; a request starts waiting for a roll-up.
+        std::thread::sleep(HAND_OVER_AFTER + Duration::from_millis(100));
+        let (answer, answered) = sync_channel(1);
+        roller.after_next_roll_up(Box::new(move |outcome| {
+            let _ = answer.send(outcome);
+        }));
+        std::thread::sleep(Duration::from_millis(100));
+        blocker.execute_batch("COMMIT").unwrap();
+        let outcome = answered.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(outcome, Ok(()));
+        assert_eq!(
+            roller.handed_over(),
+            1,
+            "the routine roll-up was interrupted"
+        );
+        let counted: i64 = conns
+            .rollups
+            .query_row("SELECT visits FROM totals", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(counted, tail as i64, "every visit counted once");
+        assert!(rollups::check(&conns.rollups).unwrap().is_empty());
+        roller.shutdown();
     }
 }

@@ -827,6 +827,7 @@ async fn metrics_show_requests_latency_visits_rate_limits_the_writer_and_the_dat
     assert!(after.contains("footfall_commit_seconds_bucket{"));
     assert!(has_series(&after, "footfall_write_queue_depth"));
     assert!(has_series(&after, "footfall_roll_up_pending_writes"));
+    assert!(has_series(&after, "footfall_roll_up_handovers_total"));
     // The visits above are rolled up once writes pause, by a routine roll-up at idle priority.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let idle_roll_ups = loop {
