@@ -22,7 +22,7 @@
 //! thread because an unprivileged thread may lower its own priority but never raise it back.
 //! A request that comes to wait for a roll-up while a routine one runs takes it over: the
 //! routine roll-up is interrupted and done again here, at normal priority
-//! ([`IdleThread::roll_up`]).
+//! (`IdleThread::roll_up`).
 
 use std::mem;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -51,7 +51,7 @@ pub const ROLL_UP_IDLE: Duration = Duration::from_millis(25);
 /// under sustained load, idle priority would leave it to grow, and queries to add it up.
 pub const CATCH_UP_AT: usize = 5 * ROLL_UP_AT;
 /// A routine roll-up that has run this long at idle priority while a request waits for a
-/// roll-up is interrupted and done again at normal priority (see [`IdleThread::roll_up`]).
+/// roll-up is interrupted and done again at normal priority (see the module docs).
 pub const HAND_OVER_AFTER: Duration = Duration::from_millis(200);
 /// How often the roll-up thread looks for waiting requests while the idle thread rolls up.
 const HAND_OVER_POLL: Duration = Duration::from_millis(20);
