@@ -9,7 +9,7 @@
 //! The key is a 64-bit keyed hash of (IP, URL) rather than the pair itself, so a key costs the
 //! same few bytes whatever the URL's length, and the table hashes it with one multiply instead of
 //! running SipHash over an address and a hash again (measured with `examples/limiter_bench.rs`:
-//! ~1.1 → ~0.6 µs a check from two threads, most keys new). The hash is keyed per process, so
+//! ~1.1 → ~0.6–0.7 µs a check from two threads, most keys new). The hash is keyed per process, so
 //! clients cannot aim two pairs at one key; by chance, two of a million pairs share one with
 //! odds of about 1 in 37 million. Keys are bounded twice: a timer purges the ones whose
 //! quota has fully refilled ([`RateLimits::purge`]), and a hard cap refuses new keys when even
