@@ -52,7 +52,7 @@ pub const ROLL_UP_IDLE: Duration = Duration::from_millis(25);
 pub const CATCH_UP_AT: usize = 5 * ROLL_UP_AT;
 /// A routine roll-up that has run this long at idle priority while a request waits for a
 /// roll-up is interrupted and done again at normal priority (see the module docs).
-pub const HAND_OVER_AFTER: Duration = Duration::from_millis(200);
+const HAND_OVER_AFTER: Duration = Duration::from_millis(200);
 /// How often the roll-up thread looks for waiting requests while the idle thread rolls up.
 const HAND_OVER_POLL: Duration = Duration::from_millis(20);
 
@@ -76,7 +76,8 @@ struct Shared {
     wake: Condvar,
     /// `progress.late_seq` after the last roll-up: `late_visits` rows up to it can go.
     late_seq: AtomicI64,
-    /// Routine roll-ups interrupted for a waiting request (see [`IdleThread::roll_up`]).
+    /// Roll-ups interrupted for a waiting request (see [`IdleThread::roll_up`]), counted by
+    /// the roll-up that was.
     handed_over: AtomicU64,
 }
 
@@ -276,6 +277,7 @@ impl Executor {
                 Ok(())
             }
             Err(err) if is_interrupt(&err) => {
+                self.shared.handed_over.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("a request waits for a roll-up: routine roll-up handed over");
                 Err("interrupted to run at normal priority".into())
             }
@@ -360,20 +362,13 @@ impl IdleThread {
     ) -> Option<Lent> {
         self.lend.send(executor).ok()?;
         let started = Instant::now();
-        let mut interrupted = false;
         loop {
             match self.back.recv_timeout(HAND_OVER_POLL) {
-                Ok((executor, outcome)) => {
-                    if interrupted && outcome.is_err() {
-                        shared.handed_over.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return Some((executor, outcome));
-                }
+                Ok(lent) => return Some(lent),
                 Err(RecvTimeoutError::Disconnected) => return None,
                 Err(RecvTimeoutError::Timeout) => {
                     if started.elapsed() >= HAND_OVER_AFTER && shared.someone_waits() {
                         interrupt.interrupt();
-                        interrupted = true;
                     }
                 }
             }
@@ -430,12 +425,13 @@ impl Roller {
             drop(state);
             let stop = matches!(work, Work::Stop);
             let counted = match work {
-                Work::RollUp { routine: true } => self.routine_roll_up(),
-                Work::RollUp { routine: false } | Work::Stop => match &mut self.executor {
-                    Some(executor) => executor.roll_up(&self.seconds),
-                    None => Err(LOST.into()),
-                },
-                Work::TakeOut(cutoff, reply) => match &mut self.executor {
+                Work::RollUp { routine: true } if self.idle.is_some() => self.roll_up_at_idle(),
+                Work::RollUp { .. } | Work::Stop => self
+                    .executor
+                    .as_mut()
+                    .ok_or_else(|| LOST.to_owned())
+                    .and_then(|executor| executor.roll_up(&self.seconds)),
+                Work::TakeOut(cutoff, reply) => match self.executor.as_mut() {
                     Some(executor) => executor.take_out(cutoff, reply),
                     None => {
                         let _ = reply.send(Err(LOST.into()));
@@ -458,13 +454,14 @@ impl Roller {
         tracing::info!("roll-up thread stopped: the rollups count every committed visit");
     }
 
-    /// A roll-up nobody waits for: on the idle thread, if there is one.
-    fn routine_roll_up(&mut self) -> Result<(), String> {
+    /// A roll-up nobody waits for, lent to the idle thread with the connection (call with one).
+    fn roll_up_at_idle(&mut self) -> Result<(), String> {
+        // The idle thread first: taking the executor out with nowhere to lend it would drop it.
+        let Some(idle) = &self.idle else {
+            return Err("no idle roll-up thread".into());
+        };
         let Some(executor) = self.executor.take() else {
             return Err(LOST.into());
-        };
-        let Some(idle) = &self.idle else {
-            return self.executor.insert(executor).roll_up(&self.seconds);
         };
         match idle.roll_up(executor, &self.shared, &self.interrupt) {
             Some((executor, outcome)) => {
