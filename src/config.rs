@@ -142,7 +142,7 @@ pub struct ServeArgs {
     pub read_pool: u32,
     /// CPU priority of routine roll-ups: `idle` gives them only CPU time that recording and
     /// queries leave unused; `normal` lets them share it. Roll-ups a request waits for, and those
-    /// of a tail over 100,000 writes, always run at normal priority.
+    /// of a tail of 100,000 writes or more, always run at normal priority.
     #[arg(
         long,
         env = "FOOTFALL_ROLL_UP_PRIORITY",

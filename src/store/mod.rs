@@ -298,13 +298,15 @@ pub fn immediate<T, E: From<rusqlite::Error>>(
         conn.prepare_cached("COMMIT")?.execute([])?;
         Ok(value)
     });
-    // A second try: a ROLLBACK that an `sqlite3_interrupt` (see `roller`) happens to hit fails
-    // too, and a connection left inside the transaction could begin no other.
-    for _ in 0..2 {
-        if result.is_ok() || conn.is_autocommit() {
-            break;
+    if result.is_err() {
+        // Twice if need be: a ROLLBACK that an `sqlite3_interrupt` (see `roller`) happens to hit
+        // fails too, and a connection left inside the transaction could begin no other.
+        for _ in 0..2 {
+            if conn.is_autocommit() {
+                break;
+            }
+            let _ = conn.execute_batch("ROLLBACK");
         }
-        let _ = conn.execute_batch("ROLLBACK");
     }
     result
 }
