@@ -354,11 +354,29 @@ pub fn count_page(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     .query_row([name], |r| r.get(0))
 }
 
+/// Test support: commits `visits` through `ingest` in one transaction on the visits file's
+/// connection `raw`, as the writer does (without rolling up); answers their ids.
+#[cfg(test)]
+pub(crate) fn commit_visits(
+    raw: &Connection,
+    ingest: &mut Ingest,
+    visits: impl IntoIterator<Item = NewVisit>,
+) -> Vec<i64> {
+    super::immediate(raw, |raw| {
+        ingest.begin(raw)?;
+        visits
+            .into_iter()
+            .map(|visit| ingest.add_visit(raw, &visit))
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Durability;
-    use crate::store::{immediate, open_writer};
+    use crate::store::open_writer;
 
     /// Two requests racing to the writer: the one stamped earlier in the same second joins the
     /// later one's millisecond instead of being late; across a second, or with a time from a
@@ -379,12 +397,8 @@ mod tests {
             )
         };
         let mut store = |visit: NewVisit| {
-            immediate(&conns.raw, |raw| {
-                ingest.begin(raw)?;
-                let id = ingest.add_visit(raw, &visit)?;
-                Ok::<_, rusqlite::Error>((millis_of(id), ingest.late_logged()))
-            })
-            .unwrap()
+            let ids = commit_visits(&conns.raw, &mut ingest, [visit]);
+            (millis_of(ids[0]), ingest.late_logged())
         };
         assert_eq!(store(visit(second + 500, true)), (second + 500, 0));
         assert_eq!(store(visit(second + 498, true)), (second + 500, 0));

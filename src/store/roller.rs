@@ -510,8 +510,8 @@ mod tests {
     use super::*;
     use crate::config::Durability;
     use crate::domain::{PageUrl, now_millis};
-    use crate::store::ingest::{Ingest, NewVisit};
-    use crate::store::{immediate, open_writer};
+    use crate::store::ingest::{Ingest, NewVisit, commit_visits};
+    use crate::store::open_writer;
 
     /// Held by each test that starts a roll-up thread: the tests count this process's idle
     /// roll-up threads, so no two may run at once.
@@ -567,17 +567,11 @@ mod tests {
         let conns = open_writer(&db, Durability::Normal).unwrap();
         let mut ingest = Ingest::new();
         let mut write = |n: usize| {
-            immediate(&conns.raw, |raw| {
-                ingest.begin(raw)?;
-                for i in 0..n {
-                    let url = PageUrl::parse(&format!("https://a.com/{i}")).unwrap();
-                    let ip = "10.0.0.1".parse().unwrap();
-                    let visit = NewVisit::pageview(url, ip, "UA".into(), now_millis());
-                    ingest.add_visit(raw, &visit)?;
-                }
-                Ok::<_, rusqlite::Error>(())
-            })
-            .unwrap();
+            let visits = (0..n).map(|i| {
+                let url = PageUrl::parse(&format!("https://a.com/{i}")).unwrap();
+                NewVisit::pageview(url, "10.0.0.1".parse().unwrap(), "UA".into(), now_millis())
+            });
+            commit_visits(&conns.raw, &mut ingest, visits);
         };
         let counted = || -> i64 {
             conns
@@ -630,17 +624,12 @@ mod tests {
         // A routine roll-up's worth, found at startup (more would be rolled up by `open_writer`
         // itself).
         let tail = ROLL_UP_AT;
-        immediate(&conns.raw, |raw| {
-            ingest.begin(raw)?;
-            for i in 0..tail {
-                let url = PageUrl::parse(&format!("https://a.com/{}", i % 5_000)).unwrap();
-                let ip = std::net::IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
-                let visit = NewVisit::pageview(url, ip, "UA".into(), now_millis());
-                ingest.add_visit(raw, &visit)?;
-            }
-            Ok::<_, rusqlite::Error>(())
-        })
-        .unwrap();
+        let visits = (0..tail).map(|i| {
+            let url = PageUrl::parse(&format!("https://a.com/{}", i % 5_000)).unwrap();
+            let ip = std::net::IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
+            NewVisit::pageview(url, ip, "UA".into(), now_millis())
+        });
+        commit_visits(&conns.raw, &mut ingest, visits);
         let rollups = open_writer(&db, Durability::Normal).unwrap().rollups;
         let blocker = rusqlite::Connection::open(super::super::rollups_path(&db)).unwrap();
         blocker.execute_batch("BEGIN IMMEDIATE").unwrap();

@@ -761,21 +761,16 @@ mod tests {
     use super::*;
     use crate::config::Durability;
     use crate::domain::{PageUrl, now_millis};
-    use crate::store::ingest::{Ingest, NewVisit};
-    use crate::store::{WriteConns, immediate, open_writer};
+    use crate::store::ingest::{Ingest, NewVisit, commit_visits};
+    use crate::store::{WriteConns, open_writer};
 
     /// Commits `(page, ip, millis)` visits to the visits file, without rolling up.
     fn write(conns: &WriteConns, ingest: &mut Ingest, visits: &[(&str, &str, i64)]) {
-        immediate(&conns.raw, |raw| {
-            ingest.begin(raw)?;
-            for &(page, ip, at) in visits {
-                let url = PageUrl::parse(page).expect("valid URL");
-                let visit = NewVisit::pageview(url, ip.parse().expect("IP"), "UA".into(), at);
-                ingest.add_visit(raw, &visit)?;
-            }
-            Ok::<_, rusqlite::Error>(())
-        })
-        .unwrap();
+        let visits = visits.iter().map(|&(page, ip, at)| {
+            let url = PageUrl::parse(page).expect("valid URL");
+            NewVisit::pageview(url, ip.parse().expect("IP"), "UA".into(), at)
+        });
+        commit_visits(&conns.raw, ingest, visits);
     }
 
     fn unique_ips(conns: &WriteConns) -> (i64, i64, i64) {
