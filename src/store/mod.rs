@@ -299,7 +299,7 @@ pub fn immediate<T, E: From<rusqlite::Error>>(
         Ok(value)
     });
     if result.is_err() {
-        // Twice if need be: a ROLLBACK that an `sqlite3_interrupt` (see `roller`) happens to hit
+        // Twice if need be: a ROLLBACK that an interrupt (the idle roll-up's, see `roller`) hits
         // fails too, and a connection left inside the transaction could begin no other.
         for _ in 0..2 {
             if conn.is_autocommit() {

@@ -25,7 +25,7 @@
 //! (`IdleThread::roll_up`).
 
 use std::mem;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -55,6 +55,9 @@ pub const CATCH_UP_AT: usize = 5 * ROLL_UP_AT;
 const HAND_OVER_AFTER: Duration = Duration::from_millis(200);
 /// How often the roll-up thread looks for waiting requests while the idle thread rolls up.
 const HAND_OVER_POLL: Duration = Duration::from_millis(20);
+/// SQLite virtual-machine steps between two looks of an idle roll-up at `hand_over`: fewer than
+/// the shortest statement of a roll-up runs, so that every statement looks.
+const YIELD_CHECK_OPS: i32 = 8;
 
 /// Called with the outcome of the roll-up that counted a write: answers its request.
 pub type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -76,8 +79,10 @@ struct Shared {
     wake: Condvar,
     /// `progress.late_seq` after the last roll-up: `late_visits` rows up to it can go.
     late_seq: AtomicI64,
-    /// Roll-ups interrupted for a waiting request (see [`IdleThread::roll_up`]), counted by
-    /// the roll-up that was.
+    /// Set by the roll-up thread when the idle thread's roll-up should stop for a waiting
+    /// request; taken by the first SQL statement that sees it (see [`IdleThread::roll_up`]).
+    hand_over: AtomicBool,
+    /// Roll-ups interrupted for a waiting request, counted by the roll-up that was.
     handed_over: AtomicU64,
 }
 
@@ -131,9 +136,9 @@ impl RollerHandle {
             }),
             wake: Condvar::new(),
             late_seq: AtomicI64::new(progress.late_seq),
+            hand_over: AtomicBool::new(false),
             handed_over: AtomicU64::new(0),
         });
-        let interrupt = conn.get_interrupt_handle();
         let executor = Executor {
             conn,
             hints: RollUpHints::default(),
@@ -147,7 +152,6 @@ impl RollerHandle {
             executor: Some(executor),
             shared: shared.clone(),
             idle,
-            interrupt,
             seconds: metrics::histogram!("footfall_roll_up_seconds", "priority" => "normal"),
         };
         let thread = std::thread::Builder::new()
@@ -291,6 +295,23 @@ impl Executor {
         }
     }
 
+    /// [`Self::roll_up`], stopping early once `shared.hand_over` is set: a progress handler
+    /// looks at it every [`YIELD_CHECK_OPS`] steps of SQLite's virtual machine and makes the
+    /// statement running then fail as interrupted. (`sqlite3_interrupt` would not do: it only
+    /// stops a statement already running, and a starved thread is most often preempted between
+    /// statements, when the next one to start clears it.) The handler takes the flag, so the
+    /// ROLLBACK that follows runs to its end.
+    fn roll_up_yielding(&mut self, seconds: &metrics::Histogram) -> Result<(), String> {
+        let shared = self.shared.clone();
+        let handler = move || shared.hand_over.swap(false, Ordering::Relaxed);
+        let installed = self.conn.progress_handler(YIELD_CHECK_OPS, Some(handler));
+        let outcome = self.roll_up(seconds);
+        if installed.is_ok() {
+            let _ = self.conn.progress_handler(0, None::<fn() -> bool>);
+        }
+        outcome
+    }
+
     /// Cleanup's step 1, in one transaction; answers `reply`.
     fn take_out(&mut self, cutoff: UnixMillis, reply: TakeOutReply) -> Result<(), String> {
         let taken = self
@@ -332,7 +353,7 @@ impl IdleThread {
                 let _ = lowered.send(());
                 let seconds = metrics::histogram!("footfall_roll_up_seconds", "priority" => "idle");
                 for mut executor in lent {
-                    let outcome = executor.roll_up(&seconds);
+                    let outcome = executor.roll_up_yielding(&seconds);
                     if give_back.send((executor, outcome)).is_err() {
                         break;
                     }
@@ -348,18 +369,13 @@ impl IdleThread {
     ///
     /// Meanwhile it looks every [`HAND_OVER_POLL`] for a request waiting for a roll-up (late
     /// visits, clicks, a cleanup, shutdown). Once one waits and the roll-up has run for
-    /// [`HAND_OVER_AFTER`], it interrupts the roll-up's SQL (`sqlite3_interrupt`): the
+    /// [`HAND_OVER_AFTER`], it asks the roll-up to stop ([`Executor::roll_up_yielding`]): the
     /// transaction rolls back, the idle thread hands the connection back, and the caller rolls
     /// up again at normal priority — where other programs keep the cores busy, a roll-up at
-    /// idle priority can take many seconds. Only a running statement can be interrupted, so
-    /// the interrupt is repeated each poll until the connection is back; a routine roll-up
-    /// carries no waiters of its own, so an interrupted one fails no request.
-    fn roll_up(
-        &self,
-        executor: Executor,
-        shared: &Shared,
-        interrupt: &rusqlite::InterruptHandle,
-    ) -> Option<Lent> {
+    /// idle priority can take many seconds. A routine roll-up carries no waiters of its own, so
+    /// a stopped one fails no request.
+    fn roll_up(&self, executor: Executor, shared: &Shared) -> Option<Lent> {
+        shared.hand_over.store(false, Ordering::Relaxed);
         self.lend.send(executor).ok()?;
         let started = Instant::now();
         loop {
@@ -368,7 +384,7 @@ impl IdleThread {
                 Err(RecvTimeoutError::Disconnected) => return None,
                 Err(RecvTimeoutError::Timeout) => {
                     if started.elapsed() >= HAND_OVER_AFTER && shared.someone_waits() {
-                        interrupt.interrupt();
+                        shared.hand_over.store(true, Ordering::Relaxed);
                     }
                 }
             }
@@ -397,7 +413,7 @@ fn lower_to_idle_priority() {
     tracing::info!("idle CPU priority is Linux's; routine roll-ups run at normal priority");
 }
 
-/// Whether `err` is SQLite's answer to `sqlite3_interrupt`.
+/// Whether `err` is SQLite's answer to an interrupt (here: a progress handler's).
 fn is_interrupt(err: &rusqlite::Error) -> bool {
     err.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
 }
@@ -408,8 +424,6 @@ struct Roller {
     shared: Arc<Shared>,
     /// Where routine roll-ups run; `None`: on this thread (`--roll-up-priority normal`).
     idle: Option<IdleThread>,
-    /// Stops a routine roll-up on the idle thread that a request should not wait for.
-    interrupt: rusqlite::InterruptHandle,
     /// Times the roll-ups run on this thread.
     seconds: metrics::Histogram,
 }
@@ -463,7 +477,7 @@ impl Roller {
         let Some(executor) = self.executor.take() else {
             return Err(LOST.into());
         };
-        match idle.roll_up(executor, &self.shared, &self.interrupt) {
+        match idle.roll_up(executor, &self.shared) {
             Some((executor, outcome)) => {
                 self.executor = Some(executor);
                 outcome
