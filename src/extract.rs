@@ -2,10 +2,13 @@
 //! `{"detail": ...}` in the status API.md gives (axum's own answer plain text).
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
+use axum::http::header::{CONTENT_TYPE, USER_AGENT};
+use axum::http::request::Parts;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::domain::clean_user_agent;
 use crate::error::ApiError;
 
 /// `axum::Json` with `{"detail"}` rejections.
@@ -29,6 +32,27 @@ pub struct Query<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
 
+/// The request's user agent as stored (cut to 512 bytes; `unknown` when missing): read from
+/// the headers in place, where a `HeaderMap` extractor would copy them all.
+#[derive(Debug, Clone)]
+pub struct UserAgent(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserAgent {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(&parts.headers))
+    }
+}
+
+impl UserAgent {
+    pub fn of(headers: &HeaderMap) -> Self {
+        Self(clean_user_agent(
+            headers.get(USER_AGENT).and_then(|v| v.to_str().ok()),
+        ))
+    }
+}
+
 /// A JSON body sent as `application/json` **or** `text/plain` (what `navigator.sendBeacon`
 /// sends without a CORS preflight), or with no content type at all. Other types are `415`.
 #[derive(Debug, Clone)]
@@ -38,29 +62,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for BeaconJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // The media type without parameters, compared without allocating: this runs on
+        // every `POST /visit`.
         let essence = req
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
-        match essence.as_deref() {
-            None | Some("application/json" | "text/plain") => {}
-            Some(t) if t.starts_with("application/") && t.ends_with("+json") => {}
-            Some(other) => {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "Content-Type {other} is not supported: send application/json or text/plain"
-                )));
-            }
+            .map(|v| v.split(';').next().unwrap_or("").trim());
+        let accepted = essence.is_none_or(|t| {
+            t.eq_ignore_ascii_case("application/json")
+                || t.eq_ignore_ascii_case("text/plain")
+                || is_json_suffix_type(t)
+        });
+        if !accepted {
+            let other = essence.unwrap_or_default().to_ascii_lowercase();
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Type {other} is not supported: send application/json or text/plain"
+            )));
         }
         let body = Bytes::from_request(req, state).await?;
         parse_json(&body).map(Self)
     }
+}
+
+/// `application/*+json`, in any case.
+fn is_json_suffix_type(t: &str) -> bool {
+    let (Some(kind), Some(suffix)) = (t.get(..12), t.get(t.len().saturating_sub(5)..)) else {
+        return false;
+    };
+    t.len() >= 17
+        && kind.eq_ignore_ascii_case("application/")
+        && suffix.eq_ignore_ascii_case("+json")
 }
 
 /// Parses a JSON body; errors are `422` with serde's position and reason.

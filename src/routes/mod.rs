@@ -109,29 +109,38 @@ impl SequentialRequestId {
 
     /// The `n`th id: the prefix's top 64 bits, then the counter, with the version and variant
     /// bits set.
-    fn id(&self, n: u64) -> String {
+    /// The `n`th id: UUID-shaped hex, written into a stack buffer (no `format!` per request).
+    fn id(&self, n: u64) -> [u8; 36] {
         let high = (self.prefix & !0xF000) | 0x8000;
         let low = (n & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
-        format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            high >> 32,
-            (high >> 16) & 0xFFFF,
-            high & 0xFFFF,
-            low >> 48,
-            low & 0xFFFF_FFFF_FFFF
-        )
+        let mut id = [b'-'; 36];
+        // (value, digits) per group of `8-4-4-4-12`.
+        let groups = [
+            (high >> 32, 8),
+            ((high >> 16) & 0xFFFF, 4),
+            (high & 0xFFFF, 4),
+            (low >> 48, 4),
+            (low & 0xFFFF_FFFF_FFFF, 12),
+        ];
+        let mut at = 0;
+        for (value, digits) in groups {
+            for i in 0..digits {
+                let nibble = (value >> (4 * (digits - 1 - i))) & 0xF;
+                id[at + i] = b"0123456789abcdef"[nibble as usize];
+            }
+            at += digits + 1;
+        }
+        id
     }
 }
 
 impl MakeRequestId for SequentialRequestId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
         let id = self.id(self.next.fetch_add(1, Ordering::Relaxed));
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
     }
 }
 
-/// Chunks in flight between a producing thread and the response: with 64 KiB chunks, at most
-/// ~256 KiB of a streamed answer is in memory at once.
 const STREAM_CHANNEL: usize = 4;
 
 /// A response whose body `produce` writes, on a blocking thread, through a small bounded
@@ -182,7 +191,8 @@ mod tests {
     #[test]
     fn generated_request_ids_are_distinct_version_8_uuids() {
         let ids = SequentialRequestId::new();
-        let (a, b) = (ids.id(0), ids.id(1));
+        let text = |n| String::from_utf8(ids.id(n).to_vec()).unwrap();
+        let (a, b) = (text(0), text(1));
         assert_ne!(a, b);
         for id in [&a, &b] {
             assert_eq!(id.len(), 36, "{id}");
@@ -198,5 +208,19 @@ mod tests {
             );
         }
         assert_eq!(a[..19], b[..19], "one process, one prefix");
+        // The digits are the prefix's and the counter's, in order.
+        let high = (ids.prefix & !0xF000) | 0x8000;
+        for n in [0, 1, 0xABC, u64::MAX] {
+            let low = (n & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
+            let want = format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                high >> 32,
+                (high >> 16) & 0xFFFF,
+                high & 0xFFFF,
+                low >> 48,
+                low & 0xFFFF_FFFF_FFFF
+            );
+            assert_eq!(text(n), want);
+        }
     }
 }

@@ -2,8 +2,6 @@
 //! answer only after the commit.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::http::header::USER_AGENT;
 use axum::routing::{get, post};
 use axum::{Router, debug_handler};
 use serde::{Deserialize, Serialize};
@@ -11,11 +9,9 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::client_ip::ClientIp;
-use crate::domain::{
-    DEFAULT_EVENT, PageUrl, clean_user_agent, format_iso, now_millis, parse_event, parse_page_id,
-};
+use crate::domain::{DEFAULT_EVENT, PageUrl, format_iso, now_millis, parse_event, parse_page_id};
 use crate::error::{ApiError, Result};
-use crate::extract::{BeaconJson, Json, Path, Query};
+use crate::extract::{BeaconJson, Json, Path, Query, UserAgent};
 use crate::store::WriteOp;
 use crate::store::ingest::NewVisit;
 
@@ -102,7 +98,7 @@ impl Recording {
         url: &str,
         event: Option<&str>,
         ip: ClientIp,
-        headers: &HeaderMap,
+        UserAgent(user_agent): UserAgent,
     ) -> Result<Self> {
         let url = PageUrl::parse(url).ok_or_else(ApiError::invalid_url)?;
         let event = parse_event_or_default(event)?;
@@ -110,7 +106,7 @@ impl Recording {
             url,
             event,
             ip: ip.0,
-            user_agent: user_agent(headers),
+            user_agent,
         })
     }
 
@@ -124,10 +120,6 @@ impl Recording {
             stamped_on_arrival: true,
         }
     }
-}
-
-pub fn user_agent(headers: &HeaderMap) -> String {
-    clean_user_agent(headers.get(USER_AGENT).and_then(|v| v.to_str().ok()))
 }
 
 pub fn parse_event_or_default(event: Option<&str>) -> Result<String> {
@@ -174,10 +166,10 @@ pub async fn record_one(state: &AppState, recording: Recording) -> Result<(i64, 
 pub async fn record_visit(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
+    user_agent: UserAgent,
     BeaconJson(body): BeaconJson<VisitRequest>,
 ) -> Result<Json<VisitResponse>> {
-    let recording = Recording::parse(&body.url, body.event.as_deref(), ip, &headers)?;
+    let recording = Recording::parse(&body.url, body.event.as_deref(), ip, user_agent)?;
     let (at, url, user_agent) = record_one(&state, recording).await?;
     Ok(Json(VisitResponse {
         url,
@@ -204,13 +196,13 @@ pub async fn record_visit(
 pub async fn record_visit_legacy(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
+    user_agent: UserAgent,
     Query(query): Query<UrlQuery>,
 ) -> Result<Json<VisitResponse>> {
     let url = query
         .url
         .ok_or_else(|| ApiError::validation("Query parameter url is required"))?;
-    let recording = Recording::parse(&url, query.event.as_deref(), ip, &headers)?;
+    let recording = Recording::parse(&url, query.event.as_deref(), ip, user_agent)?;
     let (_, url, user_agent) = record_one(&state, recording).await?;
     Ok(Json(VisitResponse {
         url,
@@ -239,7 +231,7 @@ pub async fn record_visit_legacy(
 pub async fn record_bulk_visits(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
+    user_agent: UserAgent,
     BeaconJson(items): BeaconJson<Vec<VisitRequest>>,
 ) -> Result<Json<BulkVisitResponse>> {
     if items.len() > MAX_BULK {
@@ -252,7 +244,7 @@ pub async fn record_bulk_visits(
     }
     let recordings = items
         .iter()
-        .map(|item| Recording::parse(&item.url, item.event.as_deref(), ip, &headers))
+        .map(|item| Recording::parse(&item.url, item.event.as_deref(), ip, user_agent.clone()))
         .collect::<Result<Vec<_>>>()?;
     let at = now_millis();
     let mut visits = Vec::with_capacity(recordings.len());

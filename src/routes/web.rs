@@ -24,6 +24,7 @@ use utoipa::OpenApi;
 use crate::app::AppState;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
+use crate::extract::UserAgent;
 use crate::routes::record::{Recording, UrlQuery, record_one};
 
 pub fn router() -> Router<AppState> {
@@ -248,7 +249,7 @@ async fn record_pixel_visit(
             .map(str::to_owned)
             .ok_or_else(|| ApiError::validation("no url parameter and no Referer header"))?,
     };
-    let recording = Recording::parse(&url, query.event.as_deref(), ip, headers)?;
+    let recording = Recording::parse(&url, query.event.as_deref(), ip, UserAgent::of(headers))?;
     record_one(state, recording).await?;
     Ok(())
 }

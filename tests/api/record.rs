@@ -43,6 +43,19 @@ async fn post_visit_accepts_text_plain_as_sent_by_send_beacon() {
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(app.total_visits("https://a.com/beacon").await, 1);
+    // Media types are case-insensitive; `application/*+json` is JSON too.
+    for ct in [
+        "Application/JSON",
+        "TEXT/PLAIN",
+        "application/vnd.api+json; charset=utf-8",
+        "application/+JSON",
+    ] {
+        let reply = app
+            .post_raw("/visit", ct, r#"{"url":"https://a.com/beacon"}"#)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{ct}: {}", reply.text());
+    }
+    assert_eq!(app.total_visits("https://a.com/beacon").await, 5);
 }
 
 #[tokio::test]
@@ -52,6 +65,10 @@ async fn post_visit_rejects_other_content_types_with_415() {
         "application/xml",
         "application/x-www-form-urlencoded",
         "multipart/form-data",
+        "application/json-seq",
+        "text/json+json",
+        "application+json",
+        "text/plainx",
     ] {
         let reply = app
             .post_raw("/visit", ct, r#"{"url":"https://a.com/"}"#)
