@@ -1,7 +1,6 @@
 //! Building and serving the application: state, router, background tasks, shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -110,13 +109,8 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let purge = tokio::spawn(purge_limiters(self.state.clone()));
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the HTTP server failed");
+        let header_timeout = crate::server::HEADER_READ_TIMEOUT;
+        crate::server::serve(listener, self.router, header_timeout, shutdown).await;
         purge.abort();
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || {
@@ -124,7 +118,7 @@ impl App {
             state.roller.shutdown();
         })
         .await?;
-        served
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@
 //!
 //! - [`config`]: command line and environment (clap).
 //! - [`app`]: state, router assembly, serving and shutdown.
+//! - [`server`]: the HTTP/1.1 connection loop (hyper, with half-close and a header timeout).
 //! - [`routes`]: the HTTP endpoints, one module per area, and the middleware stack (with the
 //!   per-request edge layer: client IP, metrics, access log, JSON error bodies).
 //! - [`store`]: SQLite: the two files and their schemas, read pool, the group-commit writer,
@@ -34,5 +35,6 @@ pub mod import;
 pub mod log_sink;
 pub mod ratelimit;
 pub mod routes;
+pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -10,4 +10,5 @@ mod process;
 mod record;
 mod rollups;
 mod seeds;
+mod server;
 mod web;

@@ -1,0 +1,116 @@
+//! The connection loop (`footfall::server`): header timeout, half-close, graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// A server on an ephemeral port with `/slow` (answers after 300 ms) and `/peer` (the
+/// client address the router saw); stops when the returned sender is sent to or dropped.
+async fn start(
+    header_timeout: Duration,
+) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let router = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }),
+        )
+        .route(
+            "/peer",
+            get(
+                |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                    std::net::SocketAddr,
+                >| async move { peer.ip().to_string() },
+            ),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(footfall::server::serve(
+        listener,
+        router,
+        header_timeout,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop, server)
+}
+
+async fn read_all(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_trickling_headers_is_cut_off_after_the_header_timeout() {
+    let (addr, _stop, _server) = start(Duration::from_millis(300)).await;
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let answer = read_all(&mut stream).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(4),
+        "still open after {waited:?}"
+    );
+    assert!(!answer.contains("200 OK"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_request_sent_before_the_client_half_closes_is_still_answered() {
+    let (addr, _stop, _server) = start(Duration::from_secs(5)).await;
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap(); // the client's side: no more requests
+    let answer = read_all(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.ends_with("done"), "{answer}");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
+    let (addr, stop, server) = start(Duration::from_secs(5)).await;
+    let mut peer = TcpStream::connect(&addr).await.unwrap();
+    peer.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_all(&mut peer).await.ends_with("127.0.0.1"),
+        "ConnectInfo is set"
+    );
+
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.send(()).unwrap();
+    let answer = read_all(&mut slow).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve returns once the last connection closed")
+        .unwrap();
+    assert!(
+        TcpStream::connect(&addr).await.is_err(),
+        "no longer accepting"
+    );
+}
