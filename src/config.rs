@@ -150,6 +150,22 @@ pub struct ServeArgs {
         default_value_t = RollUpPriority::Idle
     )]
     pub roll_up_priority: RollUpPriority,
+    /// Threads that serve HTTP. Default: one per CPU core less one (at least one), since the
+    /// writer and roll-up threads need about a core between them under full recording load.
+    #[arg(long, env = "FOOTFALL_HTTP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub http_workers: Option<u16>,
+}
+
+impl ServeArgs {
+    /// The HTTP worker threads to start: `--http-workers`, or the default it describes.
+    pub fn http_worker_threads(&self) -> usize {
+        match self.http_workers {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism()
+                .map_or(1, |cores| cores.get().saturating_sub(1))
+                .max(1),
+        }
+    }
 }
 
 /// Hand-written so the admin token can never reach a log line through `{:?}`.
@@ -178,6 +194,7 @@ impl fmt::Debug for ServeArgs {
             .field("request_timeout", &self.request_timeout)
             .field("read_pool", &self.read_pool)
             .field("roll_up_priority", &self.roll_up_priority)
+            .field("http_workers", &self.http_worker_threads())
             .finish()
     }
 }
@@ -244,4 +261,27 @@ pub struct CleanupArgs {
     pub days: i64,
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let argv = ["footfall", "serve"].iter().chain(flags);
+        match Cli::try_parse_from(argv)?.into_command() {
+            Command::Serve(args) => Ok(args),
+            _ => unreachable!("parsed `serve`"),
+        }
+    }
+
+    #[test]
+    fn http_workers_default_to_the_cores_less_one_and_can_be_set() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let default = serve_args(&[]).unwrap().http_worker_threads();
+        assert_eq!(default, cores.saturating_sub(1).max(1));
+        let three = serve_args(&["--http-workers", "3"]).unwrap();
+        assert_eq!(three.http_worker_threads(), 3);
+        assert!(serve_args(&["--http-workers", "0"]).is_err());
+    }
 }

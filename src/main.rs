@@ -9,7 +9,11 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             // Held to the end of `main`: dropping it flushes the buffered log lines.
             let _log_guard = footfall::telemetry::init_tracing(args.log_format)?;
-            tokio::runtime::Runtime::new()?.block_on(footfall::cli::serve(args))
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.http_worker_threads())
+                .enable_all()
+                .build()?
+                .block_on(footfall::cli::serve(args))
         }
         Command::Import(args) => footfall::cli::import(&args),
         Command::Export(args) => footfall::cli::export(&args),
