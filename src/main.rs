@@ -9,8 +9,19 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             // Held to the end of `main`: dropping it flushes the buffered log lines.
             let _log_guard = footfall::telemetry::init_tracing(args.log_format)?;
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(args.http_worker_threads())
+            // One worker: tokio's single-threaded scheduler, on this thread, which has no
+            // work-stealing machinery to pay for. Against a multi-threaded runtime with one
+            // worker, three alternating A/B runs of the ingest load: +2.5%, +2.8% and +11.8%
+            // visits a second.
+            let workers = args.http_worker_threads();
+            let mut runtime = if workers == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(workers);
+                builder
+            };
+            runtime
                 .enable_all()
                 .build()?
                 .block_on(footfall::cli::serve(args))
