@@ -1,13 +1,15 @@
 //! The HTTP/1.1 connection loop: accepts connections, serves each with hyper, and shuts down
 //! gracefully (stop accepting, let in-flight requests finish, close idle connections).
 //!
-//! `axum::serve` does the same but exposes none of hyper's connection options, and two matter:
+//! `axum::serve` does the same but exposes none of hyper's connection options, and three matter:
 //!
 //! - **Half-close allowed.** Otherwise, while a request waits for its commit, hyper reads the
 //!   socket once more to notice a client that went away; the request still holds its headers,
 //!   which share hyper's read buffer, so that read allocates a fresh 8 KiB buffer. One `recv`
 //!   and one 8 KiB allocation a request for nothing: a recording is committed whether or not
 //!   its client is still there to hear so.
+//! - **Answers flattened** into one buffer before they are written (`writev(false)`; measured
+//!   at its call).
 //! - **A header read timeout** ([`HEADER_READ_TIMEOUT`]): a client that opens connections and
 //!   trickles header bytes (slowloris) is cut off instead of holding them forever.
 
@@ -40,6 +42,10 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .half_close(true)
+        // Head and body copied into one buffer and sent with one `write`, instead of a
+        // `writev` of the two: footfall's answers are a few hundred bytes, and two alternating
+        // A/B runs of the ingest load gave +3.7% and +8.4% requests/s (10 of 12 rounds ahead).
+        .writev(false)
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     let connections = GracefulShutdown::new();
