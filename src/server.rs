@@ -11,7 +11,9 @@
 //! - **Answers flattened** into one buffer before they are written (`writev(false)`; measured
 //!   at its call).
 //! - **A header read timeout** ([`HEADER_READ_TIMEOUT`]): a client that opens connections and
-//!   trickles header bytes (slowloris) is cut off instead of holding them forever.
+//!   trickles header bytes (slowloris) is cut off instead of holding them forever. hyper runs
+//!   it from the end of the previous answer, so it is also the idle timeout of a kept-alive
+//!   connection (`axum::serve` kept those open for good).
 
 use std::future::Future;
 use std::io;
@@ -27,12 +29,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::Service;
 
-/// How long a client may take to send a request's headers.
+/// How long a client may take to send a request's headers, counted from the connection's start
+/// or its previous answer: also how long a kept-alive connection may sit idle.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `router` on `listener` until `shutdown` completes; then stops accepting and returns
 /// once every connection has finished its in-flight request and closed. A connection that
-/// takes longer than `header_timeout` to send a request's headers is closed.
+/// takes longer than `header_timeout` to send a request's headers (idle ones included) is
+/// closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
