@@ -84,10 +84,7 @@ impl PageUrl {
         if normalized.len() > MAX_URL_BYTES {
             return None;
         }
-        let site_start = match normalized[host_start..host_end].strip_prefix("www.") {
-            Some(rest) if !rest.is_empty() => host_start + 4,
-            _ => host_start,
-        };
+        let site_start = host_end - without_www(&normalized[host_start..host_end]).len();
         Some(Self {
             normalized,
             site: site_start..host_end,
@@ -110,25 +107,22 @@ impl PageUrl {
 /// Nearly every page URL is one; they skip the `url` crate (a microsecond a request), and a
 /// test checks that both ways give the same answer.
 fn is_plain_host(authority: &str) -> bool {
-    let plain_label = |label: &[u8]| {
-        (1..=63).contains(&label.len())
-            && label.first().is_some_and(u8::is_ascii_alphanumeric)
-            && label.last().is_some_and(u8::is_ascii_alphanumeric)
-            && label
+    let plain_label = |label: &str| {
+        let bytes = label.as_bytes();
+        (1..=63).contains(&bytes.len())
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+            && bytes
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-            && label.get(2..4) != Some(b"--")
+            && bytes.get(2..4) != Some(b"--")
     };
-    let mut labels = authority.as_bytes().split(|b| *b == b'.').peekable();
-    while let Some(label) = labels.next() {
-        if !plain_label(label) {
-            return false;
-        }
-        if labels.peek().is_none() && !label[0].is_ascii_alphabetic() {
-            return false;
-        }
-    }
-    true
+    let last_starts_with_a_letter = authority
+        .rsplit('.')
+        .next()
+        .and_then(|last| last.bytes().next())
+        .is_some_and(|b| b.is_ascii_alphabetic());
+    last_starts_with_a_letter && authority.split('.').all(plain_label)
 }
 
 impl fmt::Display for PageUrl {
@@ -139,9 +133,13 @@ impl fmt::Display for PageUrl {
 
 /// The site name of a host: lower-case, without a leading `www.` (as [`PageUrl::site`]).
 pub fn site_of_host(host: &str) -> String {
-    let host = host.to_ascii_lowercase();
+    without_www(&host.to_ascii_lowercase()).to_owned()
+}
+
+/// `host` without a leading `www.`, unless that is all there is.
+fn without_www(host: &str) -> &str {
     match host.strip_prefix("www.") {
-        Some(rest) if !rest.is_empty() => rest.to_owned(),
+        Some(rest) if !rest.is_empty() => rest,
         _ => host,
     }
 }

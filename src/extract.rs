@@ -87,12 +87,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for BeaconJson<T> {
 
 /// `application/*+json`, in any case.
 fn is_json_suffix_type(t: &str) -> bool {
-    let (Some(kind), Some(suffix)) = (t.get(..12), t.get(t.len().saturating_sub(5)..)) else {
-        return false;
-    };
-    t.len() >= 17
-        && kind.eq_ignore_ascii_case("application/")
-        && suffix.eq_ignore_ascii_case("+json")
+    const KIND: &str = "application/";
+    const SUFFIX: &str = "+json";
+    t.len() >= KIND.len() + SUFFIX.len()
+        && t.get(..KIND.len())
+            .is_some_and(|k| k.eq_ignore_ascii_case(KIND))
+        && t.get(t.len() - SUFFIX.len()..)
+            .is_some_and(|s| s.eq_ignore_ascii_case(SUFFIX))
 }
 
 /// Parses a JSON body; errors are `422` with serde's position and reason.

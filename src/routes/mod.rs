@@ -108,8 +108,7 @@ impl SequentialRequestId {
     }
 
     /// The `n`th id: the prefix's top 64 bits, then the counter, with the version and variant
-    /// bits set.
-    /// The `n`th id: UUID-shaped hex, written into a stack buffer (no `format!` per request).
+    /// bits set; UUID-shaped hex written into a stack buffer (no `format!` per request).
     fn id(&self, n: u64) -> [u8; 36] {
         let high = (self.prefix & !0xF000) | 0x8000;
         let low = (n & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
@@ -141,6 +140,8 @@ impl MakeRequestId for SequentialRequestId {
     }
 }
 
+/// Chunks in flight between a producing thread and the response: with 64 KiB chunks, at most
+/// ~256 KiB of a streamed answer is in memory at once.
 const STREAM_CHANNEL: usize = 4;
 
 /// A response whose body `produce` writes, on a blocking thread, through a small bounded

@@ -364,8 +364,8 @@ impl IdleThread {
         Ok(Self { lend, back, thread })
     }
 
-    /// Runs one roll-up on the idle thread and takes `executor` back; `None` if that thread is
-    /// gone (it panicked), with the connection.
+    /// Lends the executor in `slot` to the idle thread for one roll-up and puts it back; leaves
+    /// `slot` empty if that thread is gone (it panicked) with it.
     ///
     /// Meanwhile it looks every [`HAND_OVER_POLL`] for a request waiting for a roll-up (late
     /// visits, clicks, a cleanup, shutdown). Once one waits and the roll-up has run for
@@ -374,9 +374,28 @@ impl IdleThread {
     /// up again at normal priority — where other programs keep the cores busy, a roll-up at
     /// idle priority can take many seconds. A routine roll-up carries no waiters of its own, so
     /// a stopped one fails no request.
-    fn roll_up(&self, executor: Executor, shared: &Shared) -> Option<Lent> {
+    fn roll_up(&self, slot: &mut Option<Executor>, shared: &Shared) -> Result<(), String> {
+        let executor = slot.take().ok_or_else(|| LOST.to_owned())?;
         shared.hand_over.store(false, Ordering::Relaxed);
-        self.lend.send(executor).ok()?;
+        let lent = self
+            .lend
+            .send(executor)
+            .ok()
+            .and_then(|()| self.take_back(shared));
+        match lent {
+            Some((executor, outcome)) => {
+                *slot = Some(executor);
+                outcome
+            }
+            None => {
+                tracing::error!("{LOST}; queries go on adding the tail from the raw rows");
+                Err(LOST.into())
+            }
+        }
+    }
+
+    /// Waits for the lent executor, asking for a hand-over as [`Self::roll_up`] says.
+    fn take_back(&self, shared: &Shared) -> Option<Lent> {
         let started = Instant::now();
         loop {
             match self.back.recv_timeout(HAND_OVER_POLL) {
@@ -438,14 +457,16 @@ impl Roller {
             state.pending = 0;
             drop(state);
             let stop = matches!(work, Work::Stop);
-            let counted = match work {
-                Work::RollUp { routine: true } if self.idle.is_some() => self.roll_up_at_idle(),
-                Work::RollUp { .. } | Work::Stop => self
+            let counted = match (work, &self.idle) {
+                (Work::RollUp { routine: true }, Some(idle)) => {
+                    idle.roll_up(&mut self.executor, &self.shared)
+                }
+                (Work::RollUp { .. } | Work::Stop, _) => self
                     .executor
                     .as_mut()
                     .ok_or_else(|| LOST.to_owned())
                     .and_then(|executor| executor.roll_up(&self.seconds)),
-                Work::TakeOut(cutoff, reply) => match self.executor.as_mut() {
+                (Work::TakeOut(cutoff, reply), _) => match self.executor.as_mut() {
                     Some(executor) => executor.take_out(cutoff, reply),
                     None => {
                         let _ = reply.send(Err(LOST.into()));
@@ -466,27 +487,6 @@ impl Roller {
             let _ = idle.thread.join();
         }
         tracing::info!("roll-up thread stopped: the rollups count every committed visit");
-    }
-
-    /// A roll-up nobody waits for, lent to the idle thread with the connection (call with one).
-    fn roll_up_at_idle(&mut self) -> Result<(), String> {
-        // The idle thread first: taking the executor out with nowhere to lend it would drop it.
-        let Some(idle) = &self.idle else {
-            return Err("no idle roll-up thread".into());
-        };
-        let Some(executor) = self.executor.take() else {
-            return Err(LOST.into());
-        };
-        match idle.roll_up(executor, &self.shared) {
-            Some((executor, outcome)) => {
-                self.executor = Some(executor);
-                outcome
-            }
-            None => {
-                tracing::error!("{LOST}; queries go on adding the tail from the raw rows");
-                Err(LOST.into())
-            }
-        }
     }
 
     /// Waits until there is something to do: a cleanup, a stop, a waiter, a full tail, or a tail
@@ -525,7 +525,7 @@ mod tests {
     use crate::config::Durability;
     use crate::domain::{PageUrl, now_millis};
     use crate::store::ingest::{Ingest, NewVisit, commit_visits};
-    use crate::store::open_writer;
+    use crate::store::{open_rollups, open_writer, rollups_path};
 
     /// Held by each test that starts a roll-up thread: the tests count this process's idle
     /// roll-up threads, so no two may run at once.
@@ -600,7 +600,7 @@ mod tests {
             }
             counted()
         };
-        let rollups = open_writer(&db, Durability::Normal).unwrap().rollups;
+        let rollups = open_rollups(&db, Durability::Normal).unwrap();
         let roller = RollerHandle::spawn(rollups, priority).unwrap();
         #[cfg(target_os = "linux")]
         if priority == RollUpPriority::Idle {
@@ -635,8 +635,7 @@ mod tests {
         let db = dir.path().join("v.db");
         let conns = open_writer(&db, Durability::Normal).unwrap();
         let mut ingest = Ingest::new();
-        // A routine roll-up's worth, found at startup (more would be rolled up by `open_writer`
-        // itself).
+        // A routine roll-up's worth, found by the roll-up thread when it starts.
         let tail = ROLL_UP_AT;
         let visits = (0..tail).map(|i| {
             let url = PageUrl::parse(&format!("https://a.com/{}", i % 5_000)).unwrap();
@@ -644,8 +643,8 @@ mod tests {
             NewVisit::pageview(url, ip, "UA".into(), now_millis())
         });
         commit_visits(&conns.raw, &mut ingest, visits);
-        let rollups = open_writer(&db, Durability::Normal).unwrap().rollups;
-        let blocker = rusqlite::Connection::open(super::super::rollups_path(&db)).unwrap();
+        let rollups = open_rollups(&db, Durability::Normal).unwrap();
+        let blocker = rusqlite::Connection::open(rollups_path(&db)).unwrap();
         blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
         let roller = RollerHandle::spawn(rollups, RollUpPriority::Idle).unwrap();
         // The idle thread now waits for the lock; a request starts waiting for a roll-up.
