@@ -275,9 +275,32 @@ pub fn date_start_millis(date: NaiveDate) -> UnixMillis {
 
 /// `2025-07-28T10:30:00`: the ISO form the API writes.
 pub fn format_iso(millis: UnixMillis) -> String {
-    let mut s = format_space(millis);
-    s.replace_range(10..11, "T");
-    s
+    IsoTime(millis).to_string()
+}
+
+/// A time that serializes (and displays) as [`format_iso`] does, without a `String`: answers
+/// built on every `POST /visit` carry one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsoTime(pub UnixMillis);
+
+impl IsoTime {
+    fn text(self) -> [u8; 19] {
+        let mut text = space_text(self.0.div_euclid(1000));
+        text[10] = b'T';
+        text
+    }
+}
+
+impl fmt::Display for IsoTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(ascii(&self.text()))
+    }
+}
+
+impl serde::Serialize for IsoTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(ascii(&self.text()))
+    }
 }
 
 /// `2025-07-28 10:30:00`: the SPACE form the API writes in exports and `by_hour` keys.
@@ -290,29 +313,37 @@ pub fn format_space(millis: UnixMillis) -> String {
 /// Appends `YYYY-MM-DD HH:MM:SS` for unix `seconds` to `out`, without allocating. Used on the
 /// export hot path, where chrono's formatter would dominate.
 pub fn write_space(out: &mut String, seconds: i64) {
+    out.push_str(ascii(&space_text(seconds)));
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for unix `seconds`, on the stack.
+fn space_text(seconds: i64) -> [u8; 19] {
     let days = seconds.div_euclid(86_400);
     let secs = seconds.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
-    // Fixed-width digits pushed one by one: this runs once per exported row.
-    let digits = |out: &mut String, v: i64, width: u32| {
-        let v = v.max(0);
-        for p in (0..width).rev() {
-            let d = (v / 10i64.pow(p)) % 10;
-            out.push(char::from(b'0' + d as u8));
+    let mut text = *b"0000-00-00 00:00:00";
+    // Fixed-width digits written in place: this runs once per exported row.
+    for (at, value, width) in [
+        (0, y, 4),
+        (5, m, 2),
+        (8, d, 2),
+        (11, hh, 2),
+        (14, mm, 2),
+        (17, ss, 2),
+    ] {
+        let mut v = value.max(0);
+        for digit in text[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (v % 10) as u8;
+            v /= 10;
         }
-    };
-    digits(out, y, 4);
-    out.push('-');
-    digits(out, m, 2);
-    out.push('-');
-    digits(out, d, 2);
-    out.push(' ');
-    digits(out, hh, 2);
-    out.push(':');
-    digits(out, mm, 2);
-    out.push(':');
-    digits(out, ss, 2);
+    }
+    text
+}
+
+/// `bytes` as text: only for the ASCII this module writes.
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("digits and punctuation are ASCII")
 }
 
 /// Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).

@@ -4,6 +4,7 @@
 //! what `/all-visits?format=jsonl` writes, so an export imports back unchanged. A bad record is
 //! reported with its line (JSONL) or position (array) and skipped; the others go on.
 
+use std::borrow::Cow;
 use std::io::BufRead;
 use std::net::IpAddr;
 
@@ -78,10 +79,12 @@ pub fn parse_record(value: &Value) -> Result<NewVisit, String> {
         None => return Err("timestamp is missing".into()),
     };
     let event = match obj.get("event") {
-        None | Some(Value::Null) => DEFAULT_EVENT.to_owned(),
-        Some(Value::String(s)) => parse_event(s)
-            .ok_or("event must be 1-64 characters of a-z, 0-9, _ and -")?
-            .to_owned(),
+        None | Some(Value::Null) => Cow::Borrowed(DEFAULT_EVENT),
+        Some(Value::String(s)) => Cow::Owned(
+            parse_event(s)
+                .ok_or("event must be 1-64 characters of a-z, 0-9, _ and -")?
+                .to_owned(),
+        ),
         Some(_) => return Err("event must be a string".into()),
     };
     Ok(NewVisit {

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
+use axum::http::{HeaderValue, Method, Uri};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -348,23 +348,18 @@ pub struct RequestRecord {
     started: Instant,
     route: Option<MatchedPath>,
     method: &'static str,
-    /// Method, path cut to [`MAX_LOGGED_PATH`] bytes and request id: copied only when the log
-    /// line will be written.
-    logged: Option<(Method, String, String)>,
+    /// Method, URI and request id, kept only when the log line will be written: clones that
+    /// share the request's bytes (a reference count each), not copies.
+    logged: Option<(Method, Uri, Option<HeaderValue>)>,
 }
 
 impl RequestRecord {
     pub fn start(request: &Request) -> Self {
         let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
-            let request_id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
             (
                 request.method().clone(),
-                crate::domain::truncate_at_char(request.uri().path(), MAX_LOGGED_PATH).to_owned(),
-                request_id.to_owned(),
+                request.uri().clone(),
+                request.headers().get("x-request-id").cloned(),
             )
         });
         Self {
@@ -389,7 +384,17 @@ impl RequestRecord {
             elapsed.as_secs_f64(),
         );
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        match (self.logged, cause) {
+        let logged = self.logged.as_ref().map(|(method, uri, request_id)| {
+            (
+                method,
+                crate::domain::truncate_at_char(uri.path(), MAX_LOGGED_PATH),
+                request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            )
+        });
+        match (logged, cause) {
             (Some((method, path, request_id)), Some(InternalCause(error))) => tracing::error!(
                 %method,
                 %path,
@@ -404,10 +409,10 @@ impl RequestRecord {
             (Some((method, path, request_id)), None) => {
                 let line = RequestLine {
                     method: method.as_str(),
-                    path: &path,
+                    path,
                     status,
                     latency_ms,
-                    request_id: &request_id,
+                    request_id,
                 };
                 match REQUEST_LOG.get() {
                     Some(log) => log.write(&line),

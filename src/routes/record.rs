@@ -1,7 +1,11 @@
 //! Recording endpoints (API.md §1, §5): validate, check the rate limit, submit to the writer,
 //! answer only after the commit.
 
+use std::borrow::Cow;
+use std::net::IpAddr;
+
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, debug_handler};
 use serde::{Deserialize, Serialize};
@@ -9,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::client_ip::ClientIp;
-use crate::domain::{DEFAULT_EVENT, PageUrl, format_iso, now_millis, parse_event, parse_page_id};
+use crate::domain::{DEFAULT_EVENT, IsoTime, PageUrl, now_millis, parse_event, parse_page_id};
 use crate::error::{ApiError, Result};
 use crate::extract::{BeaconJson, Json, Path, Query, UserAgent};
 use crate::store::WriteOp;
@@ -37,18 +41,35 @@ pub struct VisitRequest {
     pub event: Option<String>,
 }
 
+// Borrows from the stored visit: built on every `POST /visit`, it copies nothing. (A plain
+// comment: a doc comment would become the schema's description in the OpenAPI document.)
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"url": "https://example.com/page", "ip": "192.168.1.1",
     "user_agent": "Mozilla/5.0...", "status": "recorded", "timestamp": "2025-07-28T10:30:00"}))]
-pub struct VisitResponse {
-    pub url: String,
-    pub ip: String,
-    pub user_agent: String,
+pub struct VisitResponse<'a> {
+    pub url: &'a str,
+    #[schema(value_type = String)]
+    pub ip: IpAddr,
+    pub user_agent: &'a str,
     /// Always `recorded`.
     pub status: &'static str,
     /// When the visit was recorded (ISO, UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub timestamp: Option<IsoTime>,
+}
+
+impl<'a> VisitResponse<'a> {
+    /// The answer for `visit`, with its time or without (the legacy `GET /` answers none).
+    fn of(visit: &'a NewVisit, with_time: bool) -> Self {
+        Self {
+            url: visit.url.as_str(),
+            ip: visit.ip,
+            user_agent: &visit.user_agent,
+            status: "recorded",
+            timestamp: with_time.then_some(IsoTime(visit.at)),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -88,7 +109,7 @@ pub struct PageCountResponse {
 /// A validated recording request: page, event and who sent it.
 pub struct Recording {
     pub url: PageUrl,
-    pub event: String,
+    pub event: Cow<'static, str>,
     pub ip: std::net::IpAddr,
     pub user_agent: String,
 }
@@ -122,27 +143,26 @@ impl Recording {
     }
 }
 
-pub fn parse_event_or_default(event: Option<&str>) -> Result<String> {
+pub fn parse_event_or_default(event: Option<&str>) -> Result<Cow<'static, str>> {
     match event {
-        None => Ok(DEFAULT_EVENT.to_owned()),
-        Some(raw) => parse_event(raw).map(str::to_owned).ok_or_else(|| {
-            ApiError::validation("event must be 1-64 characters of a-z, 0-9, _ and -")
-        }),
+        None => Ok(Cow::Borrowed(DEFAULT_EVENT)),
+        Some(raw) => parse_event(raw)
+            .map(|e| Cow::Owned(e.to_owned()))
+            .ok_or_else(|| {
+                ApiError::validation("event must be 1-64 characters of a-z, 0-9, _ and -")
+            }),
     }
 }
 
-/// Checks the limit, records one visit and waits for its commit. Returns the visit's time.
-pub async fn record_one(state: &AppState, recording: Recording) -> Result<(i64, String, String)> {
+/// Checks the limit, records one visit and waits for its commit. Returns the stored visit.
+pub async fn record_one(state: &AppState, recording: Recording) -> Result<NewVisit> {
     state
         .limits
         .check_visit(recording.ip, recording.url.as_str())?;
-    let at = now_millis();
-    let (url, ua) = (recording.url.to_string(), recording.user_agent.clone());
     state
         .writer
-        .submit(WriteOp::Visits(vec![recording.into_visit(at)]))
-        .await?;
-    Ok((at, url, ua))
+        .record(recording.into_visit(now_millis()))
+        .await
 }
 
 /// Record a page visit.
@@ -168,16 +188,10 @@ pub async fn record_visit(
     ip: ClientIp,
     user_agent: UserAgent,
     BeaconJson(body): BeaconJson<VisitRequest>,
-) -> Result<Json<VisitResponse>> {
+) -> Result<Response> {
     let recording = Recording::parse(&body.url, body.event.as_deref(), ip, user_agent)?;
-    let (at, url, user_agent) = record_one(&state, recording).await?;
-    Ok(Json(VisitResponse {
-        url,
-        ip: ip.0.to_string(),
-        user_agent,
-        status: "recorded",
-        timestamp: Some(format_iso(at)),
-    }))
+    let visit = record_one(&state, recording).await?;
+    Ok(Json(VisitResponse::of(&visit, true)).into_response())
 }
 
 /// Record a page visit (legacy GET form).
@@ -198,19 +212,13 @@ pub async fn record_visit_legacy(
     ip: ClientIp,
     user_agent: UserAgent,
     Query(query): Query<UrlQuery>,
-) -> Result<Json<VisitResponse>> {
+) -> Result<Response> {
     let url = query
         .url
         .ok_or_else(|| ApiError::validation("Query parameter url is required"))?;
     let recording = Recording::parse(&url, query.event.as_deref(), ip, user_agent)?;
-    let (_, url, user_agent) = record_one(&state, recording).await?;
-    Ok(Json(VisitResponse {
-        url,
-        ip: ip.0.to_string(),
-        user_agent,
-        status: "recorded",
-        timestamp: None,
-    }))
+    let visit = record_one(&state, recording).await?;
+    Ok(Json(VisitResponse::of(&visit, false)).into_response())
 }
 
 /// Record up to 100 visits at once.

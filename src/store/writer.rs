@@ -67,7 +67,10 @@ type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 struct Job {
     op: WriteOp,
-    reply: Reply<WriteOutcome>,
+    /// Answered with the op itself beside its outcome: the submitter answers from what it
+    /// stored without copying it first, and frees it on its own thread (memory allocated on
+    /// one thread and freed on another is what glibc's allocator handles slowest).
+    reply: Reply<(WriteOutcome, WriteOp)>,
 }
 
 enum Message {
@@ -131,6 +134,21 @@ impl WriterHandle {
 
     /// Queues `op` and waits until it is committed. A full queue answers `Overloaded` at once.
     pub async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, ApiError> {
+        self.commit(op).await.map(|(outcome, _)| outcome)
+    }
+
+    /// Stores one visit and hands it back once it is committed.
+    pub async fn record(&self, visit: NewVisit) -> Result<NewVisit, ApiError> {
+        match self.commit(WriteOp::Visits(vec![visit])).await? {
+            (_, WriteOp::Visits(mut visits)) if visits.len() == 1 => {
+                Ok(visits.pop().expect("one visit"))
+            }
+            _ => unreachable!("the writer hands back the op it was given"),
+        }
+    }
+
+    /// [`Self::submit`], handing the op back beside its outcome.
+    async fn commit(&self, op: WriteOp) -> Result<(WriteOutcome, WriteOp), ApiError> {
         let (reply, answer) = oneshot::channel();
         self.send(Message::Job(Job { op, reply }), answer).await
     }
@@ -308,15 +326,14 @@ impl Writer {
                 if for_roll_up > 0 {
                     self.roller.committed(for_roll_up);
                 }
-                for (job, answer) in jobs.into_iter().zip(answers) {
+                for (Job { op, reply }, answer) in jobs.into_iter().zip(answers) {
                     match answer {
                         Answer::Now(outcome) => {
-                            let _ = job.reply.send(Ok(outcome));
+                            let _ = reply.send(Ok((outcome, op)));
                         }
                         Answer::AfterRollUp(outcome) => {
-                            let reply = job.reply;
                             self.roller.after_next_roll_up(Box::new(move |counted| {
-                                let _ = reply.send(counted.map(|()| outcome));
+                                let _ = reply.send(counted.map(|()| (outcome, op)));
                             }));
                         }
                     }
