@@ -3,6 +3,7 @@
 //! Everything that crosses the HTTP or import boundary is parsed into one of these types first,
 //! so the store never sees an unchecked URL, event name or timestamp.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -28,18 +29,24 @@ pub struct PageUrl {
 impl PageUrl {
     /// Parses and normalises `raw`; `None` when it is not a valid page URL.
     pub fn parse(raw: &str) -> Option<Self> {
-        Self::parse_with(raw, true)
+        Self::parse_with(Cow::Borrowed(raw), true)
+    }
+
+    /// [`PageUrl::parse`] of a string the caller is done with: a URL already in its stored
+    /// form (nearly every one) becomes the stored URL as it is, instead of being copied.
+    pub fn parse_owned(raw: String) -> Option<Self> {
+        Self::parse_with(Cow::Owned(raw), true)
     }
 
     /// [`PageUrl::parse`]; tests turn `plain_hosts_by_hand` off to compare with the url crate.
-    fn parse_with(raw: &str, plain_hosts_by_hand: bool) -> Option<Self> {
+    fn parse_with(raw: Cow<'_, str>, plain_hosts_by_hand: bool) -> Option<Self> {
         if raw.is_empty() || raw.len() > MAX_URL_BYTES || raw.chars().any(char::is_control) {
             return None;
         }
-        let (scheme, rest) = raw.split_once("://")?;
-        let scheme = if scheme.eq_ignore_ascii_case("http") {
+        let (sent_scheme, rest) = raw.split_once("://")?;
+        let scheme = if sent_scheme.eq_ignore_ascii_case("http") {
             "http"
-        } else if scheme.eq_ignore_ascii_case("https") {
+        } else if sent_scheme.eq_ignore_ascii_case("https") {
             "https"
         } else {
             return None;
@@ -51,12 +58,23 @@ impl PageUrl {
         let (authority, tail) = rest.split_at(authority_end);
         let tail = tail.split_once('#').map_or(tail, |(before, _)| before);
         if plain_hosts_by_hand && is_plain_host(authority) {
+            let stored_as_sent = sent_scheme == scheme
+                && !authority.bytes().any(|b| b.is_ascii_uppercase())
+                && tail.len() == rest.len() - authority.len();
+            if let (true, Cow::Owned(_)) = (stored_as_sent, &raw) {
+                let host = scheme.len() + 3..scheme.len() + 3 + authority.len();
+                let site = host.end - without_www(authority).len()..host.end;
+                return Some(Self {
+                    normalized: raw.into_owned(),
+                    site,
+                });
+            }
             return Self::build(scheme, "", authority, "", tail);
         }
         // The url crate is the judge of validity (host syntax, IDNA, IPv4 forms, ports); the
         // stored form is built by hand because the crate would also rewrite the path ("" ->
         // "/", dot segments).
-        let parsed = url::Url::parse(raw).ok()?;
+        let parsed = url::Url::parse(&raw).ok()?;
         let host = parsed.host_str().filter(|h| !h.is_empty())?;
         let userinfo = match (parsed.username(), parsed.password()) {
             ("", None) => String::new(),
@@ -389,10 +407,13 @@ mod tests {
         let tail = "([/?#]([a-zA-Z0-9./?#%@:;=&+ \\\\\\[\\]-]|é|\u{7f}){0,12})?";
         let url = format!("(https?|HTTPS?|Http|ftp)://({host})(:[0-9]{{0,5}})?{tail}");
         proptest!(ProptestConfig::with_cases(10_000), |(raw in url.as_str())| {
-            let by_hand = PageUrl::parse_with(&raw, true);
-            let by_crate = PageUrl::parse_with(&raw, false);
+            let by_hand = PageUrl::parse(&raw);
+            let by_crate = PageUrl::parse_with(Cow::Borrowed(&raw), false);
+            let owned = PageUrl::parse_owned(raw.clone());
             prop_assert_eq!(by_hand.as_ref().map(|u| (u.as_str(), u.site())),
                 by_crate.as_ref().map(|u| (u.as_str(), u.site())), "{}", raw);
+            prop_assert_eq!(owned.as_ref().map(|u| (u.as_str(), u.site())),
+                by_crate.as_ref().map(|u| (u.as_str(), u.site())), "owned: {}", raw);
         });
         for plain in [
             "https://site1.example.com/page/1",

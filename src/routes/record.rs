@@ -116,12 +116,12 @@ pub struct Recording {
 
 impl Recording {
     pub fn parse(
-        url: &str,
+        url: String,
         event: Option<&str>,
         ip: ClientIp,
         UserAgent(user_agent): UserAgent,
     ) -> Result<Self> {
-        let url = PageUrl::parse(url).ok_or_else(ApiError::invalid_url)?;
+        let url = PageUrl::parse_owned(url).ok_or_else(ApiError::invalid_url)?;
         let event = parse_event_or_default(event)?;
         Ok(Self {
             url,
@@ -189,7 +189,7 @@ pub async fn record_visit(
     user_agent: UserAgent,
     BeaconJson(body): BeaconJson<VisitRequest>,
 ) -> Result<Response> {
-    let recording = Recording::parse(&body.url, body.event.as_deref(), ip, user_agent)?;
+    let recording = Recording::parse(body.url, body.event.as_deref(), ip, user_agent)?;
     let visit = record_one(&state, recording).await?;
     Ok(Json(VisitResponse::of(&visit, true)).into_response())
 }
@@ -216,7 +216,7 @@ pub async fn record_visit_legacy(
     let url = query
         .url
         .ok_or_else(|| ApiError::validation("Query parameter url is required"))?;
-    let recording = Recording::parse(&url, query.event.as_deref(), ip, user_agent)?;
+    let recording = Recording::parse(url, query.event.as_deref(), ip, user_agent)?;
     let visit = record_one(&state, recording).await?;
     Ok(Json(VisitResponse::of(&visit, false)).into_response())
 }
@@ -251,8 +251,8 @@ pub async fn record_bulk_visits(
         return Err(ApiError::validation("At least one visit is required"));
     }
     let recordings = items
-        .iter()
-        .map(|item| Recording::parse(&item.url, item.event.as_deref(), ip, user_agent.clone()))
+        .into_iter()
+        .map(|item| Recording::parse(item.url, item.event.as_deref(), ip, user_agent.clone()))
         .collect::<Result<Vec<_>>>()?;
     let at = now_millis();
     let mut visits = Vec::with_capacity(recordings.len());
