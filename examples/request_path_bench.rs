@@ -17,8 +17,7 @@ use std::net::SocketAddr;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
-use clap::Parser;
-use footfall::config::{Cli, Command};
+use footfall::config::ServeArgs;
 use futures_util::future::join_all;
 use tower::ServiceExt;
 
@@ -92,15 +91,7 @@ fn main() -> anyhow::Result<()> {
         .map_or(200_000, |a| a.parse().expect("REQUESTS"));
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("bench.db");
-    let argv = [
-        "footfall",
-        "serve",
-        "--db",
-        db.to_str().expect("a UTF-8 path"),
-    ];
-    let Command::Serve(args) = Cli::try_parse_from(argv)?.into_command() else {
-        unreachable!("parsed `serve`")
-    };
+    let args = ServeArgs::for_db(&db);
     let _log_guard = footfall::telemetry::init_tracing(args.log_format)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -62,12 +62,9 @@ impl PageUrl {
                 && !authority.bytes().any(|b| b.is_ascii_uppercase())
                 && tail.len() == rest.len() - authority.len();
             if let (true, Cow::Owned(_)) = (stored_as_sent, &raw) {
-                let host = scheme.len() + 3..scheme.len() + 3 + authority.len();
-                let site = host.end - without_www(authority).len()..host.end;
-                return Some(Self {
-                    normalized: raw.into_owned(),
-                    site,
-                });
+                let host_start = scheme.len() + 3;
+                let host = host_start..host_start + authority.len();
+                return Some(Self::with_host(raw.into_owned(), host));
             }
             return Self::build(scheme, "", authority, "", tail);
         }
@@ -99,14 +96,18 @@ impl PageUrl {
         let host_end = normalized.len();
         normalized.push_str(port);
         normalized.push_str(tail);
-        if normalized.len() > MAX_URL_BYTES {
-            return None;
-        }
-        let site_start = host_end - without_www(&normalized[host_start..host_end]).len();
-        Some(Self {
+        (normalized.len() <= MAX_URL_BYTES)
+            .then(|| Self::with_host(normalized, host_start..host_end))
+    }
+
+    /// `normalized`, whose lower-case host lies at `host`: its site is that host without a
+    /// leading `www.`.
+    fn with_host(normalized: String, host: std::ops::Range<usize>) -> Self {
+        let site_start = host.end - without_www(&normalized[host.clone()]).len();
+        Self {
+            site: site_start..host.end,
             normalized,
-            site: site_start..host_end,
-        })
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -172,6 +173,20 @@ pub fn parse_site(raw: &str) -> Option<String> {
 }
 
 /// An event name: `[a-z0-9_-]{1,64}`.
+/// What [`parse_event`] accepts, as every rejection says it.
+pub const EVENT_RULE: &str = "event must be 1-64 characters of a-z, 0-9, _ and -";
+
+/// The event a visit is stored under: `raw` when it is a valid name, [`DEFAULT_EVENT`] (not
+/// copied: most visits are pageviews) when there is none; [`EVENT_RULE`] otherwise.
+pub fn event_or_default(raw: Option<&str>) -> Result<Cow<'static, str>, &'static str> {
+    match raw {
+        None => Ok(Cow::Borrowed(DEFAULT_EVENT)),
+        Some(raw) => parse_event(raw)
+            .map(|event| Cow::Owned(event.to_owned()))
+            .ok_or(EVENT_RULE),
+    }
+}
+
 pub fn parse_event(raw: &str) -> Option<&str> {
     let ok = (1..=64).contains(&raw.len())
         && raw

@@ -4,7 +4,6 @@
 //! what `/all-visits?format=jsonl` writes, so an export imports back unchanged. A bad record is
 //! reported with its line (JSONL) or position (array) and skipped; the others go on.
 
-use std::borrow::Cow;
 use std::io::BufRead;
 use std::net::IpAddr;
 
@@ -13,8 +12,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    DEFAULT_EVENT, PageUrl, clean_user_agent, parse_event, parse_timestamp,
-    timestamp_from_unix_seconds,
+    PageUrl, clean_user_agent, event_or_default, parse_timestamp, timestamp_from_unix_seconds,
 };
 use crate::store::ingest::NewVisit;
 
@@ -79,12 +77,8 @@ pub fn parse_record(value: &Value) -> Result<NewVisit, String> {
         None => return Err("timestamp is missing".into()),
     };
     let event = match obj.get("event") {
-        None | Some(Value::Null) => Cow::Borrowed(DEFAULT_EVENT),
-        Some(Value::String(s)) => Cow::Owned(
-            parse_event(s)
-                .ok_or("event must be 1-64 characters of a-z, 0-9, _ and -")?
-                .to_owned(),
-        ),
+        None | Some(Value::Null) => event_or_default(None)?,
+        Some(Value::String(s)) => event_or_default(Some(s))?,
         Some(_) => return Err("event must be a string".into()),
     };
     Ok(NewVisit {

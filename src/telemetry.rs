@@ -118,13 +118,10 @@ impl RequestLog {
             }
             timestamp.truncate(SECOND_TEXT_LEN);
             timestamp.push('.');
-            let mut micros = now.timestamp_subsec_micros().min(999_999);
-            let mut digits = [b'0'; 6];
-            for digit in digits.iter_mut().rev() {
-                *digit += (micros % 10) as u8;
-                micros /= 10;
+            let micros = now.timestamp_subsec_micros().min(999_999);
+            for place in [100_000, 10_000, 1_000, 100, 10, 1] {
+                timestamp.push(char::from(b'0' + (micros / place % 10) as u8));
             }
-            timestamp.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
             timestamp.push('Z');
             buf.clear();
             let _ = format_request_line(buf, self.format, self.ansi, timestamp, line);

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::app::AppState;
-use crate::domain::{now_millis, parse_event, parse_site};
+use crate::domain::{EVENT_RULE, now_millis, parse_event, parse_site};
 use crate::error::{ApiError, Result};
 use crate::extract::{Json, Path, Query};
 use crate::store::{self, calendar};
@@ -100,7 +100,7 @@ pub async fn get_breakdown(
             .ok_or_else(|| ApiError::validation("site is not a valid site name"))?
     };
     let event = parse_event(&path.event)
-        .ok_or_else(|| ApiError::validation("event must be 1-64 characters of a-z, 0-9, _ and -"))?
+        .ok_or_else(|| ApiError::validation(EVENT_RULE))?
         .to_owned();
     let year: i32 = number(Some(&path.year), "year")?.unwrap_or_default();
     let month = number::<u32>(path.month.as_deref(), "month")?;

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::client_ip::ClientIp;
-use crate::domain::{DEFAULT_EVENT, IsoTime, PageUrl, now_millis, parse_event, parse_page_id};
+use crate::domain::{IsoTime, PageUrl, event_or_default, now_millis, parse_page_id};
 use crate::error::{ApiError, Result};
 use crate::extract::{BeaconJson, Json, Path, Query, UserAgent};
 use crate::store::WriteOp;
@@ -122,7 +122,7 @@ impl Recording {
         UserAgent(user_agent): UserAgent,
     ) -> Result<Self> {
         let url = PageUrl::parse_owned(url).ok_or_else(ApiError::invalid_url)?;
-        let event = parse_event_or_default(event)?;
+        let event = event_or_default(event).map_err(ApiError::validation)?;
         Ok(Self {
             url,
             event,
@@ -140,17 +140,6 @@ impl Recording {
             at,
             stamped_on_arrival: true,
         }
-    }
-}
-
-pub fn parse_event_or_default(event: Option<&str>) -> Result<Cow<'static, str>> {
-    match event {
-        None => Ok(Cow::Borrowed(DEFAULT_EVENT)),
-        Some(raw) => parse_event(raw)
-            .map(|e| Cow::Owned(e.to_owned()))
-            .ok_or_else(|| {
-                ApiError::validation("event must be 1-64 characters of a-z, 0-9, _ and -")
-            }),
     }
 }
 
