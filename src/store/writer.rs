@@ -65,6 +65,60 @@ pub enum WriteOutcome {
 /// How the writer answers a request: the outcome, or why nothing was written.
 type Reply<T> = oneshot::Sender<Result<T, String>>;
 
+/// A job's reply and what it is answered with.
+type Ack = (
+    Reply<(WriteOutcome, WriteOp)>,
+    Result<(WriteOutcome, WriteOp), String>,
+);
+
+/// Delivers a batch's answers on the runtime that serves the requests, with one wake-up.
+///
+/// Answering a oneshot from the writer thread wakes its task from outside the runtime, and
+/// tokio's single-threaded scheduler then writes its event fd to unpark the driver: one system
+/// call a request on the writer, and one more wake-up of the HTTP thread's `epoll_wait`. Sent
+/// here, a batch wakes one task on the runtime (none while that task is already scheduled),
+/// which answers each request from inside it, where a wake-up only queues the task. The channel
+/// needs no bound: what it holds is bounded by the writer's queue.
+struct AckRelay(Option<tokio::sync::mpsc::UnboundedSender<Vec<Ack>>>);
+
+impl AckRelay {
+    /// A relay task on the current runtime; without one (a writer started outside any), the
+    /// writer answers each request itself.
+    fn start() -> Self {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Self(None);
+        };
+        let (sender, mut batches) = tokio::sync::mpsc::unbounded_channel::<Vec<Ack>>();
+        runtime.spawn(async move {
+            while let Some(acks) = batches.recv().await {
+                answer_each(acks);
+            }
+        });
+        Self(Some(sender))
+    }
+
+    fn deliver(&self, acks: Vec<Ack>) {
+        if acks.is_empty() {
+            return;
+        }
+        let undelivered = match &self.0 {
+            // The runtime is gone (shut down before the writer): answer from here.
+            Some(relay) => match relay.send(acks) {
+                Ok(()) => return,
+                Err(tokio::sync::mpsc::error::SendError(acks)) => acks,
+            },
+            None => acks,
+        };
+        answer_each(undelivered);
+    }
+}
+
+fn answer_each(acks: Vec<Ack>) {
+    for (reply, answer) in acks {
+        let _ = reply.send(answer);
+    }
+}
+
 struct Job {
     op: WriteOp,
     /// Answered with the op itself beside its outcome: the submitter answers from what it
@@ -100,7 +154,9 @@ impl std::fmt::Debug for WriterHandle {
 
 impl WriterHandle {
     /// Starts the writer thread on `conn` (opened with [`super::open_writer`] on `db`), handing
-    /// what it commits to `roller`.
+    /// what it commits to `roller`. Called on a runtime, its answers are delivered by a task on
+    /// that runtime (see [`AckRelay`]), which must then keep running while requests are
+    /// submitted or shut down (then the writer answers directly again).
     pub fn spawn(
         conn: Connection,
         db: PathBuf,
@@ -121,6 +177,7 @@ impl WriterHandle {
             late_pruned: 0,
             queued: queued.clone(),
             max_batch: max_batch.max(1),
+            acks: AckRelay::start(),
         };
         let thread = std::thread::Builder::new()
             .name("footfall-writer".into())
@@ -233,6 +290,7 @@ struct Writer {
     late_pruned: i64,
     queued: Arc<AtomicI64>,
     max_batch: usize,
+    acks: AckRelay,
 }
 
 /// What a job needs once its transaction is committed.
@@ -326,11 +384,10 @@ impl Writer {
                 if for_roll_up > 0 {
                     self.roller.committed(for_roll_up);
                 }
+                let mut acks = Vec::with_capacity(jobs.len());
                 for (Job { op, reply }, answer) in jobs.into_iter().zip(answers) {
                     match answer {
-                        Answer::Now(outcome) => {
-                            let _ = reply.send(Ok((outcome, op)));
-                        }
+                        Answer::Now(outcome) => acks.push((reply, Ok((outcome, op)))),
                         Answer::AfterRollUp(outcome) => {
                             self.roller.after_next_roll_up(Box::new(move |counted| {
                                 let _ = reply.send(counted.map(|()| (outcome, op)));
@@ -338,6 +395,7 @@ impl Writer {
                         }
                     }
                 }
+                self.acks.deliver(acks);
             }
             Err(err) => {
                 self.ingest.rolled_back();
@@ -346,11 +404,9 @@ impl Writer {
                     ops = jobs.len(),
                     "write batch failed"
                 );
-                for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Err(format!("The database could not be written: {err}")));
-                }
+                let cause = format!("The database could not be written: {err}");
+                let acks = jobs.into_iter().map(|job| (job.reply, Err(cause.clone())));
+                self.acks.deliver(acks.collect());
             }
         }
     }

@@ -315,3 +315,41 @@ async fn openapi_documents_every_endpoint_and_docs_are_served_offline() {
     assert_eq!(redoc.status, StatusCode::OK);
     assert!(redoc.text().contains("redoc"));
 }
+
+/// The writer delivers a batch's answers through a task on the runtime it was started in; a
+/// writer started outside any runtime, or on one that has shut down since, answers each request
+/// itself. Every one of these answers, and every visit is stored.
+#[test]
+fn answers_arrive_whichever_runtime_the_writer_was_started_in() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let record_32 = |app: &TestApp, on: &tokio::runtime::Runtime| {
+        on.block_on(async {
+            let visits = (0..32).map(|i| async move {
+                let url = format!("https://a.com/{i}");
+                app.visit(&url, "10.0.0.1", "UA").await
+            });
+            for reply in futures_util::future::join_all(visits).await {
+                assert_eq!(reply.status, StatusCode::OK);
+            }
+        });
+        assert_eq!(crate::common::stored_visits(&app.db), 32);
+    };
+
+    // Started on the runtime that serves: the relay task answers.
+    let serving = runtime();
+    record_32(&serving.block_on(async { TestApp::new() }), &serving);
+
+    // Started outside any runtime.
+    record_32(&TestApp::new(), &runtime());
+
+    // Started on a runtime that has shut down since: the relay is gone.
+    let gone = runtime();
+    let app = gone.block_on(async { TestApp::new() });
+    drop(gone);
+    record_32(&app, &runtime());
+}
