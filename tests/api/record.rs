@@ -340,8 +340,15 @@ fn answers_arrive_whichever_runtime_the_writer_was_started_in() {
         assert_eq!(crate::common::stored_visits(&app.db), 32);
     };
 
-    // Started on the runtime that serves: the relay task answers.
+    // Started on the runtime that serves, single- or multi-threaded (`--http-workers`): the
+    // relay task answers.
     let serving = runtime();
+    record_32(&serving.block_on(async { TestApp::new() }), &serving);
+    let serving = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     record_32(&serving.block_on(async { TestApp::new() }), &serving);
 
     // Started outside any runtime.
