@@ -154,9 +154,9 @@ impl std::fmt::Debug for WriterHandle {
 
 impl WriterHandle {
     /// Starts the writer thread on `conn` (opened with [`super::open_writer`] on `db`), handing
-    /// what it commits to `roller`. Called on a runtime, its answers are delivered by a task on
-    /// that runtime (see [`AckRelay`]), which must then keep running while requests are
-    /// submitted or shut down (then the writer answers directly again).
+    /// what it commits to `roller`. Called on a runtime, the writer delivers its answers through
+    /// a task on that runtime (see [`AckRelay`]), so that runtime must keep being driven while
+    /// requests are submitted; once it has shut down, the writer answers each request itself.
     pub fn spawn(
         conn: Connection,
         db: PathBuf,
