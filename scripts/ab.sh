@@ -2,7 +2,7 @@
 # A/B of two footfall builds or flag sets: POST /visit requests/s of each, against the no-op
 # baseline in the same round.
 #
-#   scripts/ab.sh ROUNDS SECONDS 'A_BINARY [SERVE FLAGS]' 'B_BINARY [SERVE FLAGS]'
+#   scripts/ab.sh ROUNDS SECONDS 'A_BINARY [SERVE FLAGS]' 'B_BINARY [SERVE FLAGS]'   (from the project's root)
 #   scripts/ab.sh 6 6 /tmp/before/footfall target/release/footfall
 #
 # Starts the no-op server and both footfalls on their own databases, then each round runs the wrk

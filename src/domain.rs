@@ -172,7 +172,6 @@ pub fn parse_site(raw: &str) -> Option<String> {
     ok.then(|| site_of_host(raw))
 }
 
-/// An event name: `[a-z0-9_-]{1,64}`.
 /// What [`parse_event`] accepts, as every rejection says it.
 pub const EVENT_RULE: &str = "event must be 1-64 characters of a-z, 0-9, _ and -";
 
@@ -187,6 +186,7 @@ pub fn event_or_default(raw: Option<&str>) -> Result<Cow<'static, str>, &'static
     }
 }
 
+/// An event name: `[a-z0-9_-]{1,64}`.
 pub fn parse_event(raw: &str) -> Option<&str> {
     let ok = (1..=64).contains(&raw.len())
         && raw

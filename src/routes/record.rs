@@ -110,7 +110,7 @@ pub struct PageCountResponse {
 pub struct Recording {
     pub url: PageUrl,
     pub event: Cow<'static, str>,
-    pub ip: std::net::IpAddr,
+    pub ip: IpAddr,
     pub user_agent: String,
 }
 

@@ -101,11 +101,11 @@ impl AckRelay {
         if acks.is_empty() {
             return;
         }
+        // Without a relay, or once its runtime has shut down, the writer answers from here.
         let undelivered = match &self.0 {
-            // The runtime is gone (shut down before the writer): answer from here.
             Some(relay) => match relay.send(acks) {
                 Ok(()) => return,
-                Err(tokio::sync::mpsc::error::SendError(acks)) => acks,
+                Err(unsent) => unsent.0,
             },
             None => acks,
         };
@@ -154,9 +154,11 @@ impl std::fmt::Debug for WriterHandle {
 
 impl WriterHandle {
     /// Starts the writer thread on `conn` (opened with [`super::open_writer`] on `db`), handing
-    /// what it commits to `roller`. Called on a runtime, the writer delivers its answers through
-    /// a task on that runtime (see [`AckRelay`]), so that runtime must keep being driven while
-    /// requests are submitted; once it has shut down, the writer answers each request itself.
+    /// what it commits to `roller`. Called on a runtime, the writer delivers each batch's
+    /// answers through a task on that runtime (`AckRelay`), so that runtime must keep
+    /// being driven while requests are submitted; once it has shut down, the writer answers
+    /// each request itself. The rare answers that wait for a roll-up, and cleanups, are sent
+    /// directly from the thread that has them.
     pub fn spawn(
         conn: Connection,
         db: PathBuf,
