@@ -8,7 +8,7 @@
 -- How far the rollups have read the visits file's logs: one row, moved in the same transaction
 -- as the rollups themselves. Every visit with an id below `rolled_up_to` is counted in every
 -- rollup table except the late visits with a seq above `late_seq`; every visit at or above it
--- (the "tail": rolled up when it reaches 20,000 visits or writes pause) is not — queries add the
+-- (the "tail": rolled up when it reaches 50,000 visits or writes pause) is not — queries add the
 -- tail from the raw rows. Late visits and clicks are acknowledged only once counted here.
 -- `cleanup_seq`/`cleanup_before`: the last cleanup, and the visit id below which it took every
 -- visit out of the rollups (the visits file then deletes them; see its `raw_state`).

@@ -1,7 +1,7 @@
 //! Calendar breakdowns (seed 001) and top sites per trailing period (seed 000), read from the
 //! per-site minute/hour/day rollups: a year's breakdown reads at most 366 day rows, a day's 24
 //! hour rows, an hour's 60 minute rows; never the raw visits (except the tail not yet rolled
-//! up, about 20,000 visits: see `rollups.sql`).
+//! up, at most 50,000 visits under load: see `rollups.sql`).
 
 use chrono::{Datelike, NaiveDate};
 use rusqlite::{Connection, OptionalExtension, params};

@@ -7,7 +7,7 @@
 //!
 //! Every answer is read in one transaction (one snapshot) and adds the *tail* — the visits above
 //! the rollup watermark, not yet rolled up (see `rollups.sql`) — from the raw rows: bounded by
-//! the roll-up thread to about `ROLL_UP_AT` (20,000) writes, `CATCH_UP_AT` (100,000) while
+//! the roll-up thread to about `ROLL_UP_AT` (50,000) writes, `CATCH_UP_AT` (100,000) while
 //! idle-priority roll-ups find no spare CPU, plus what arrives during a roll-up.
 
 use std::collections::{BTreeMap, HashMap};

@@ -43,13 +43,17 @@ const LOST: &str = "the idle roll-up thread failed and took the rollups connecti
 /// Committed writes after which the tail is rolled up even under load: bounds the raw rows a
 /// query adds. Large, because every roll-up rewrites the hot pages of the rollup tables, so
 /// smaller, more frequent ones cost more per visit (measured: 1,000-visit roll-ups took
-/// `POST /visit` from 34k to 20k requests/s when they ran on the writer).
-pub const ROLL_UP_AT: usize = 20_000;
+/// `POST /visit` from 34k to 20k requests/s when they ran on the writer; `writer_bench 600000
+/// 10` puts a roll-up at 7.2–8.2 µs a visit at 20,000 and 5.1–5.3 at 50,000, where the pages
+/// of 20,000 see two or three visits each per roll-up instead of one). One roll-up chunk
+/// (`ROLL_UP_CHUNK`): a longer tail is read in two, and gained nothing more in that benchmark.
+pub const ROLL_UP_AT: usize = 50_000;
 /// Quiet time after which the tail is rolled up, however short.
 pub const ROLL_UP_IDLE: Duration = Duration::from_millis(25);
 /// A tail at least this long is rolled up at normal priority even with nobody waiting for it:
-/// under sustained load, idle priority would leave it to grow, and queries to add it up.
-pub const CATCH_UP_AT: usize = 5 * ROLL_UP_AT;
+/// under sustained load, idle priority would leave it to grow, and queries to add it up (each
+/// query holds the tail in memory while it answers: ~80 bytes a visit).
+pub const CATCH_UP_AT: usize = 2 * ROLL_UP_AT;
 /// A routine roll-up that has run this long at idle priority while a request waits for a
 /// roll-up is interrupted and done again at normal priority (see the module docs).
 const HAND_OVER_AFTER: Duration = Duration::from_millis(200);
