@@ -44,8 +44,8 @@ const LOST: &str = "the idle roll-up thread failed and took the rollups connecti
 /// query adds. Large, because every roll-up rewrites the hot pages of the rollup tables, so
 /// smaller, more frequent ones cost more per visit (measured: 1,000-visit roll-ups took
 /// `POST /visit` from 34k to 20k requests/s when they ran on the writer; `writer_bench 600000
-/// 10` puts a roll-up at 7.2–8.2 µs a visit at 20,000 and 5.1–5.3 at 50,000, where the pages
-/// of 20,000 see two or three visits each per roll-up instead of one). One roll-up chunk
+/// 10` puts a roll-up at 7.2–8.2 µs a visit at 20,000 and 5.1–5.3 at 50,000, where each of
+/// its 20,000 pages sees two or three visits per roll-up instead of one). One roll-up chunk
 /// (`ROLL_UP_CHUNK`): a longer tail is read in two, and gained nothing more in that benchmark.
 pub const ROLL_UP_AT: usize = 50_000;
 /// Quiet time after which the tail is rolled up, however short.
