@@ -52,7 +52,7 @@ pub const ROLL_UP_AT: usize = 50_000;
 pub const ROLL_UP_IDLE: Duration = Duration::from_millis(25);
 /// A tail at least this long is rolled up at normal priority even with nobody waiting for it:
 /// under sustained load, idle priority would leave it to grow, and queries to add it up (each
-/// query holds the tail in memory while it answers: ~80 bytes a visit).
+/// query holds the tail in memory while it answers: ~96 bytes a visit).
 pub const CATCH_UP_AT: usize = 2 * ROLL_UP_AT;
 /// A routine roll-up that has run this long at idle priority while a request waits for a
 /// roll-up is interrupted and done again at normal priority (see the module docs).
