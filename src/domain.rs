@@ -176,10 +176,11 @@ pub fn parse_site(raw: &str) -> Option<String> {
 pub const EVENT_RULE: &str = "event must be 1-64 characters of a-z, 0-9, _ and -";
 
 /// The event a visit is stored under: `raw` when it is a valid name, [`DEFAULT_EVENT`] (not
-/// copied: most visits are pageviews) when there is none; [`EVENT_RULE`] otherwise.
+/// copied: most visits are pageviews, named or not) when there is none; [`EVENT_RULE`]
+/// otherwise.
 pub fn event_or_default(raw: Option<&str>) -> Result<Cow<'static, str>, &'static str> {
     match raw {
-        None => Ok(Cow::Borrowed(DEFAULT_EVENT)),
+        None | Some(DEFAULT_EVENT) => Ok(Cow::Borrowed(DEFAULT_EVENT)),
         Some(raw) => parse_event(raw)
             .map(|event| Cow::Owned(event.to_owned()))
             .ok_or(EVENT_RULE),
@@ -396,6 +397,20 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_event_is_borrowed_whether_named_or_absent() {
+        for raw in [None, Some("pageview")] {
+            let event = event_or_default(raw).unwrap();
+            assert!(
+                matches!(event, Cow::Borrowed("pageview")),
+                "{raw:?}: {event:?}"
+            );
+        }
+        assert_eq!(event_or_default(Some("order")).unwrap(), "order");
+        assert_eq!(event_or_default(Some("Order")), Err(EVENT_RULE));
+        assert_eq!(event_or_default(Some("")), Err(EVENT_RULE));
+    }
 
     #[test]
     fn urls_are_normalised_in_scheme_host_port_and_fragment_only() {

@@ -76,11 +76,11 @@ pub fn parse_record(value: &Value) -> Result<NewVisit, String> {
         Some(_) => return Err("timestamp must be a string or unix seconds".into()),
         None => return Err("timestamp is missing".into()),
     };
-    let event = match obj.get("event") {
-        None | Some(Value::Null) => event_or_default(None)?,
-        Some(Value::String(s)) => event_or_default(Some(s))?,
+    let event = event_or_default(match obj.get("event") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
         Some(_) => return Err("event must be a string".into()),
-    };
+    })?;
     Ok(NewVisit {
         url,
         ip: crate::domain::canonical_ip(ip),
@@ -143,6 +143,7 @@ pub fn read_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::EVENT_RULE;
 
     fn collect(input: &str) -> (Vec<NewVisit>, Vec<(usize, String)>) {
         let (mut ok, mut bad) = (Vec::new(), Vec::new());
@@ -155,6 +156,21 @@ mod tests {
         })
         .unwrap();
         (ok, bad)
+    }
+
+    #[test]
+    fn an_event_is_optional_but_when_given_must_be_a_valid_name() {
+        let with = |event: &str| {
+            let record = format!(
+                r#"{{"url":"https://a.com/","ip":"1.2.3.4","timestamp":1753698600{event}}}"#
+            );
+            parse_record(&serde_json::from_str(&record).unwrap()).map(|v| v.event)
+        };
+        assert_eq!(with("").unwrap(), "pageview");
+        assert_eq!(with(r#","event":null"#).unwrap(), "pageview");
+        assert_eq!(with(r#","event":"signup""#).unwrap(), "signup");
+        assert_eq!(with(r#","event":"Sign Up""#).unwrap_err(), EVENT_RULE);
+        assert_eq!(with(r#","event":7"#).unwrap_err(), "event must be a string");
     }
 
     #[test]
