@@ -42,6 +42,7 @@ for r in $(seq 1 "$ROUNDS"); do
   n=$(rps 18851)
   if (( r % 2 )); then a=$(rps 18852); sleep 1; b=$(rps 18853); sleep 1
   else b=$(rps 18853); sleep 1; a=$(rps 18852); sleep 1; fi
+  [ -n "$n" ] && [ -n "$a" ] && [ -n "$b" ] || { echo "round $r: a wrk run printed no RESULT line" >&2; exit 1; }
   echo "$n $a $b" | awk '{printf "noop %d  A %d (%.3f)  B %d (%.3f)\n", $1, $2, $2/$1, $3, $3/$1}'
   echo "$n $a $b" >>"$work/rounds"
 done

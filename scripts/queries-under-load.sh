@@ -8,7 +8,8 @@
 # ../shared/bench/ingest.sh for 20 s, and from its 3rd to its 18th second asks in turn for
 # /summary?hours=24, /stats and this year's /breakdown/all/pageview; prints each one's count,
 # median and 90th percentile. Only answers given while wrk runs are counted: the script fails if
-# wrk has finished before the last query. Compare two builds by running it for each in turn.
+# wrk has finished before the last query, or if any query is not answered 200. Compare two
+# builds by running it for each in turn.
 #
 # Needs: wrk, curl, python3; port 18854 free.
 set -euo pipefail
@@ -27,9 +28,9 @@ sleep 3
 end=$((SECONDS + 15))
 year=$(date -u +%Y)
 while [ "$SECONDS" -lt "$end" ]; do
-  curl -s -o /dev/null -w "/summary?hours=24 %{time_total}\n" "$base/summary?hours=24"
-  curl -s -o /dev/null -w "/stats %{time_total}\n" "$base/stats"
-  curl -s -o /dev/null -w "/breakdown/all/pageview/$year %{time_total}\n" "$base/breakdown/all/pageview/$year"
+  curl -s -o /dev/null -w "/summary?hours=24 %{http_code} %{time_total}\n" "$base/summary?hours=24"
+  curl -s -o /dev/null -w "/stats %{http_code} %{time_total}\n" "$base/stats"
+  curl -s -o /dev/null -w "/breakdown/all/pageview/$year %{http_code} %{time_total}\n" "$base/breakdown/all/pageview/$year"
   sleep 0.05
 done >"$work/times"
 kill -0 "$load" 2>/dev/null || { echo "the load ended before the last query: nothing measured under load" >&2; exit 1; }
@@ -37,9 +38,15 @@ wait "$load"
 python3 - "$work/times" <<'EOF'
 import statistics, sys
 times = {}
+failed = 0
 for line in open(sys.argv[1]):
-    path, seconds = line.split()
+    path, status, seconds = line.split()
+    if status != "200":
+        failed += 1
+        continue
     times.setdefault(path, []).append(float(seconds) * 1000)
+if failed:
+    sys.exit(f"{failed} queries were not answered 200: their times are not latencies")
 for path, ms in times.items():
     ms.sort()
     print(f"{path}: n={len(ms)} median={statistics.median(ms):.1f} ms p90={ms[int(0.9 * len(ms))]:.1f} ms")
