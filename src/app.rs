@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::client_ip::TrustedProxies;
 use crate::config::ServeArgs;
 use crate::ratelimit::{self, IpCeilingConfig, RateLimits};
+use crate::store::checkpointer::Checkpointer;
 use crate::store::roller::RollerHandle;
 use crate::store::{self, CounterCache, ReadPool, WriterHandle};
 
@@ -66,11 +67,14 @@ impl App {
             RollerHandle::spawn(conns.rollups, args.roll_up_priority)
                 .context("cannot start the roll-up thread")?,
         );
+        let checkpointer = Checkpointer::spawn(path, args.db.durability)
+            .context("cannot start the checkpoint thread")?;
         let writer = WriterHandle::spawn(
             conns.raw,
             path.clone(),
             counters.clone(),
             roller.clone(),
+            checkpointer,
             args.write_queue,
             args.max_batch,
         )

@@ -17,6 +17,7 @@
 //! - [`export`]: the streaming cursor behind `/all-visits` and `footfall export`.
 
 pub mod calendar;
+pub mod checkpointer;
 pub mod cleanup;
 pub mod counters;
 pub mod export;

@@ -25,6 +25,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::CounterCache;
+use super::checkpointer::Checkpointer;
 use super::ingest::{Ingest, NewVisit, count_page};
 use super::roller::RollerHandle;
 use crate::domain::UnixMillis;
@@ -158,12 +159,14 @@ impl WriterHandle {
     /// answers through a task on that runtime (`AckRelay`), so that runtime must keep
     /// being driven while requests are submitted; once it has shut down, the writer answers
     /// each request itself. The rare answers that wait for a roll-up, and cleanups, are sent
-    /// directly from the thread that has them.
+    /// directly from the thread that has them. `checkpointer` (on the same file) hears of every
+    /// commit, and is stopped once the writer has made its last.
     pub fn spawn(
         conn: Connection,
         db: PathBuf,
         counters: Arc<CounterCache>,
         roller: Arc<RollerHandle>,
+        checkpointer: Checkpointer,
         queue_capacity: usize,
         max_batch: usize,
     ) -> anyhow::Result<Self> {
@@ -176,6 +179,7 @@ impl WriterHandle {
             ingest: Ingest::new(),
             counters,
             roller,
+            checkpointer,
             late_pruned: 0,
             queued: queued.clone(),
             max_batch: max_batch.max(1),
@@ -287,6 +291,7 @@ struct Writer {
     ingest: Ingest,
     counters: Arc<CounterCache>,
     roller: Arc<RollerHandle>,
+    checkpointer: Checkpointer,
     /// `late_visits` rows up to this seq are deleted (with a later one of `roller.late_seq()`,
     /// the next transaction deletes more).
     late_pruned: i64,
@@ -348,6 +353,7 @@ impl Writer {
                 self.cleanup(reply, cutoff);
             }
         }
+        self.checkpointer.shutdown();
         tracing::info!("writer stopped: every queued write is committed");
     }
 
@@ -365,6 +371,7 @@ impl Writer {
                 if let Some(seq) = prune_late_to {
                     self.late_pruned = seq;
                 }
+                self.checkpointer.committed();
                 self.metrics.batch_visits.record(weight as f64);
                 self.metrics
                     .commit_seconds
@@ -424,7 +431,10 @@ impl Writer {
             |cutoff| roller.take_out_before(cutoff).map_err(anyhow::Error::msg),
         );
         let answer = match done {
-            Ok(deleted) => Ok(deleted),
+            Ok(deleted) => {
+                self.checkpointer.committed();
+                Ok(deleted)
+            }
             Err(err) => {
                 self.ingest.rolled_back();
                 tracing::error!(error = format!("{err:#}"), "cleanup failed");
