@@ -26,7 +26,7 @@ use crate::config::Durability;
 /// they come at this pace rather than after every commit.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Shared {
     /// Set by a commit, taken by the thread: there are frames to copy.
     dirty: AtomicBool,
@@ -41,16 +41,12 @@ impl Shared {
     }
 }
 
-/// The handle the writer notifies after each commit.
+/// The handle the writer owns: it reports each commit, and stops the thread after its last.
+#[derive(Debug)]
 pub struct Checkpointer {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl std::fmt::Debug for Checkpointer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpointer").finish_non_exhaustive()
-    }
+    /// Taken by the first [`Checkpointer::shutdown`].
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Checkpointer {
@@ -66,7 +62,7 @@ impl Checkpointer {
         };
         Ok(Self {
             shared,
-            thread: Mutex::new(Some(thread)),
+            thread: Some(thread),
         })
     }
 
@@ -81,8 +77,8 @@ impl Checkpointer {
     }
 
     /// Stops the thread (after the checkpoint it may be running) and waits for it. Idempotent.
-    pub fn shutdown(&self) {
-        let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+    pub fn shutdown(&mut self) {
+        let Some(thread) = self.thread.take() else {
             return;
         };
         *self.shared.lock() = true;
@@ -159,7 +155,7 @@ mod tests {
             .raw
             .pragma_update(None, "wal_autocheckpoint", 0)
             .unwrap();
-        let checkpointer = Checkpointer::spawn(&db, Durability::Normal).unwrap();
+        let mut checkpointer = Checkpointer::spawn(&db, Durability::Normal).unwrap();
         let size = || std::fs::metadata(&db).unwrap().len();
         // The schema is still only in the log: the file holds its first page.
         let before = size();

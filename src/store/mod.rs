@@ -8,6 +8,7 @@
 //!
 //! - [`writer`]: the one thread that writes the visits file (group commit).
 //! - [`roller`]: the one thread that writes the rollups file (bulk roll-ups).
+//! - [`checkpointer`]: copies the visits file's log into it beside the writer.
 //! - [`ingest`]: turns visits into raw rows inside a transaction; shared by the writer,
 //!   `footfall import` and `POST /import`.
 //! - [`rollups`]: the roll-up itself, its in-memory deltas, cleanup's inverse, and the rebuild

@@ -13,6 +13,9 @@
 //! is in every answer from its acknowledgement on. The exceptions wait for the roll-up before
 //! they are answered: late visits (stored below the watermark, which queries do not add) and
 //! pre-counted clicks. A cleanup runs alone, in the two steps of [`super::cleanup`].
+//!
+//! Most of the log's checkpointing happens on [`super::checkpointer`]'s thread, told of each
+//! commit; the writer's own automatic checkpoint then finds little left to copy.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -291,6 +294,7 @@ struct Writer {
     ingest: Ingest,
     counters: Arc<CounterCache>,
     roller: Arc<RollerHandle>,
+    /// Told of every commit; stopped after the last.
     checkpointer: Checkpointer,
     /// `late_visits` rows up to this seq are deleted (with a later one of `roller.late_seq()`,
     /// the next transaction deletes more).
