@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use footfall::ratelimit::{PURGE_EVERY, RateLimits};
+use footfall::http::ratelimit::{PURGE_EVERY, RateLimits};
 
 fn main() {
     let mut args = std::env::args().skip(1);

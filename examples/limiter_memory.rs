@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use footfall::ratelimit::{PURGE_EVERY, RateLimits};
+use footfall::http::ratelimit::{PURGE_EVERY, RateLimits};
 
 /// The server's defaults (`--rate-limit-per-minute`, `--bulk-rate-limit-per-minute`).
 const VISITS_PER_MINUTE: u32 = 10;

@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let app = footfall::app::App::build(&args)?;
+        let app = footfall::http::App::build(&args)?;
         let router = app.router.clone();
         let mut state = 0x9E37_79B9_7F4A_7C15;
         let mut batches = Vec::new();

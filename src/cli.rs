@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rusqlite::Connection;
 
-use crate::app::App;
 use crate::config::{CleanupArgs, ExportArgs, ImportArgs, ServeArgs};
+use crate::domain::import::{ImportReport, read_records};
 use crate::domain::{format_iso, now_millis};
-use crate::import::{ImportReport, read_records};
+use crate::http::App;
 use crate::store::export::{FilterParams, export as export_rows};
 use crate::store::ingest::{self, Ingest, NewVisit};
 use crate::store::rollups;
@@ -32,7 +32,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         args.db.db.display()
     );
-    app.serve(listener, crate::app::shutdown_signal()).await?;
+    app.serve(listener, crate::http::shutdown_signal()).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -174,7 +174,7 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
 
 /// `footfall cleanup --days N`.
 pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<()> {
-    let cutoff = crate::routes::admin::cleanup_cutoff(now_millis(), args.days)
+    let cutoff = crate::http::routes::admin::cleanup_cutoff(now_millis(), args.days)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let conns = open_writer(&args.db.db, args.db.durability)?;
     let deleted = crate::store::cleanup::run(

@@ -24,17 +24,10 @@
 //! - [`telemetry`]: logs and Prometheus metrics; [`log_sink`]: the buffer log lines go through.
 #![forbid(unsafe_code)]
 
-pub mod app;
 pub mod cli;
-pub mod client_ip;
 pub mod config;
 pub mod domain;
-pub mod error;
-pub mod extract;
-pub mod import;
+pub mod http;
 pub mod log_sink;
-pub mod ratelimit;
-pub mod routes;
-pub mod server;
 pub mod store;
 pub mod telemetry;

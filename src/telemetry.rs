@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-use crate::error::InternalCause;
+use crate::http::error::InternalCause;
 use crate::log_sink::{LogGuard, LogSink};
 
 /// How often histogram samples are folded into their buckets (see [`prometheus`]).

@@ -12,8 +12,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use footfall::app::{App, AppState};
 use footfall::config::ServeArgs;
+use footfall::http::{App, AppState};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -153,7 +153,7 @@ impl TestApp {
     }
 
     /// Imports JSONL through the same code as `footfall import`.
-    pub fn import_jsonl(&self, jsonl: &str) -> footfall::import::ImportReport {
+    pub fn import_jsonl(&self, jsonl: &str) -> footfall::domain::import::ImportReport {
         footfall::cli::import_into(&mut write_conns(&self.db), jsonl.as_bytes(), false).unwrap()
     }
 

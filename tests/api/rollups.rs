@@ -299,7 +299,7 @@ async fn a_tail_found_at_startup_is_rolled_up_without_waiting_for_a_write() {
     );
     assert_eq!(counted_and_stored(&conns), (0, 3));
 
-    let app = footfall::app::App::build(&footfall::config::ServeArgs::for_db(&path)).unwrap();
+    let app = footfall::http::App::build(&footfall::config::ServeArgs::for_db(&path)).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while counted_and_stored(&conns).0 < 3 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

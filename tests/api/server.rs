@@ -1,4 +1,4 @@
-//! The connection loop (`footfall::server`): header timeout, half-close, graceful shutdown.
+//! The connection loop (`footfall::http::server`): header timeout, half-close, graceful shutdown.
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ async fn start(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(footfall::server::serve(
+    let server = tokio::spawn(footfall::http::server::serve(
         listener,
         router,
         header_timeout,

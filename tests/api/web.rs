@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode};
 use crate::common::{Reply, TestApp};
 
 /// The 43-byte transparent GIF every pixel answer carries.
-const GIF: &[u8] = &footfall::routes::web::PIXEL_GIF;
+const GIF: &[u8] = &footfall::http::routes::web::PIXEL_GIF;
 
 fn encoded(url: &str) -> String {
     url.bytes().map(|b| format!("%{b:02X}")).collect()

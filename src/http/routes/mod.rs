@@ -31,8 +31,8 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::AppState;
+use crate::http::error::ApiError;
 
 /// Largest request body (except `POST /import`, which sets its own).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -68,7 +68,7 @@ pub fn router(state: AppState) -> Router {
             state
                 .ip_ceiling
                 .clone()
-                .map(crate::ratelimit::ip_ceiling_layer),
+                .map(crate::http::ratelimit::ip_ceiling_layer),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()

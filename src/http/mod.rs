@@ -1,4 +1,11 @@
-//! Building and serving the application: state, router, background tasks, shutdown.
+//! The HTTP layer: state, router assembly, serving and shutdown.
+
+pub mod client_ip;
+pub mod error;
+pub mod extract;
+pub mod ratelimit;
+pub mod routes;
+pub mod server;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -9,9 +16,9 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::client_ip::TrustedProxies;
 use crate::config::ServeArgs;
-use crate::ratelimit::{self, IpCeilingConfig, RateLimits};
+use crate::http::client_ip::TrustedProxies;
+use crate::http::ratelimit::{IpCeilingConfig, RateLimits};
 use crate::store::checkpointer::Checkpointer;
 use crate::store::roller::RollerHandle;
 use crate::store::{self, CounterCache, ReadPool, WriterHandle};
@@ -101,7 +108,7 @@ impl App {
             db_path: Arc::new(path.clone()),
             metrics,
         }));
-        let router = crate::routes::router(state.clone());
+        let router = crate::http::routes::router(state.clone());
         Ok(Self { state, router })
     }
 
@@ -113,8 +120,8 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let purge = tokio::spawn(purge_limiters(self.state.clone()));
-        let header_timeout = crate::server::HEADER_READ_TIMEOUT;
-        crate::server::serve(listener, self.router, header_timeout, shutdown).await;
+        let header_timeout = crate::http::server::HEADER_READ_TIMEOUT;
+        crate::http::server::serve(listener, self.router, header_timeout, shutdown).await;
         purge.abort();
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || {

@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use ipnet::IpNet;
 
 use crate::domain::canonical_ip;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The resolved client address of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

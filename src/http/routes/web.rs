@@ -21,11 +21,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::OpenApi;
 
-use crate::app::AppState;
-use crate::client_ip::ClientIp;
-use crate::error::ApiError;
-use crate::extract::UserAgent;
-use crate::routes::record::{Recording, UrlQuery, record_one};
+use crate::http::AppState;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::ApiError;
+use crate::http::extract::UserAgent;
+use crate::http::routes::record::{Recording, UrlQuery, record_one};
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -11,11 +11,11 @@ use axum::{Router, debug_handler};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::client_ip::ClientIp;
 use crate::domain::{IsoTime, PageUrl, event_or_default, now_millis, parse_page_id};
-use crate::error::{ApiError, Result};
-use crate::extract::{BeaconJson, Json, Path, Query, UserAgent};
+use crate::http::AppState;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::{ApiError, Result};
+use crate::http::extract::{BeaconJson, Json, Path, Query, UserAgent};
 use crate::store::WriteOp;
 use crate::store::ingest::NewVisit;
 
@@ -162,14 +162,14 @@ pub async fn record_one(state: &AppState, recording: Recording) -> Result<NewVis
     request_body(content((VisitRequest = "application/json"), (VisitRequest = "text/plain"))),
     responses(
         (status = 200, description = "Recorded and committed", body = VisitResponse),
-        (status = 400, description = "Invalid URL", body = crate::routes::ErrorBody,
+        (status = 400, description = "Invalid URL", body = crate::http::routes::ErrorBody,
             example = json!({"detail": "Invalid URL format"})),
-        (status = 413, description = "Body over 1 MiB", body = crate::routes::ErrorBody),
-        (status = 415, description = "Unsupported content type", body = crate::routes::ErrorBody),
-        (status = 422, description = "Malformed body", body = crate::routes::ErrorBody),
-        (status = 429, description = "Rate limited", body = crate::routes::ErrorBody,
+        (status = 413, description = "Body over 1 MiB", body = crate::http::routes::ErrorBody),
+        (status = 415, description = "Unsupported content type", body = crate::http::routes::ErrorBody),
+        (status = 422, description = "Malformed body", body = crate::http::routes::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::http::routes::ErrorBody,
             example = json!({"detail": "Too many requests, please try again later"})),
-        (status = 503, description = "Write queue full; retry after `Retry-After`", body = crate::routes::ErrorBody),
+        (status = 503, description = "Write queue full; retry after `Retry-After`", body = crate::http::routes::ErrorBody),
     ))]
 #[debug_handler(state = AppState)]
 pub async fn record_visit(
@@ -191,10 +191,10 @@ pub async fn record_visit(
         (status = 200, description = "Recorded and committed", body = VisitResponse,
             example = json!({"url": "https://example.com/page", "ip": "192.168.1.1",
                 "user_agent": "Mozilla/5.0...", "status": "recorded"})),
-        (status = 400, description = "Invalid URL", body = crate::routes::ErrorBody),
-        (status = 422, description = "Missing url", body = crate::routes::ErrorBody),
-        (status = 429, description = "Rate limited", body = crate::routes::ErrorBody),
-        (status = 503, description = "Write queue full", body = crate::routes::ErrorBody),
+        (status = 400, description = "Invalid URL", body = crate::http::routes::ErrorBody),
+        (status = 422, description = "Missing url", body = crate::http::routes::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::http::routes::ErrorBody),
+        (status = 503, description = "Write queue full", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn record_visit_legacy(
     State(state): State<AppState>,
@@ -218,12 +218,12 @@ pub async fn record_visit_legacy(
     request_body(content = Vec<VisitRequest>, example = json!([{"url": "https://example.com/page1"}, {"url": "https://example.com/page2"}])),
     responses(
         (status = 200, description = "Recorded and committed", body = BulkVisitResponse),
-        (status = 400, description = "Too many items or an invalid URL; nothing recorded", body = crate::routes::ErrorBody,
+        (status = 400, description = "Too many items or an invalid URL; nothing recorded", body = crate::http::routes::ErrorBody,
             example = json!({"detail": "Too many visits in bulk request (max 100)"})),
-        (status = 413, description = "Body over 1 MiB", body = crate::routes::ErrorBody),
-        (status = 415, description = "Unsupported content type", body = crate::routes::ErrorBody),
-        (status = 422, description = "Malformed body", body = crate::routes::ErrorBody),
-        (status = 503, description = "Write queue full", body = crate::routes::ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = crate::http::routes::ErrorBody),
+        (status = 415, description = "Unsupported content type", body = crate::http::routes::ErrorBody),
+        (status = 422, description = "Malformed body", body = crate::http::routes::ErrorBody),
+        (status = 503, description = "Write queue full", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn record_bulk_visits(
     State(state): State<AppState>,
@@ -279,9 +279,9 @@ fn page_id_param(raw: &str) -> Result<&str> {
     params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`")),
     responses(
         (status = 200, description = "Counted and committed", body = PageVisitResponse),
-        (status = 422, description = "Invalid page id", body = crate::routes::ErrorBody),
-        (status = 429, description = "Rate limited", body = crate::routes::ErrorBody),
-        (status = 503, description = "Write queue full", body = crate::routes::ErrorBody),
+        (status = 422, description = "Invalid page id", body = crate::http::routes::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::http::routes::ErrorBody),
+        (status = 503, description = "Write queue full", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn count_page_visit(
     State(state): State<AppState>,
@@ -305,7 +305,7 @@ pub async fn count_page_visit(
     params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`")),
     responses(
         (status = 200, description = "The committed count", body = PageCountResponse),
-        (status = 422, description = "Invalid page id", body = crate::routes::ErrorBody),
+        (status = 422, description = "Invalid page id", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn page_visit_count(
     State(state): State<AppState>,

@@ -9,8 +9,8 @@ use axum::routing::get;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::domain::{format_iso, now_millis};
+use crate::http::AppState;
 use crate::store;
 
 pub fn router() -> Router<AppState> {

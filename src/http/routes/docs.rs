@@ -9,7 +9,7 @@ use utoipa_redoc::{Redoc, Servable};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{ErrorBody, admin, analytics, ops, record};
-use crate::app::AppState;
+use crate::http::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

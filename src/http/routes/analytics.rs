@@ -8,10 +8,10 @@ use axum::routing::get;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::app::AppState;
 use crate::domain::{PageUrl, now_millis};
-use crate::error::{ApiError, Result};
-use crate::extract::{Json, Query};
+use crate::http::AppState;
+use crate::http::error::{ApiError, Result};
+use crate::http::extract::{Json, Query};
 use crate::store::{self, queries};
 
 /// Longest window, in hours (one year).
@@ -56,7 +56,7 @@ fn hours_param(hours: Option<i64>) -> Result<i64> {
 #[utoipa::path(get, path = "/summary", tag = "analytics", params(SummaryQuery),
     responses(
         (status = 200, description = "Per-page analytics", body = queries::SummaryResponse),
-        (status = 422, description = "Bad parameter", body = crate::routes::ErrorBody),
+        (status = 422, description = "Bad parameter", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_summary(
     State(state): State<AppState>,
@@ -124,9 +124,9 @@ fn percent_decode(raw: &str) -> Option<String> {
         pattern = "^[hH][tT][tT][pP][sS]?(:|%3[aA])"), HoursQuery),
     responses(
         (status = 200, description = "The page's analytics", body = queries::UrlStatsResponse),
-        (status = 400, description = "Invalid URL", body = crate::routes::ErrorBody,
+        (status = 400, description = "Invalid URL", body = crate::http::routes::ErrorBody,
             example = json!({"detail": "Invalid URL format"})),
-        (status = 422, description = "Bad parameter", body = crate::routes::ErrorBody),
+        (status = 422, description = "Bad parameter", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_url_stats(
     State(state): State<AppState>,

@@ -3,6 +3,8 @@
 //! Everything that crosses the HTTP or import boundary is parsed into one of these types first,
 //! so the store never sees an unchecked URL, event name or timestamp.
 
+pub mod import;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;

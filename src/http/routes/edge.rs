@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::client_ip::{self, TrustedProxies};
-use crate::error::InternalCause;
+use crate::http::client_ip::{self, TrustedProxies};
+use crate::http::error::InternalCause;
 use crate::telemetry::RequestRecord;
 
 /// Adds [`Edge`] around a service.
@@ -119,7 +119,7 @@ fn json_error_body(response: Response) -> Response {
         StatusCode::REQUEST_TIMEOUT => "Request timed out",
         other => other.canonical_reason().unwrap_or("Error"),
     };
-    let body = axum::Json(crate::error::detail_body(detail)).into_response();
+    let body = axum::Json(crate::http::error::detail_body(detail)).into_response();
     parts.headers.remove(CONTENT_LENGTH);
     parts
         .headers

@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 
 use crate::domain::clean_user_agent;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// `axum::Json` with `{"detail"}` rejections.
 #[derive(Debug, Clone, Copy, Default, FromRequest)]

@@ -17,13 +17,13 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
-use crate::client_ip::ClientIp;
 use crate::config::ExportFormat;
+use crate::domain::import::{ImportReport, read_records};
 use crate::domain::{format_iso, now_millis, parse_site};
-use crate::error::{ApiError, Result};
-use crate::extract::{Json, Query};
-use crate::import::{ImportReport, read_records};
+use crate::http::AppState;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::{ApiError, Result};
+use crate::http::extract::{Json, Query};
 use crate::store::WriteOp;
 use crate::store::export::{ExportFilter, FilterParams, export};
 use crate::store::rollups::DAY_MS;
@@ -114,9 +114,9 @@ pub struct ExportQuery {
                 (ExportedVisit = "application/x-ndjson", example = json!({"url": "https://example.com/page", "ip": "192.168.1.1", "user_agent": "Mozilla/5.0...", "timestamp": "2025-07-28 10:30:00"})),
                 (String = "text/csv", example = "url,ip,user_agent,timestamp\nhttps://example.com/page,192.168.1.1,Mozilla/5.0...,2025-07-28 10:30:00\n"),
             )),
-        (status = 401, description = "Missing or wrong admin token", body = crate::routes::ErrorBody),
-        (status = 403, description = "Not a local client and no token configured", body = crate::routes::ErrorBody),
-        (status = 422, description = "Malformed filter", body = crate::routes::ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = crate::http::routes::ErrorBody),
+        (status = 403, description = "Not a local client and no token configured", body = crate::http::routes::ErrorBody),
+        (status = 422, description = "Malformed filter", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn export_visits(
     _: Admin,
@@ -185,9 +185,9 @@ pub struct ExportedVisits {
         example = "{\"url\":\"https://example.com/page\",\"ip\":\"192.168.1.1\",\"user_agent\":\"Mozilla/5.0\",\"timestamp\":\"2025-07-28 10:30:00\"}\n"),
     responses(
         (status = 200, description = "What was imported and what was skipped", body = ImportReport),
-        (status = 401, description = "Missing or wrong admin token", body = crate::routes::ErrorBody),
-        (status = 403, description = "Not a local client and no token configured", body = crate::routes::ErrorBody),
-        (status = 422, description = "The body is not JSONL or a JSON array", body = crate::routes::ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = crate::http::routes::ErrorBody),
+        (status = 403, description = "Not a local client and no token configured", body = crate::http::routes::ErrorBody),
+        (status = 422, description = "The body is not JSONL or a JSON array", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn import_visits(
     _: Admin,
@@ -251,11 +251,11 @@ pub fn cleanup_cutoff(now: i64, days: i64) -> Result<i64> {
 #[utoipa::path(delete, path = "/cleanup", tag = "admin", params(CleanupQuery), security(("bearer" = [])),
     responses(
         (status = 200, description = "Deleted", body = CleanupResponse),
-        (status = 400, description = "days < 1", body = crate::routes::ErrorBody,
+        (status = 400, description = "days < 1", body = crate::http::routes::ErrorBody,
             example = json!({"detail": "Days must be at least 1"})),
-        (status = 401, description = "Missing or wrong admin token", body = crate::routes::ErrorBody),
-        (status = 403, description = "Not a local client and no token configured", body = crate::routes::ErrorBody),
-        (status = 422, description = "days is not an integer", body = crate::routes::ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = crate::http::routes::ErrorBody),
+        (status = 403, description = "Not a local client and no token configured", body = crate::http::routes::ErrorBody),
+        (status = 422, description = "days is not an integer", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn cleanup_visits(
     _: Admin,
@@ -289,11 +289,11 @@ const MAX_CLICKS: i64 = 1_000_000_000;
         example = json!({"timestamp": 1644407344, "example1.com": 80, "example2.com": 5})),
     responses(
         (status = 200, description = "Added and committed", body = DomainClicksResponse),
-        (status = 401, description = "Missing or wrong admin token", body = crate::routes::ErrorBody),
-        (status = 403, description = "Not a local client and no token configured", body = crate::routes::ErrorBody),
-        (status = 413, description = "Body over 1 MiB", body = crate::routes::ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = crate::routes::ErrorBody),
-        (status = 422, description = "Malformed body", body = crate::routes::ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = crate::http::routes::ErrorBody),
+        (status = 403, description = "Not a local client and no token configured", body = crate::http::routes::ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = crate::http::routes::ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = crate::http::routes::ErrorBody),
+        (status = 422, description = "Malformed body", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn add_domain_clicks(
     _: Admin,

@@ -32,7 +32,7 @@ use super::checkpointer::Checkpointer;
 use super::ingest::{Ingest, NewVisit, count_page};
 use super::roller::RollerHandle;
 use crate::domain::UnixMillis;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// One unit of work for the writer; each is atomic and committed before it is answered.
 #[derive(Debug)]

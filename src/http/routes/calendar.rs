@@ -6,10 +6,10 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::app::AppState;
 use crate::domain::{EVENT_RULE, now_millis, parse_event, parse_site};
-use crate::error::{ApiError, Result};
-use crate::extract::{Json, Path, Query};
+use crate::http::AppState;
+use crate::http::error::{ApiError, Result};
+use crate::http::extract::{Json, Path, Query};
 use crate::store::{self, calendar};
 
 /// Most sites `/domains/{period}` lists.
@@ -87,7 +87,7 @@ fn number<T: std::str::FromStr>(raw: Option<&str>, what: &str) -> Result<Option<
     ),
     responses(
         (status = 200, description = "Every segment of the period", body = BreakdownResponse),
-        (status = 422, description = "Impossible date or bad name", body = crate::routes::ErrorBody),
+        (status = 422, description = "Impossible date or bad name", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_breakdown(
     State(state): State<AppState>,
@@ -150,7 +150,7 @@ pub struct DomainsResponse {
     params(("period" = String, Path, description = "`min`, `hour` or `day`", pattern = "^(min|hour|day)$"), DomainsQuery),
     responses(
         (status = 200, description = "Top sites, highest first", body = DomainsResponse),
-        (status = 422, description = "Unknown period or bad limit", body = crate::routes::ErrorBody),
+        (status = 422, description = "Unknown period or bad limit", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_top_domains(
     State(state): State<AppState>,
