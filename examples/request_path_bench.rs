@@ -123,8 +123,7 @@ fn main() -> anyhow::Result<()> {
             cpu as f64 / 1e3 / requests as f64,
             allocations as f64 / requests as f64,
         );
-        app.state.writer.shutdown();
-        app.state.roller.shutdown();
+        app.state.store.close().await;
         anyhow::Ok(())
     })
 }

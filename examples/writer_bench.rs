@@ -8,10 +8,11 @@
 //! Run with: `cargo run --release --example writer_bench -- [VISITS] [BATCH]`
 use std::time::Instant;
 
-use footfall::config::Durability;
+use footfall::domain::NewVisit;
 use footfall::domain::{PageUrl, now_millis};
-use footfall::store::ingest::{Ingest, NewVisit};
-use footfall::store::roller::ROLL_UP_AT;
+use footfall::store::Durability;
+use footfall::store::sqlite::ingest::Ingest;
+use footfall::store::sqlite::roller::ROLL_UP_AT;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -19,7 +20,7 @@ fn main() -> anyhow::Result<()> {
     let batch: usize = args.next().map_or(Ok(64), |s| s.parse())?;
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("bench.db");
-    let mut conns = footfall::store::open_writer(&db, Durability::Normal)?;
+    let mut conns = footfall::store::sqlite::open_writer(&db, Durability::Normal)?;
     let mut ingest = Ingest::new();
     let agents = ["Chrome/130", "Safari/17", "Firefox/131", "iPhone"];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -56,7 +57,7 @@ fn main() -> anyhow::Result<()> {
                 )
             })
             .collect();
-        footfall::store::immediate(&conns.raw, |raw| {
+        footfall::store::sqlite::immediate(&conns.raw, |raw| {
             ingest.begin(raw)?;
             for visit in &visits {
                 ingest.add_visit(raw, visit)?;

@@ -1,22 +1,19 @@
-//! The commands of the binary: `serve`, and `import`, `export`, `cleanup`, which work on the
-//! database file directly — safely beside a running server (WAL, busy timeout; the server
-//! notices their commits through `PRAGMA data_version`).
+//! The commands of the binary: `serve`, and `import`, `export`, `cleanup`, which open the
+//! database through the same [`Store`] as the server — safely beside a running server on the
+//! same file (SQLite's WAL and busy timeout; the server notices their commits).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rusqlite::Connection;
 
 use crate::config::{CleanupArgs, ExportArgs, ImportArgs, ServeArgs};
+use crate::domain::export::FilterParams;
 use crate::domain::import::{ImportReport, read_records};
-use crate::domain::{format_iso, now_millis};
+use crate::domain::{NewVisit, cleanup_cutoff, format_iso, now_millis};
 use crate::http::App;
-use crate::store::export::{FilterParams, export as export_rows};
-use crate::store::ingest::{self, Ingest, NewVisit};
-use crate::store::rollups;
-use crate::store::{WriteConns, immediate, open_writer};
+use crate::store::Store;
 
 /// `footfall serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -41,39 +38,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// crash loses at most the batch in flight (never half of one).
 const IMPORT_BATCH: usize = 50_000;
 
-/// Writes `visits` in one transaction through the same code as the server's writer, then rolls
-/// them up (a batch this large is the bulk case rollups are built for); deletes the late-visit
-/// log rows an earlier roll-up counted (`late_seq`). Returns the roll-up's `late_seq`.
-pub fn write_batch(
-    conns: &mut WriteConns,
-    ingest: &mut Ingest,
-    visits: &[NewVisit],
-    late_seq: i64,
-) -> anyhow::Result<i64> {
-    immediate(&conns.raw, |raw| {
-        ingest.begin(raw)?;
-        ingest::prune_late(raw, late_seq)?;
-        for visit in visits {
-            ingest.add_visit(raw, visit)?;
-        }
-        Ok::<_, rusqlite::Error>(())
-    })
-    // Ids handed out in a rolled-back transaction were never stored.
-    .inspect_err(|_| ingest.rolled_back())?;
-    Ok(conns.roll_up()?.late_seq)
-}
-
 /// `footfall import FILE|-`.
-pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
-    let reader: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
+pub async fn import(args: &ImportArgs) -> anyhow::Result<()> {
+    let reader: Box<dyn BufRead + Send> = if args.file.as_os_str() == "-" {
         Box::new(BufReader::with_capacity(1 << 16, std::io::stdin()))
     } else {
         let file = File::open(&args.file)
             .with_context(|| format!("cannot open {}", args.file.display()))?;
         Box::new(BufReader::with_capacity(1 << 16, file))
     };
-    let mut conns = open_writer(&args.db.db, args.db.durability)?;
-    let report = import_into(&mut conns, reader, std::io::stderr().is_terminal())?;
+    let store = Store::open(&args.db.db, &args.db.store_options())?;
+    let imported = import_into(&store, reader, std::io::stderr().is_terminal()).await;
+    store.close().await;
+    let report = imported?;
     for error in &report.errors {
         eprintln!("line {}: {}", error.line, error.detail);
     }
@@ -90,56 +67,75 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Imports every record of `reader` in batches; shows progress on stderr when `progress`.
-pub fn import_into(
-    conns: &mut WriteConns,
-    reader: impl BufRead,
+/// Imports every record of `reader` into `store` in batches, each committed before the next
+/// is sent (the next is parsed meanwhile); shows progress on stderr when `progress`.
+pub async fn import_into(
+    store: &Store,
+    reader: impl BufRead + Send + 'static,
     progress: bool,
 ) -> anyhow::Result<ImportReport> {
-    let mut ingest = Ingest::new();
-    let mut late_seq = 0;
-    let mut report = ImportReport::default();
-    let mut batch = Vec::with_capacity(IMPORT_BATCH);
+    let (batches, mut parsed) = tokio::sync::mpsc::channel::<Vec<NewVisit>>(1);
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut report = ImportReport::default();
+        let mut batch = Vec::with_capacity(IMPORT_BATCH);
+        let result = read_records(reader, |line, record| {
+            match record {
+                Ok(visit) => batch.push(visit),
+                Err(detail) => report.skip(line, detail),
+            }
+            if batch.len() >= IMPORT_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH));
+                // The importing side stopped (a failed commit): so does the parsing.
+                batches
+                    .blocking_send(full)
+                    .map_err(|_| anyhow::anyhow!("the import stopped"))?;
+            }
+            Ok(())
+        });
+        if result.is_ok() && !batch.is_empty() {
+            let _ = batches.blocking_send(batch);
+        }
+        (result, report)
+    });
     let started = Instant::now();
     let mut last_progress = Instant::now();
-    read_records(reader, |line, record| {
-        match record {
-            Ok(visit) => batch.push(visit),
-            Err(detail) => report.skip(line, detail),
-        }
-        if batch.len() >= IMPORT_BATCH {
-            late_seq = write_batch(conns, &mut ingest, &batch, late_seq)?;
-            report.imported += batch.len() as u64;
-            batch.clear();
-            if progress && last_progress.elapsed() > Duration::from_millis(500) {
-                last_progress = Instant::now();
-                let rate = report.imported as f64 / started.elapsed().as_secs_f64();
-                eprint!(
-                    "\rimported {} visits, skipped {} ({rate:.0}/s)   ",
-                    report.imported, report.skipped
-                );
+    let mut imported = 0u64;
+    let mut failed = None;
+    while let Some(batch) = parsed.recv().await {
+        match store.import(batch).await {
+            Ok(n) => imported += n as u64,
+            Err(err) => {
+                failed = Some(err);
+                break;
             }
         }
-        Ok(())
-    })?;
-    // The last batch may be empty: it still deletes the late-visit log rows counted so far.
-    write_batch(conns, &mut ingest, &batch, late_seq)?;
-    report.imported += batch.len() as u64;
+        if progress && last_progress.elapsed() > Duration::from_millis(500) {
+            last_progress = Instant::now();
+            let rate = imported as f64 / started.elapsed().as_secs_f64();
+            eprint!("\rimported {imported} visits ({rate:.0}/s)   ");
+        }
+    }
+    drop(parsed);
+    let (result, mut report) = parser.await?;
     if progress {
         eprintln!();
     }
+    if let Some(err) = failed {
+        return Err(anyhow::Error::new(err).context(format!(
+            "import stopped after {imported} visits were committed"
+        )));
+    }
+    result?;
+    report.imported = imported;
     Ok(report)
 }
 
 /// `footfall export`: streams to stdout.
-pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
+pub async fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let path = &args.db.db;
     if !path.exists() {
         anyhow::bail!("no database at {}", path.display());
     }
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(30))?;
-    conn.pragma_update(None, "query_only", true)?;
     let filter = FilterParams {
         start_date: args.start_date.clone(),
         end_date: args.end_date.clone(),
@@ -150,48 +146,37 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     }
     .parse()
     .map_err(|e| anyhow::anyhow!(e))?;
+    let store = Store::open(path, &args.db.store_options())?;
+    let mut chunks = store.export(filter, args.format);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut failed = None;
-    export_rows(&conn, &filter, args.format, |chunk| {
-        match out.write_all(&chunk) {
-            Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
+    let mut written = Ok(());
+    while let Some(chunk) = chunks.recv().await {
+        if let Err(e) = out.write_all(&chunk) {
+            written = Err(e);
+            break;
         }
-    })?;
-    match failed {
+    }
+    drop(chunks);
+    store.close().await;
+    match written.and_then(|()| out.flush()) {
         // A closed pipe (`footfall export | head`) is a normal way to stop.
-        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => {
-            let _ = out.flush();
-            Ok(())
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
 /// `footfall cleanup --days N`.
-pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<()> {
-    let cutoff = crate::http::routes::admin::cleanup_cutoff(now_millis(), args.days)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let conns = open_writer(&args.db.db, args.db.durability)?;
-    let deleted = crate::store::cleanup::run(
-        &conns.raw,
-        cutoff,
-        || Ok(rollups::read_progress(&conns.rollups)?),
-        |cutoff| {
-            Ok(immediate(&conns.rollups, |c| {
-                rollups::take_out_before(c, &mut rollups::RollUpHints::default(), cutoff)
-            })?)
-        },
-    )?;
+pub async fn cleanup(args: &CleanupArgs) -> anyhow::Result<()> {
+    let cutoff = cleanup_cutoff(now_millis(), args.days).map_err(|e| anyhow::anyhow!(e))?;
+    let store = Store::open(&args.db.db, &args.db.store_options())?;
+    let deleted = store.cleanup(cutoff).await;
+    store.close().await;
     println!(
         "{}",
         serde_json::json!({
             "status": "completed",
-            "deleted_visits": deleted,
+            "deleted_visits": deleted?,
             "cutoff_date": format_iso(cutoff),
         })
     );

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
+use crate::domain::export::ExportFormat;
+use crate::store::{self, Durability};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "footfall",
@@ -55,21 +58,6 @@ pub struct DbArgs {
     /// `full`: it also survives power loss (fsync on every commit; slower).
     #[arg(long, env = "FOOTFALL_DURABILITY", value_enum, default_value_t = Durability::Normal)]
     pub durability: Durability,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Durability {
-    Normal,
-    Full,
-}
-
-/// The CPU priority of routine roll-ups (see `store::roller`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RollUpPriority {
-    /// Only on CPU time nothing else wants (Linux `SCHED_IDLE`; elsewhere, normal).
-    Idle,
-    /// Beside recording, sharing the CPU with it.
-    Normal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -140,23 +128,33 @@ pub struct ServeArgs {
     /// Read-only database connections for queries and exports.
     #[arg(long, env = "FOOTFALL_READ_POOL", default_value_t = 8)]
     pub read_pool: u32,
-    /// CPU priority of routine roll-ups: `idle` gives them only CPU time that recording and
-    /// queries leave unused; `normal` lets them share it. Roll-ups a request waits for, and those
-    /// of a tail of 100,000 writes or more, always run at normal priority.
-    #[arg(
-        long,
-        env = "FOOTFALL_ROLL_UP_PRIORITY",
-        value_enum,
-        default_value_t = RollUpPriority::Idle
-    )]
-    pub roll_up_priority: RollUpPriority,
     /// Threads that serve HTTP. Default: one per CPU core less one (at least one), since the
     /// writer and roll-up threads need about a core between them under full recording load.
     #[arg(long, env = "FOOTFALL_HTTP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub http_workers: Option<u16>,
 }
 
+impl DbArgs {
+    /// The store options these arguments give, with the serving sizes' defaults.
+    pub fn store_options(&self) -> store::Options {
+        store::Options {
+            durability: self.durability,
+            ..store::Options::default()
+        }
+    }
+}
+
 impl ServeArgs {
+    /// The store options of `serve`: the database's, sized by the serving flags.
+    pub fn store_options(&self) -> store::Options {
+        store::Options {
+            durability: self.db.durability,
+            write_queue: self.write_queue,
+            max_batch: self.max_batch,
+            read_pool: self.read_pool,
+        }
+    }
+
     /// The HTTP worker threads to start: `--http-workers`, or the default it describes.
     pub fn http_worker_threads(&self) -> usize {
         match self.http_workers {
@@ -193,7 +191,6 @@ impl fmt::Debug for ServeArgs {
             .field("max_batch", &self.max_batch)
             .field("request_timeout", &self.request_timeout)
             .field("read_pool", &self.read_pool)
-            .field("roll_up_priority", &self.roll_up_priority)
             .field("http_workers", &self.http_worker_threads())
             .finish()
     }
@@ -214,17 +211,6 @@ pub struct ImportArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub db: DbArgs,
-}
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum ExportFormat {
-    #[default]
-    Json,
-    Jsonl,
-    Csv,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -26,8 +26,15 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(footfall::cli::serve(args))
         }
-        Command::Import(args) => footfall::cli::import(&args),
-        Command::Export(args) => footfall::cli::export(&args),
-        Command::Cleanup(args) => footfall::cli::cleanup(&args),
+        Command::Import(args) => one_thread()?.block_on(footfall::cli::import(&args)),
+        Command::Export(args) => one_thread()?.block_on(footfall::cli::export(&args)),
+        Command::Cleanup(args) => one_thread()?.block_on(footfall::cli::cleanup(&args)),
     }
+}
+
+/// The runtime of the one-shot commands: their work is on the store's threads.
+fn one_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }

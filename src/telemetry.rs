@@ -298,10 +298,6 @@ fn describe_metrics() {
         "Visits and clicks committed since the last roll-up began: about what queries add from the raw rows"
     );
     describe_counter!(
-        "footfall_roll_up_handovers_total",
-        "Routine roll-ups interrupted at idle priority because a request waited, then done at normal priority"
-    );
-    describe_counter!(
         "footfall_write_queue_full_total",
         "Write requests refused with 503 because the write queue was full"
     );

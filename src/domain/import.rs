@@ -11,10 +11,10 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::domain::NewVisit;
 use crate::domain::{
     PageUrl, clean_user_agent, event_or_default, parse_timestamp, timestamp_from_unix_seconds,
 };
-use crate::store::ingest::NewVisit;
 
 /// Errors listed in a report at most (the counts stay exact).
 pub const MAX_REPORTED_ERRORS: usize = 100;

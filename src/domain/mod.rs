@@ -3,7 +3,12 @@
 //! Everything that crosses the HTTP or import boundary is parsed into one of these types first,
 //! so the store never sees an unchecked URL, event name or timestamp.
 
+pub mod export;
 pub mod import;
+pub mod period;
+mod visit;
+
+pub use visit::NewVisit;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -251,6 +256,19 @@ pub type UnixMillis = i64;
 
 /// Latest instant a visit may carry: visit ids are `millis << 20`, which must fit an `i64`.
 pub const MAX_MILLIS: UnixMillis = (1 << 43) - 1;
+
+/// The cutoff of a cleanup of everything older than `days`, as of `now`.
+pub fn cleanup_cutoff(now: UnixMillis, days: i64) -> Result<UnixMillis, &'static str> {
+    if days < 1 {
+        return Err("Days must be at least 1");
+    }
+    Ok(now.saturating_sub(days.saturating_mul(DAY_MS)).max(0))
+}
+
+/// Milliseconds in a minute, an hour and a day.
+pub const MINUTE_MS: UnixMillis = 60_000;
+pub const HOUR_MS: UnixMillis = 60 * MINUTE_MS;
+pub const DAY_MS: UnixMillis = 24 * HOUR_MS;
 
 pub fn now_millis() -> UnixMillis {
     Utc::now().timestamp_millis()

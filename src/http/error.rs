@@ -8,6 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::store::StoreError;
+
 /// Message of every `429` (the exact text of the original service).
 pub const TOO_MANY_REQUESTS: &str = "Too many requests, please try again later";
 /// Message of an invalid page URL (the exact text of the original service).
@@ -118,15 +120,14 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(err: rusqlite::Error) -> Self {
-        Self::Internal(err.into())
-    }
-}
-
-impl From<r2d2::Error> for ApiError {
-    fn from(err: r2d2::Error) -> Self {
-        Self::Internal(err.into())
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Busy => Self::Overloaded,
+            StoreError::Unavailable(cause) => Self::Unavailable(cause),
+            StoreError::ShuttingDown => Self::ShuttingDown,
+            StoreError::Internal(cause) => Self::Internal(cause),
+        }
     }
 }
 

@@ -8,20 +8,16 @@ pub mod routes;
 pub mod server;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::config::ServeArgs;
 use crate::http::client_ip::TrustedProxies;
-use crate::http::ratelimit::{IpCeilingConfig, RateLimits};
-use crate::store::checkpointer::Checkpointer;
-use crate::store::roller::RollerHandle;
-use crate::store::{self, CounterCache, ReadPool, WriterHandle};
+use crate::store::Store;
+use ratelimit::{IpCeilingConfig, RateLimits};
 
 /// Everything a handler may need: one `Arc`, so the per-request clone axum makes for every
 /// `State` extractor and stateful layer is a single atomic increment.
@@ -38,11 +34,7 @@ impl std::ops::Deref for AppState {
 
 /// The contents of [`AppState`].
 pub struct Shared {
-    pub pool: ReadPool,
-    pub writer: WriterHandle,
-    /// Stopped after the writer, so it counts the writer's last commits.
-    pub roller: Arc<RollerHandle>,
-    pub counters: Arc<CounterCache>,
+    pub store: Store,
     pub limits: Arc<RateLimits>,
     /// The per-IP ceiling over every route; `None` when disabled.
     pub ip_ceiling: Option<Arc<IpCeilingConfig>>,
@@ -51,7 +43,6 @@ pub struct Shared {
     pub admin_token: Option<Arc<str>>,
     pub cors_origins: Arc<Vec<String>>,
     pub request_timeout_secs: u64,
-    pub db_path: Arc<PathBuf>,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -62,35 +53,13 @@ pub struct App {
 }
 
 impl App {
-    /// Opens (or creates) the database, starts the writer thread and builds the router.
+    /// Opens (or creates) the database, starts the store's workers and builds the router.
     pub fn build(args: &ServeArgs) -> anyhow::Result<Self> {
-        let path = &args.db.db;
-        // First: the writer takes its metric handles from the recorder when it starts.
+        // First: the store's workers take their metric handles from the recorder as they start.
         let metrics = crate::telemetry::prometheus();
-        let conns = store::open_writer(path, args.db.durability)?;
-        let pool = store::open_read_pool(path, args.db.durability, args.read_pool)?;
-        let counters = Arc::new(CounterCache::open(path)?);
-        let roller = Arc::new(
-            RollerHandle::spawn(conns.rollups, args.roll_up_priority)
-                .context("cannot start the roll-up thread")?,
-        );
-        let checkpointer = Checkpointer::spawn(path, args.db.durability)
-            .context("cannot start the checkpoint thread")?;
-        let writer = WriterHandle::spawn(
-            conns.raw,
-            path.clone(),
-            counters.clone(),
-            roller.clone(),
-            checkpointer,
-            args.write_queue,
-            args.max_batch,
-        )
-        .context("cannot start the writer thread")?;
+        let store = Store::open(&args.db.db, &args.store_options())?;
         let state = AppState(Arc::new(Shared {
-            pool,
-            writer,
-            roller,
-            counters,
+            store,
             limits: Arc::new(RateLimits::new(
                 args.rate_limit_per_minute,
                 args.bulk_rate_limit_per_minute,
@@ -105,10 +74,9 @@ impl App {
                 .map(Arc::from),
             cors_origins: Arc::new(args.cors_origins.clone()),
             request_timeout_secs: args.request_timeout,
-            db_path: Arc::new(path.clone()),
             metrics,
         }));
-        let router = crate::http::routes::router(state.clone());
+        let router = routes::router(state.clone());
         Ok(Self { state, router })
     }
 
@@ -120,15 +88,10 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let purge = tokio::spawn(purge_limiters(self.state.clone()));
-        let header_timeout = crate::http::server::HEADER_READ_TIMEOUT;
-        crate::http::server::serve(listener, self.router, header_timeout, shutdown).await;
+        let header_timeout = server::HEADER_READ_TIMEOUT;
+        server::serve(listener, self.router, header_timeout, shutdown).await;
         purge.abort();
-        let state = self.state.clone();
-        tokio::task::spawn_blocking(move || {
-            state.writer.shutdown();
-            state.roller.shutdown();
-        })
-        .await?;
+        self.state.store.close().await;
         Ok(())
     }
 }

@@ -1,3 +1,242 @@
-//! Storage.
+//! The storage boundary: one [`Store`] that handlers, the CLI and the tests talk to.
+//!
+//! Every method speaks in domain terms (visits, pages, sites, periods) and answers domain
+//! values ([`model`]) or a [`StoreError`]; nothing outside this module names SQL, rusqlite or
+//! r2d2. A `Store` is an enum of backends: one fixed set, matched in each method, with no
+//! boxing and no generic state. Only SQLite ([`sqlite`]) exists today.
+//!
+//! What every backend promises:
+//! - A write method returns `Ok` only once what it wrote is committed (durable per
+//!   [`Durability`]), and from then on every read counts it.
+//! - Reads are exact: each answer comes from one consistent snapshot.
+//! - A full write queue is [`StoreError::Busy`] at once, never an unbounded wait.
+//! - [`Store::close`] commits everything queued before it returns.
+
+pub mod model;
 pub mod sqlite;
-pub use sqlite::*;
+
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::domain::export::{ExportFilter, ExportFormat};
+use crate::domain::period::Period;
+use crate::domain::{NewVisit, PageUrl, UnixMillis};
+
+pub use model::{
+    DateRange, PageCount, PageSummary, RecentVisit, ServedVia, SiteRecentVisit, SiteStats, Summary,
+    UrlStats,
+};
+
+/// How much a commit survives (SQLite's `synchronous`): `normal` survives a crash of the
+/// process, `full` also a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    Normal,
+    Full,
+}
+
+/// How a store is opened and sized.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub durability: Durability,
+    /// Write requests that may wait for the writer; past this, [`StoreError::Busy`].
+    pub write_queue: usize,
+    /// Most visits committed in one transaction.
+    pub max_batch: usize,
+    /// Most connections reading at once.
+    pub read_pool: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Normal,
+            write_queue: 16_384,
+            max_batch: 4_096,
+            read_pool: 8,
+        }
+    }
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write queue is full: retry shortly.
+    #[error("the write queue is full")]
+    Busy,
+    /// The database cannot take the write now (disk full, locked too long, unreachable).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store is closing and takes no more work.
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    /// A bug or an I/O failure; the cause is for the log, not for the client.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The export's output: ~64 KiB chunks of the chosen format, produced as they are read.
+pub type ExportStream = tokio::sync::mpsc::Receiver<Bytes>;
+
+/// The storage of one footfall node.
+#[derive(Debug)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl Store {
+    /// Opens (creating it when missing) the database `db` names: a file path, for SQLite.
+    /// Starts the backend's workers; [`Self::close`] stops them.
+    pub fn open(db: &Path, options: &Options) -> anyhow::Result<Self> {
+        Ok(Self::Sqlite(sqlite::SqliteStore::open(db, options)?))
+    }
+
+    /// Records one visit; answers it back (unchanged) once committed.
+    pub async fn record(&self, visit: NewVisit) -> Result<NewVisit> {
+        match self {
+            Self::Sqlite(s) => s.record(visit).await,
+        }
+    }
+
+    /// Records visits in one transaction (all or none); answers how many once committed.
+    pub async fn record_many(&self, visits: Vec<NewVisit>) -> Result<usize> {
+        match self {
+            Self::Sqlite(s) => s.record_many(visits).await,
+        }
+    }
+
+    /// Adds one visit to the per-page counter `page_id`; answers its new count.
+    pub async fn count_page(&self, page_id: &str) -> Result<i64> {
+        match self {
+            Self::Sqlite(s) => s.count_page(page_id).await,
+        }
+    }
+
+    /// The committed count of the per-page counter `page_id` (0 when unknown).
+    pub async fn page_count(&self, page_id: &str) -> Result<PageCount> {
+        match self {
+            Self::Sqlite(s) => s.page_count(page_id).await,
+        }
+    }
+
+    /// Adds pre-counted clicks per site at one instant.
+    pub async fn add_clicks(&self, at: UnixMillis, clicks: Vec<(String, i64)>) -> Result<()> {
+        match self {
+            Self::Sqlite(s) => s.add_clicks(at, clicks).await,
+        }
+    }
+
+    /// Every page (or the `limit` most visited), with its figures over the last `hours`.
+    pub async fn summary(
+        &self,
+        now: UnixMillis,
+        hours: i64,
+        limit: Option<i64>,
+    ) -> Result<Summary> {
+        match self {
+            Self::Sqlite(s) => s.summary(now, hours, limit).await,
+        }
+    }
+
+    /// One page's figures over the last `hours` (zeros for an unknown page).
+    pub async fn url_stats(&self, url: PageUrl, now: UnixMillis, hours: i64) -> Result<UrlStats> {
+        match self {
+            Self::Sqlite(s) => s.url_stats(url, now, hours).await,
+        }
+    }
+
+    /// Whole-site figures: totals, unique visitors, popular pages, newest visits.
+    pub async fn site_stats(&self) -> Result<SiteStats> {
+        match self {
+            Self::Sqlite(s) => s.site_stats().await,
+        }
+    }
+
+    /// Visits of `site` (or every site, for `None`) and `event` per segment of `period`:
+    /// (segment, visits), every segment present, in order.
+    pub async fn breakdown(
+        &self,
+        site: Option<String>,
+        event: String,
+        period: Period,
+    ) -> Result<Vec<(u32, i64)>> {
+        match self {
+            Self::Sqlite(s) => s.breakdown(site, event, period).await,
+        }
+    }
+
+    /// The `limit` sites with the most visits (clicks included) in the trailing `minutes`,
+    /// rounded out to whole minutes; most first.
+    pub async fn top_sites(
+        &self,
+        now: UnixMillis,
+        minutes: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>> {
+        match self {
+            Self::Sqlite(s) => s.top_sites(now, minutes, limit).await,
+        }
+    }
+
+    /// Streams the visits `filter` selects, newest first, rendered in `format`. Dropping the
+    /// stream stops the read.
+    pub fn export(&self, filter: ExportFilter, format: ExportFormat) -> ExportStream {
+        match self {
+            Self::Sqlite(s) => s.export(filter, format),
+        }
+    }
+
+    /// Stores visits from a file or another system (their own times, possibly long past),
+    /// in one transaction; answers once they are committed and counted.
+    pub async fn import(&self, visits: Vec<NewVisit>) -> Result<usize> {
+        match self {
+            Self::Sqlite(s) => s.import(visits).await,
+        }
+    }
+
+    /// Deletes the visits before `cutoff`, with their share of every figure; answers how many.
+    pub async fn cleanup(&self, cutoff: UnixMillis) -> Result<u64> {
+        match self {
+            Self::Sqlite(s) => s.cleanup(cutoff).await,
+        }
+    }
+
+    /// Whether the database answers reads.
+    pub async fn health(&self) -> Result<()> {
+        match self {
+            Self::Sqlite(s) => s.health().await,
+        }
+    }
+
+    /// Raw visits stored (not a figure of the API: what durability checks count).
+    pub async fn stored_visits(&self) -> Result<i64> {
+        match self {
+            Self::Sqlite(s) => s.stored_visits().await,
+        }
+    }
+
+    /// Names of the aggregates that disagree with a recount of the raw visits: empty when the
+    /// store is consistent. Reads everything: for tests and checks, not for serving.
+    pub async fn rollup_mismatches(&self) -> Result<Vec<String>> {
+        match self {
+            Self::Sqlite(s) => s.rollup_mismatches().await,
+        }
+    }
+
+    /// Sets the store's gauges (queue depth, roll-up backlog, size) for a metrics scrape.
+    pub fn update_gauges(&self) {
+        match self {
+            Self::Sqlite(s) => s.update_gauges(),
+        }
+    }
+
+    /// Commits everything queued, stops the workers and waits for them. Idempotent.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(s) => s.close().await,
+        }
+    }
+}

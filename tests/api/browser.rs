@@ -1,9 +1,9 @@
 //! Runs the real-browser tests (`tests/browser/run.mjs`: Chromium through playwright-core,
 //! against the `footfall` binary cargo just built) as part of `cargo test`.
 //!
-//! Chromium, node and `tests/browser/node_modules` (`scripts/browser-setup.sh` installs them)
-//! are optional on a developer machine: without them the test says why and passes. Under
-//! `CI=true` their absence is a failure, so CI cannot skip the browser silently.
+//! It needs Chromium, node and `tests/browser/node_modules` (`scripts/browser-setup.sh`
+//! installs them), so it is ignored by a plain `cargo test`; `cargo test -- --include-ignored`
+//! (what CI runs) runs it, and fails, saying what is missing, without them.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,18 +29,15 @@ fn missing_tools(root: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs Chromium (scripts/browser-setup.sh)"]
 fn the_tracker_pixel_and_dashboard_work_in_a_real_browser() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let missing = missing_tools(root);
-    if !missing.is_empty() {
-        let why = format!(
-            "browser tests need {}; scripts/browser-setup.sh installs them",
-            missing.join(", ")
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-        println!("skipped: {why}");
-        return;
-    }
+    assert!(
+        missing.is_empty(),
+        "browser tests need {}; scripts/browser-setup.sh installs them",
+        missing.join(", ")
+    );
     // The committed screenshot is refreshed by running run.mjs by hand, not by every test run.
     let chosen = std::env::var_os("FOOTFALL_SCREENSHOT");
     let screenshot = chosen.clone().unwrap_or_else(|| {

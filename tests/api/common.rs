@@ -14,6 +14,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use footfall::config::ServeArgs;
 use footfall::http::{App, AppState};
+use footfall::store::{Options, Store};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -147,25 +148,33 @@ impl TestApp {
         reply.json()["total_visits"].as_i64().unwrap()
     }
 
-    /// A read connection on the test database, its rollups file attached (as the server's).
-    pub fn conn(&self) -> rusqlite::Connection {
-        footfall::store::open_reader(&self.db).unwrap()
+    /// The application's store.
+    pub fn store(&self) -> &Store {
+        &self.state.store
     }
 
     /// Imports JSONL through the same code as `footfall import`.
-    pub fn import_jsonl(&self, jsonl: &str) -> footfall::domain::import::ImportReport {
-        footfall::cli::import_into(&mut write_conns(&self.db), jsonl.as_bytes(), false).unwrap()
+    pub async fn import_jsonl(&self, jsonl: &str) -> footfall::domain::import::ImportReport {
+        let reader = std::io::Cursor::new(jsonl.as_bytes().to_vec());
+        footfall::cli::import_into(self.store(), reader, false)
+            .await
+            .unwrap()
     }
 
-    /// Names of rollup tables that disagree with a rebuild from the raw rows.
-    pub fn rollup_mismatches(&self) -> Vec<String> {
-        footfall::store::rollups::check(&self.conn()).unwrap()
+    /// Raw visits stored.
+    pub async fn stored_visits(&self) -> i64 {
+        self.store().stored_visits().await.unwrap()
+    }
+
+    /// Names of aggregates that disagree with a recount of the raw visits.
+    pub async fn rollup_mismatches(&self) -> Vec<String> {
+        self.store().rollup_mismatches().await.unwrap()
     }
 }
 
-/// The connections `footfall import` and `cleanup` write with, on `db`.
-pub fn write_conns(db: &Path) -> footfall::store::WriteConns {
-    footfall::store::open_writer(db, footfall::config::Durability::Normal).unwrap()
+/// Opens the database `db` as the server would (to look at it after a server process ended).
+pub fn open_store(db: &Path) -> Store {
+    Store::open(db, &Options::default()).unwrap()
 }
 
 /// A port nobody listens on right now.
@@ -266,9 +275,10 @@ pub fn footfall_cli(args: &[&str], db: &Path) -> std::process::Output {
         .unwrap()
 }
 
-/// Counts rows of `visits` in a database file.
-pub fn stored_visits(db: &Path) -> i64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("SELECT count(*) FROM visits", [], |r| r.get(0))
-        .unwrap()
+/// Raw visits stored in the database `db`.
+pub async fn stored_visits(db: &Path) -> i64 {
+    let store = open_store(db);
+    let n = store.stored_visits().await.unwrap();
+    store.close().await;
+    n
 }

@@ -46,25 +46,14 @@ async fn post_bytes(app: &TestApp, uri: &str, body: impl Into<Vec<u8>>) -> Reply
     .await
 }
 
-/// Nothing reached the database: no visit, no per-page count, no pre-counted click.
-fn assert_nothing_stored(app: &TestApp) {
-    assert_eq!(stored_visits(&app.db), 0, "a visit was stored");
-    let conn = app.conn();
-    for table in ["page_counters", "clicks", "pages"] {
-        let exists: bool = conn
-            .query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE name = ?1",
-                [table],
-                |r| r.get(0),
-            )
-            .unwrap();
-        if exists {
-            let rows: i64 = conn
-                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-                .unwrap();
-            assert_eq!(rows, 0, "{table} has rows");
-        }
-    }
+/// Nothing reached the database: no visit, no pre-counted click, nothing in any figure.
+async fn assert_nothing_stored(app: &TestApp) {
+    assert_eq!(app.stored_visits().await, 0, "a visit was stored");
+    let stats = app.get("/stats").await.json();
+    assert_eq!(stats["total_visits"], 0, "{stats}");
+    let top = app.get("/domains/day").await.json();
+    assert_eq!(top["domains"], json!({}), "clicks were stored: {top}");
+    assert!(app.rollup_mismatches().await.is_empty());
 }
 
 #[tokio::test]
@@ -91,7 +80,7 @@ async fn malformed_json_bodies_are_422_and_store_nothing() {
             &format!("{uri} {body}"),
         );
     }
-    assert_nothing_stored(&app);
+    assert_nothing_stored(&app).await;
 }
 
 #[tokio::test]
@@ -115,14 +104,14 @@ async fn invalid_utf8_anywhere_is_refused_or_ignored_never_a_5xx() {
     refused(&reply, StatusCode::UNPROCESSABLE_ENTITY, "page id");
     let reply = app.get("/breakdown/%FF/pageview/2025").await;
     refused(&reply, StatusCode::UNPROCESSABLE_ENTITY, "site");
-    assert_nothing_stored(&app);
+    assert_nothing_stored(&app).await;
 
     // In a query string, percent-decoding is lossy (as in the original service): the bytes
     // become U+FFFD, and the URL is stored as valid UTF-8 text.
     let reply = app.get("/?url=https%3A%2F%2Fa.com%2F%FF%FE").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.json()["url"], "https://a.com/\u{fffd}\u{fffd}");
-    assert_eq!(stored_visits(&app.db), 1);
+    assert_eq!(app.stored_visits().await, 1);
 
     // In a header (obs-text bytes are legal on the wire): the user agent becomes "unknown".
     let request = Request::post("/visit")
@@ -163,7 +152,7 @@ async fn a_body_over_one_mib_is_413_json() {
         .unwrap();
     let reply = app.send(request).await;
     refused(&reply, StatusCode::PAYLOAD_TOO_LARGE, "streamed");
-    assert_nothing_stored(&app);
+    assert_nothing_stored(&app).await;
 }
 
 #[tokio::test]
@@ -193,7 +182,7 @@ async fn deeply_nested_json_is_refused_without_exhausting_the_stack() {
             reply.detail();
         }
     }
-    assert_nothing_stored(&app);
+    assert_nothing_stored(&app).await;
 }
 
 #[tokio::test]
@@ -243,7 +232,7 @@ async fn nul_bytes_in_urls_names_and_ids_are_refused() {
         )
         .await;
     refused(&reply, StatusCode::UNPROCESSABLE_ENTITY, "domains");
-    assert_nothing_stored(&app);
+    assert_nothing_stored(&app).await;
 }
 
 #[tokio::test]
@@ -272,7 +261,7 @@ async fn enormous_headers_and_query_strings_are_handled_in_process() {
     refused(&reply, StatusCode::UNPROCESSABLE_ENTITY, "page id");
     let reply = app.get(&format!("/breakdown/{huge}/pageview/2025")).await;
     refused(&reply, StatusCode::UNPROCESSABLE_ENTITY, "site");
-    assert_nothing_stored(&app);
+    assert_nothing_stored(&app).await;
 
     let huge = "a".repeat(100 * 1024);
     // A 100 KB user agent is cut to 512 bytes; a 100 KB forwarding header is ignored.
@@ -287,7 +276,7 @@ async fn enormous_headers_and_query_strings_are_handled_in_process() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.json()["user_agent"].as_str().unwrap().len(), 512);
     assert_eq!(reply.json()["ip"], "127.0.0.1");
-    assert_eq!(stored_visits(&app.db), 1);
+    assert_eq!(app.stored_visits().await, 1);
 }
 
 /// Sends `raw` on a fresh connection and returns what the server wrote back (until it closes
@@ -383,7 +372,7 @@ async fn over_the_wire_huge_headers_and_garbage_get_a_4xx_and_the_server_lives_o
         assert_eq!(status_of(answer), 400);
     }
     assert_eq!(status_of(&health), 200, "the server still answers");
-    assert_eq!(stored_visits(&db), 0);
+    assert_eq!(stored_visits(&db).await, 0);
 }
 
 #[tokio::test]
@@ -467,7 +456,7 @@ async fn every_numeric_parameter_out_of_range_is_a_4xx() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.json()["deleted_visits"], 0);
     assert_eq!(reply.json()["cutoff_date"], "1970-01-01T00:00:00");
-    assert_nothing_stored(&app);
+    assert_nothing_stored(&app).await;
 }
 
 #[tokio::test]
@@ -516,7 +505,7 @@ async fn sql_looking_input_is_refused_and_stores_nothing() {
     refused(&reply, StatusCode::UNPROCESSABLE_ENTITY, "domains site");
     let reply = app.get(&format!("/all-visits?since={enc}")).await;
     refused(&reply, StatusCode::UNPROCESSABLE_ENTITY, "since");
-    assert_nothing_stored(&app);
+    assert_nothing_stored(&app).await;
 }
 
 #[tokio::test]
@@ -530,7 +519,7 @@ async fn a_valid_url_carrying_sql_is_stored_verbatim_and_never_executed() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["total_visits"], 1);
     assert_eq!(reply.json()["popular_pages"][url], 1);
-    assert_eq!(stored_visits(&app.db), 1);
+    assert_eq!(app.stored_visits().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,12 +578,12 @@ async fn two_thousand_concurrent_bad_requests_leave_the_server_working() {
         answered += 1;
     }
     assert_eq!(answered, 2_000);
-    assert_nothing_stored(&app);
+    assert_nothing_stored(&app).await;
     let reply = app
         .post_json("/visit", &json!({ "url": "https://a.com/after-the-flood" }))
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert_eq!(stored_visits(&app.db), 1);
+    assert_eq!(app.stored_visits().await, 1);
     let reply = app.get("/health").await;
     assert_eq!(reply.json()["status"], "healthy");
 }

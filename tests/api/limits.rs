@@ -107,7 +107,7 @@ async fn the_eleventh_visit_of_a_page_from_one_ip_in_a_minute_is_429_and_records
     // 10 per minute refills one every 6 s: the wait is never more than that.
     assert!(wait <= 6, "Retry-After {wait}");
     assert_eq!(app.total_visits(url).await, 10);
-    assert_eq!(stored_visits(&app.db), 10);
+    assert_eq!(app.stored_visits().await, 10);
 }
 
 #[tokio::test]
@@ -491,7 +491,7 @@ async fn past_the_key_cap_new_pages_are_refused_until_keys_expire() {
         .await;
     assert_too_many(&reply);
     assert_eq!(app.state.limits.key_count(), 5);
-    assert_eq!(stored_visits(&app.db), 5);
+    assert_eq!(app.stored_visits().await, 5);
 }
 
 #[tokio::test]
@@ -635,7 +635,7 @@ async fn a_request_body_slower_than_the_timeout_is_answered_408_in_json() {
     assert_eq!(headers["content-type"], "application/json");
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body, json!({ "detail": "Request timed out" }));
-    assert_eq!(stored_visits(&db), 0);
+    assert_eq!(stored_visits(&db).await, 0);
 }
 
 fn preflight(origin: &str) -> Request<Body> {
@@ -827,21 +827,16 @@ async fn metrics_show_requests_latency_visits_rate_limits_the_writer_and_the_dat
     assert!(after.contains("footfall_commit_seconds_bucket{"));
     assert!(has_series(&after, "footfall_write_queue_depth"));
     assert!(has_series(&after, "footfall_roll_up_pending_writes"));
-    assert!(has_series(&after, "footfall_roll_up_handovers_total"));
-    // The visits above are rolled up once writes pause, by a routine roll-up at idle priority.
+    // The visits above are rolled up once writes pause, by a routine roll-up.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let idle_roll_ups = loop {
-        let count = metric(
-            &scrape(&app).await,
-            "footfall_roll_up_seconds_count",
-            &[("priority", "idle")],
-        );
+    let roll_ups = loop {
+        let count = metric(&scrape(&app).await, "footfall_roll_up_seconds_count", &[]);
         if count > 0.0 || std::time::Instant::now() > deadline {
             break count;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    assert!(idle_roll_ups > 0.0, "no roll-up timed at idle priority");
+    assert!(roll_ups > 0.0, "no roll-up timed");
     assert!(has_series(&after, "footfall_rate_limiter_keys"));
     assert!(has_series(&after, "footfall_ip_ceiling_keys"));
     assert!(metric(&after, "footfall_database_bytes", &[]) > 0.0);

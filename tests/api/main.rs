@@ -8,7 +8,6 @@ mod hardening;
 mod limits;
 mod process;
 mod record;
-mod rollups;
 mod seeds;
 mod server;
 mod web;

@@ -5,9 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rusqlite::Connection;
-
-use crate::common::{ServerProcess, stored_visits};
+use crate::common::{ServerProcess, footfall_cli, open_store, stored_visits};
 
 const NO_LIMITS: &[&str] = &[
     "--rate-limit-per-minute",
@@ -73,16 +71,28 @@ async fn flood(
     (acked, others)
 }
 
-/// The page indices that have a stored visit.
+/// What a reopened `db` reports as inconsistent.
+async fn rollup_mismatches(db: &std::path::Path) -> Vec<String> {
+    let store = open_store(db);
+    let differ = store.rollup_mismatches().await.unwrap();
+    store.close().await;
+    differ
+}
+
+/// The page indices that have a stored visit, as `footfall export` lists them.
 fn stored_pages(db: &std::path::Path) -> HashSet<usize> {
-    let conn = Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT p.url FROM visits v JOIN pages p ON p.id = v.page_id")
-        .unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .filter_map(|u| {
-            u.ok()?
+    let out = footfall_cli(&["export", "--format", "jsonl"], db);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let visit: serde_json::Value = serde_json::from_str(line).ok()?;
+            visit["url"]
+                .as_str()?
                 .strip_prefix("https://acked.example/p")?
                 .parse()
                 .ok()
@@ -117,11 +127,7 @@ async fn kill_9_loses_no_acknowledged_visit() {
         lost.len()
     );
     // The reopened database is consistent, and a server starts on it.
-    assert!(
-        footfall::store::rollups::check(&footfall::store::open_reader(&db).unwrap())
-            .unwrap()
-            .is_empty()
-    );
+    assert!(rollup_mismatches(&db).await.is_empty());
     let mut again = ServerProcess::start(&db, NO_LIMITS);
     let body: serde_json::Value = reqwest::get(format!("{}/stats", again.base))
         .await
@@ -129,7 +135,10 @@ async fn kill_9_loses_no_acknowledged_visit() {
         .json()
         .await
         .unwrap();
-    assert_eq!(body["total_visits"].as_i64().unwrap(), stored_visits(&db));
+    assert_eq!(
+        body["total_visits"].as_i64().unwrap(),
+        stored_visits(&db).await
+    );
     assert_eq!(again.terminate().code(), Some(0));
 }
 
@@ -165,11 +174,7 @@ async fn sigterm_drains_every_queued_visit_and_exits_0() {
     assert!(lost.is_empty(), "{} acknowledged visits lost", lost.len());
     // Nothing was stored that was not asked for, and the rollups agree.
     assert!(stored.len() <= 2000);
-    assert!(
-        footfall::store::rollups::check(&footfall::store::open_reader(&db).unwrap())
-            .unwrap()
-            .is_empty()
-    );
+    assert!(rollup_mismatches(&db).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

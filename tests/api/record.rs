@@ -26,9 +26,9 @@ async fn post_visit_answers_the_original_shape_after_commit() {
     assert_eq!(ts.len(), 19, "ISO with second precision: {ts}");
     assert_eq!(&ts[10..11], "T");
     // Committed before the answer: a fresh connection sees it.
-    assert_eq!(crate::common::stored_visits(&app.db), 1);
+    assert_eq!(app.stored_visits().await, 1);
     assert_eq!(app.total_visits("https://example.com/a?x=1").await, 1);
-    assert!(app.rollup_mismatches().is_empty());
+    assert!(app.rollup_mismatches().await.is_empty());
 }
 
 #[tokio::test]
@@ -76,7 +76,7 @@ async fn post_visit_rejects_other_content_types_with_415() {
         assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
         assert!(reply.detail().contains("Content-Type"));
     }
-    assert_eq!(crate::common::stored_visits(&app.db), 0);
+    assert_eq!(app.stored_visits().await, 0);
 }
 
 #[tokio::test]
@@ -105,7 +105,7 @@ async fn malformed_bodies_are_422_with_a_detail() {
         );
         assert!(!reply.detail().is_empty());
     }
-    assert_eq!(crate::common::stored_visits(&app.db), 0);
+    assert_eq!(app.stored_visits().await, 0);
 }
 
 #[tokio::test]
@@ -126,7 +126,7 @@ async fn invalid_urls_are_400_invalid_url_format_and_record_nothing() {
     let long = format!("https://a.com/{}", "x".repeat(2048));
     let reply = app.post_json("/visit", &json!({ "url": long })).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    assert_eq!(crate::common::stored_visits(&app.db), 0);
+    assert_eq!(app.stored_visits().await, 0);
 }
 
 #[tokio::test]
@@ -146,7 +146,7 @@ async fn extra_keys_are_ignored_and_a_bad_event_is_422() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(crate::common::stored_visits(&app.db), 1);
+    assert_eq!(app.stored_visits().await, 1);
 }
 
 #[tokio::test]
@@ -192,8 +192,8 @@ async fn bulk_visits_records_every_item_in_one_answer() {
         reply.json(),
         json!({"status": "recorded", "visits_recorded": 100, "visits_rejected": 0, "ip": "127.0.0.1"})
     );
-    assert_eq!(crate::common::stored_visits(&app.db), 100);
-    assert!(app.rollup_mismatches().is_empty());
+    assert_eq!(app.stored_visits().await, 100);
+    assert!(app.rollup_mismatches().await.is_empty());
 }
 
 #[tokio::test]
@@ -203,7 +203,7 @@ async fn bulk_over_100_items_records_nothing() {
     let reply = app.post_json("/bulk-visits", &Value::Array(items)).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.detail(), "Too many visits in bulk request (max 100)");
-    assert_eq!(crate::common::stored_visits(&app.db), 0);
+    assert_eq!(app.stored_visits().await, 0);
 }
 
 #[tokio::test]
@@ -223,7 +223,7 @@ async fn bulk_with_an_invalid_item_or_no_items_records_nothing() {
         .post_json("/bulk-visits", &json!({"url": "https://a.com/"}))
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(crate::common::stored_visits(&app.db), 0);
+    assert_eq!(app.stored_visits().await, 0);
 }
 
 #[tokio::test]
@@ -236,7 +236,7 @@ async fn bodies_over_one_mib_are_413() {
     let reply = app.post_raw("/visit", "application/json", body).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(!reply.detail().is_empty());
-    assert_eq!(crate::common::stored_visits(&app.db), 0);
+    assert_eq!(app.stored_visits().await, 0);
 }
 
 #[tokio::test]
@@ -337,7 +337,7 @@ fn answers_arrive_whichever_runtime_the_writer_was_started_in() {
                 assert_eq!(reply.status, StatusCode::OK);
             }
         });
-        assert_eq!(crate::common::stored_visits(&app.db), 32);
+        assert_eq!(on.block_on(app.stored_visits()), 32);
     };
 
     // Started on the runtime that serves, single- or multi-threaded (`--http-workers`): the

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{ServerProcess, TestApp};
+use crate::common::{ServerProcess, TestApp, open_store};
 
 #[tokio::test]
 async fn page_counters_count_exactly_and_say_where_the_answer_came_from() {
@@ -24,10 +24,12 @@ async fn page_counters_count_exactly_and_say_where_the_answer_came_from() {
         app.get("/visits/home").await.json(),
         json!({"count": 3, "served_via": "cache"})
     );
-    // Another process commits to the file: the cache is no longer trusted.
-    app.import_jsonl(
-        r#"{"url":"https://a.com/","ip":"1.1.1.1","timestamp":"2025-01-01 00:00:00"}"#,
-    );
+    // Another process (or node) commits to the database: the cache is no longer trusted.
+    let other = open_store(&app.db);
+    let visit = r#"{"url":"https://a.com/","ip":"1.1.1.1","timestamp":"2025-01-01 00:00:00"}"#;
+    footfall::cli::import_into(&other, std::io::Cursor::new(visit), false)
+        .await
+        .unwrap();
     assert_eq!(
         app.get("/visits/home").await.json(),
         json!({"count": 3, "served_via": "sqlite"})
@@ -36,14 +38,11 @@ async fn page_counters_count_exactly_and_say_where_the_answer_came_from() {
         app.get("/visits/home").await.json(),
         json!({"count": 3, "served_via": "cache"})
     );
-    // Another process changes the counter itself behind the server's back.
-    rusqlite::Connection::open(&app.db)
-        .unwrap()
-        .execute(
-            "UPDATE page_counters SET visits = 41 WHERE name = 'home'",
-            [],
-        )
-        .unwrap();
+    // Another process counts on the same page behind the server's back.
+    for _ in 0..38 {
+        other.count_page("home").await.unwrap();
+    }
+    other.close().await;
     assert_eq!(
         app.get("/visits/home").await.json(),
         json!({"count": 41, "served_via": "sqlite"})
@@ -73,7 +72,7 @@ async fn page_ids_are_validated() {
     );
 }
 
-fn import(app: &TestApp, rows: &[(&str, &str, &str)]) {
+async fn import(app: &TestApp, rows: &[(&str, &str, &str)]) {
     let jsonl: String = rows
         .iter()
         .enumerate()
@@ -84,7 +83,7 @@ fn import(app: &TestApp, rows: &[(&str, &str, &str)]) {
             )
         })
         .collect();
-    let report = app.import_jsonl(&jsonl);
+    let report = app.import_jsonl(&jsonl).await;
     assert_eq!(report.skipped, 0, "{report:?}");
 }
 
@@ -112,7 +111,8 @@ async fn breakdowns_list_every_segment_of_the_period_with_zeros() {
             ("https://other.org/", "2013-02-01 10:15:00", "pageview"),
             ("https://acme.com/a", "2014-01-01 00:00:00", "pageview"),
         ],
-    );
+    )
+    .await;
     let year = app.get("/breakdown/acme.com/pageview/2013").await.json();
     assert_eq!(
         (
@@ -224,7 +224,8 @@ async fn top_domains_rank_sites_over_the_trailing_period_and_count_clicks() {
     import(
         &app,
         &[("https://c.net/", two_hours_ago.as_str(), "pageview"); 6],
-    );
+    )
+    .await;
     let min = app.get("/domains/min").await.json();
     assert_eq!(
         min,
@@ -263,7 +264,7 @@ async fn top_domains_rank_sites_over_the_trailing_period_and_count_clicks() {
         .await
         .json();
     assert_eq!(data(&b).iter().map(|d| d.1).sum::<i64>(), 144);
-    assert!(app.rollup_mismatches().is_empty());
+    assert!(app.rollup_mismatches().await.is_empty());
 }
 
 #[tokio::test]
@@ -293,7 +294,7 @@ async fn domain_periods_limits_and_bodies_are_validated() {
         let reply = app.post_json("/domains", &bad).await;
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
-    assert!(app.rollup_mismatches().is_empty());
+    assert!(app.rollup_mismatches().await.is_empty());
 }
 
 /// Fires `n` concurrent requests from distinct client IPs (via the trusted loopback proxy);

@@ -123,7 +123,7 @@ async fn the_pixel_records_a_valid_url_and_answers_the_gif() {
     assert_is_the_gif(&reply);
     assert_eq!(GIF.len(), 43);
     assert_eq!(app.total_visits(url).await, 1);
-    assert!(app.rollup_mismatches().is_empty());
+    assert!(app.rollup_mismatches().await.is_empty());
 }
 
 #[tokio::test]
@@ -152,7 +152,7 @@ async fn the_pixel_with_an_invalid_url_answers_the_gif_and_records_nothing() {
         assert_is_the_gif(&pixel(&app, query).await);
     }
     assert_eq!(site_total(&app).await, 0);
-    assert_eq!(crate::common::stored_visits(&app.db), 0);
+    assert_eq!(app.stored_visits().await, 0);
 }
 
 #[tokio::test]

@@ -17,16 +17,13 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::config::ExportFormat;
+use crate::domain::export::{ExportFilter, ExportFormat, FilterParams};
 use crate::domain::import::{ImportReport, read_records};
-use crate::domain::{format_iso, now_millis, parse_site};
+use crate::domain::{cleanup_cutoff, format_iso, now_millis, parse_site};
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{Json, Query};
-use crate::store::WriteOp;
-use crate::store::export::{ExportFilter, FilterParams, export};
-use crate::store::rollups::DAY_MS;
 
 /// Largest `POST /import` body.
 pub const MAX_IMPORT_BYTES: usize = 512 * 1024 * 1024;
@@ -100,8 +97,18 @@ pub struct ExportQuery {
     #[param(minimum = 0)]
     pub offset: Option<i64>,
     /// `json` (default), `jsonl` or `csv`.
-    #[param(inline)]
+    #[param(inline, value_type = Option<ExportFormatParam>)]
     pub format: Option<ExportFormat>,
+}
+
+/// The export formats, as the OpenAPI document shows them ([`ExportFormat`] is parsed).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ExportFormatParam {
+    Json,
+    Jsonl,
+    Csv,
 }
 
 /// Export raw visits, newest first, streamed.
@@ -137,24 +144,14 @@ pub async fn export_visits(
     Ok(stream_export(&state, filter, format))
 }
 
-/// Runs [`export`] on a blocking thread, feeding a bounded channel that is the response body.
+/// The store's export stream as the response body.
 fn stream_export(state: &AppState, filter: ExportFilter, format: ExportFormat) -> Response {
-    let pool = state.pool.clone();
     let content_type = match format {
         ExportFormat::Json => "application/json",
         ExportFormat::Jsonl => "application/x-ndjson",
         ExportFormat::Csv => "text/csv; charset=utf-8",
     };
-    super::streamed_body(content_type, move |sink| {
-        let result = pool
-            .get()
-            .map_err(anyhow::Error::from)
-            .and_then(|conn| export(&conn, &filter, format, sink).map_err(anyhow::Error::from));
-        match result {
-            Ok(rows) => tracing::debug!(rows, "export finished"),
-            Err(err) => tracing::error!(error = format!("{err:#}"), "export failed"),
-        }
-    })
+    super::channel_body(content_type, state.store.export(filter, format))
 }
 
 /// One exported visit (`jsonl` lines, and the items of `json`).
@@ -216,9 +213,7 @@ pub async fn import_visits(
     let (result, chunks, mut report) = parsed;
     result.map_err(|e| ApiError::validation(format!("{e:#}")))?;
     for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
-        let n = chunk.len() as u64;
-        state.writer.submit(WriteOp::Visits(chunk)).await?;
-        report.imported += n;
+        report.imported += state.store.import(chunk).await? as u64;
     }
     Ok(Json(report))
 }
@@ -239,14 +234,6 @@ pub struct CleanupResponse {
     pub cutoff_date: String,
 }
 
-/// The cutoff of a cleanup of everything older than `days`, as of `now`.
-pub fn cleanup_cutoff(now: i64, days: i64) -> Result<i64> {
-    if days < 1 {
-        return Err(ApiError::bad_request("Days must be at least 1"));
-    }
-    Ok(now.saturating_sub(days.saturating_mul(DAY_MS)).max(0))
-}
-
 /// Delete visits older than `days`, with their share of every rollup, in one transaction.
 #[utoipa::path(delete, path = "/cleanup", tag = "admin", params(CleanupQuery), security(("bearer" = [])),
     responses(
@@ -262,8 +249,9 @@ pub async fn cleanup_visits(
     State(state): State<AppState>,
     Query(query): Query<CleanupQuery>,
 ) -> Result<Json<CleanupResponse>> {
-    let cutoff = cleanup_cutoff(now_millis(), query.days.unwrap_or(30))?;
-    let deleted = state.writer.cleanup(cutoff).await?;
+    let cutoff =
+        cleanup_cutoff(now_millis(), query.days.unwrap_or(30)).map_err(ApiError::bad_request)?;
+    let deleted = state.store.cleanup(cutoff).await?;
     tracing::info!(deleted, cutoff = format_iso(cutoff), "cleanup done");
     Ok(Json(CleanupResponse {
         status: "completed",
@@ -323,7 +311,7 @@ pub async fn add_domain_clicks(
     }
     let sites = clicks.len();
     if sites > 0 {
-        state.writer.submit(WriteOp::Clicks { at, clicks }).await?;
+        state.store.add_clicks(at, clicks).await?;
     }
     Ok((
         StatusCode::OK,

@@ -1,18 +1,21 @@
 //! Analytics endpoints (API.md §2): `/summary`, `/stats/{url}`, `/stats`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::Uri;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::domain::{PageUrl, now_millis};
+use crate::domain::{PageUrl, now_millis, write_space};
 use crate::http::AppState;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{Json, Query};
-use crate::store::{self, queries};
+use crate::store::model;
 
 /// Longest window, in hours (one year).
 pub const MAX_HOURS: i64 = 8_760;
@@ -55,7 +58,7 @@ fn hours_param(hours: Option<i64>) -> Result<i64> {
 /// Analytics of every page: totals, unique IPs, visits per hour, user agents, recent visits.
 #[utoipa::path(get, path = "/summary", tag = "analytics", params(SummaryQuery),
     responses(
-        (status = 200, description = "Per-page analytics", body = queries::SummaryResponse),
+        (status = 200, description = "Per-page analytics", body = SummaryResponse),
         (status = 422, description = "Bad parameter", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_summary(
@@ -66,14 +69,13 @@ pub async fn get_summary(
     if query.limit.is_some_and(|l| l < 1) {
         return Err(ApiError::validation("limit must be at least 1"));
     }
-    let now = now_millis();
-    let summary = store::read(&state.pool, move |conn| {
-        Ok(queries::summary(conn, now, hours, query.limit)?)
-    })
-    .await?;
+    let summary = state
+        .store
+        .summary(now_millis(), hours, query.limit)
+        .await?;
     // Streamed: a year-long summary of every page is tens of megabytes of JSON.
     Ok(super::streamed_body("application/json", move |sink| {
-        queries::write_summary(&summary, crate::store::export::CHUNK_BYTES, sink);
+        write_summary(&summary, SUMMARY_CHUNK_BYTES, sink);
     }))
 }
 
@@ -123,7 +125,7 @@ fn percent_decode(raw: &str) -> Option<String> {
     params(("url" = String, Path, description = "The page URL, percent-encoded or raw",
         pattern = "^[hH][tT][tT][pP][sS]?(:|%3[aA])"), HoursQuery),
     responses(
-        (status = 200, description = "The page's analytics", body = queries::UrlStatsResponse),
+        (status = 200, description = "The page's analytics", body = UrlStatsResponse),
         (status = 400, description = "Invalid URL", body = crate::http::routes::ErrorBody,
             example = json!({"detail": "Invalid URL format"})),
         (status = 422, description = "Bad parameter", body = crate::http::routes::ErrorBody),
@@ -132,26 +134,229 @@ pub async fn get_url_stats(
     State(state): State<AppState>,
     uri: Uri,
     Query(query): Query<HoursQuery>,
-) -> Result<Json<queries::UrlStatsResponse>> {
+) -> Result<Response> {
     let hours = hours_param(query.hours)?;
     let raw = url_from_stats_path(&uri).ok_or_else(ApiError::invalid_url)?;
     let url = PageUrl::parse(&raw).ok_or_else(ApiError::invalid_url)?;
-    let now = now_millis();
-    let stats = store::read(&state.pool, move |conn| {
-        Ok(queries::url_stats(conn, url.as_str(), now, hours)?)
-    })
-    .await?;
-    Ok(Json(stats))
+    let stats = state.store.url_stats(url, now_millis(), hours).await?;
+    Ok(Json(UrlStatsResponse::of(&stats)).into_response())
 }
 
 /// Whole-site figures: totals, unique visitors, the 100 most visited pages, the newest visits.
 #[utoipa::path(get, path = "/stats", tag = "analytics",
-    responses((status = 200, description = "Whole-site figures", body = queries::SiteStatsResponse)))]
-pub async fn get_site_stats(
-    State(state): State<AppState>,
-) -> Result<Json<queries::SiteStatsResponse>> {
-    let stats = store::read(&state.pool, |conn| Ok(queries::site_stats(conn)?)).await?;
-    Ok(Json(stats))
+    responses((status = 200, description = "Whole-site figures", body = SiteStatsResponse)))]
+pub async fn get_site_stats(State(state): State<AppState>) -> Result<Response> {
+    let stats = state.store.site_stats().await?;
+    Ok(Json(SiteStatsResponse::of(&stats)).into_response())
+}
+
+/// Size at which a streamed summary hands a chunk to the response.
+const SUMMARY_CHUNK_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecentVisit<'a> {
+    #[schema(example = "192.168.1.1")]
+    pub ip: &'a str,
+    #[schema(example = "Mozilla/5.0...")]
+    pub user_agent: &'a str,
+    /// ISO time, UTC.
+    #[schema(example = "2025-07-28T11:30:00")]
+    pub timestamp: &'a str,
+}
+
+impl<'a> RecentVisit<'a> {
+    fn list(visits: &'a [model::RecentVisit]) -> Vec<Self> {
+        visits
+            .iter()
+            .map(|v| Self {
+                ip: &v.ip,
+                user_agent: &v.user_agent,
+                timestamp: &v.timestamp,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PageSummary<'a> {
+    /// All retained visits of the page (not limited by `hours`).
+    pub total_visits: i64,
+    /// Distinct client IPs over all retained visits of the page.
+    pub unique_ips: i64,
+    /// Visits per hour in the window, keyed `YYYY-MM-DD HH:00:00` (UTC); empty hours left out.
+    #[schema(value_type = HashMap<String, i64>, example = json!({"2025-07-28 10:00:00": 5}))]
+    #[serde(serialize_with = "hours_as_map")]
+    pub by_hour: &'a [(i64, i64)],
+    /// Visits per user agent in the window, most frequent first.
+    #[schema(value_type = HashMap<String, i64>, example = json!({"Mozilla/5.0...": 30}))]
+    #[serde(serialize_with = "as_map")]
+    pub user_agents: &'a [(Arc<str>, i64)],
+    /// The newest visits of the page in the window (at most 10), newest first.
+    pub recent_visits: Vec<RecentVisit<'a>>,
+}
+
+impl<'a> PageSummary<'a> {
+    fn of(page: &'a model::PageSummary) -> Self {
+        Self {
+            total_visits: page.total_visits,
+            unique_ips: page.unique_ips,
+            by_hour: &page.by_hour,
+            user_agents: &page.user_agents,
+            recent_visits: RecentVisit::list(&page.recent_visits),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DateRange<'a> {
+    #[schema(example = "2025-07-20T10:00:00")]
+    pub earliest: &'a str,
+    #[schema(example = "2025-07-28T11:30:00")]
+    pub latest: &'a str,
+}
+
+impl<'a> DateRange<'a> {
+    fn of(range: &'a model::DateRange) -> Self {
+        Self {
+            earliest: &range.earliest,
+            latest: &range.latest,
+        }
+    }
+}
+
+/// The body of `/summary`, for the OpenAPI document: [`write_summary`] writes it.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct SummaryResponse {
+    /// Per page URL, ordered by total visits (most first).
+    #[schema(value_type = HashMap<String, PageSummary>)]
+    pub data: (),
+    /// All retained visits.
+    pub total_entries: i64,
+    /// Oldest and newest retained visit; `null` when there is none.
+    #[schema(value_type = Option<DateRange>)]
+    pub date_range: (),
+}
+
+/// Writes a summary as JSON in chunks of about `chunk` bytes, so a year-long summary of every
+/// page streams out instead of being held whole. `sink` returns `false` when the reader is gone.
+fn write_summary(
+    summary: &model::Summary,
+    chunk: usize,
+    mut sink: impl FnMut(bytes::Bytes) -> bool,
+) {
+    let fresh = || Vec::with_capacity(chunk + 4096);
+    let mut out: Vec<u8> = fresh();
+    out.extend_from_slice(b"{\"data\":{");
+    for (i, (url, page)) in summary.data.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Serializing a String or a derived struct into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, url);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, &PageSummary::of(page));
+        if out.len() >= chunk && !sink(bytes::Bytes::from(std::mem::replace(&mut out, fresh()))) {
+            return;
+        }
+    }
+    out.extend_from_slice(b"},\"total_entries\":");
+    let _ = serde_json::to_writer(&mut out, &summary.total_entries);
+    out.extend_from_slice(b",\"date_range\":");
+    let _ = serde_json::to_writer(&mut out, &summary.date_range.as_ref().map(DateRange::of));
+    out.push(b'}');
+    sink(bytes::Bytes::from(out));
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UrlStatsResponse<'a> {
+    #[schema(example = "https://example.com/page")]
+    pub url: &'a str,
+    pub total_visits: i64,
+    pub unique_ips: i64,
+    /// Visits per hour in the window, keyed `YYYY-MM-DD HH:00:00` (UTC).
+    #[schema(value_type = HashMap<String, i64>, example = json!({"2025-07-28 10:00:00": 3}))]
+    pub hourly_visits: &'a BTreeMap<String, i64>,
+    /// The newest visits in the window (at most 20), newest first.
+    pub recent_visits: Vec<RecentVisit<'a>>,
+}
+
+impl<'a> UrlStatsResponse<'a> {
+    fn of(stats: &'a model::UrlStats) -> Self {
+        Self {
+            url: &stats.url,
+            total_visits: stats.total_visits,
+            unique_ips: stats.unique_ips,
+            hourly_visits: &stats.hourly_visits,
+            recent_visits: RecentVisit::list(&stats.recent_visits),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteRecentVisit<'a> {
+    pub url: &'a str,
+    pub ip: &'a str,
+    pub timestamp: &'a str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SiteStatsResponse<'a> {
+    pub total_visits: i64,
+    /// Distinct client IPs over all retained visits.
+    pub unique_visitors: i64,
+    /// The 100 most visited pages, most first.
+    #[schema(value_type = HashMap<String, i64>)]
+    #[serde(serialize_with = "as_map")]
+    pub popular_pages: &'a [(String, i64)],
+    /// The 10 newest visits, newest first.
+    pub recent_visits: Vec<SiteRecentVisit<'a>>,
+}
+
+impl<'a> SiteStatsResponse<'a> {
+    fn of(stats: &'a model::SiteStats) -> Self {
+        Self {
+            total_visits: stats.total_visits,
+            unique_visitors: stats.unique_visitors,
+            popular_pages: &stats.popular_pages,
+            recent_visits: stats
+                .recent_visits
+                .iter()
+                .map(|v| SiteRecentVisit {
+                    url: &v.url,
+                    ip: &v.ip,
+                    timestamp: &v.timestamp,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Serializes ordered pairs as a JSON object, keeping their order (and without building an
+/// intermediate `serde_json::Value`: a year-long `/summary` is tens of megabytes).
+fn as_map<K: Serialize, V: Serialize, S: serde::Serializer>(
+    pairs: &&[(K, V)],
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
+/// Serializes (hour number, visits) pairs as `{"YYYY-MM-DD HH:00:00": visits}`, formatting
+/// each key as it is written instead of holding a `String` per hour (a year-long summary of
+/// 1,000 pages has ~720,000 of them).
+fn hours_as_map<S: serde::Serializer>(
+    hours: &&[(i64, i64)],
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(hours.len()))?;
+    let mut key = String::with_capacity(19);
+    for &(hour, n) in hours.iter() {
+        key.clear();
+        write_space(&mut key, hour * crate::domain::HOUR_MS / 1000);
+        map.serialize_entry(&key, &n)?;
+    }
+    map.end()
 }
 
 #[cfg(test)]

@@ -6,11 +6,11 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::domain::period::{Period, period_minutes};
 use crate::domain::{EVENT_RULE, now_millis, parse_event, parse_site};
 use crate::http::AppState;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{Json, Path, Query};
-use crate::store::{self, calendar};
 
 /// Most sites `/domains/{period}` lists.
 pub const MAX_DOMAINS: usize = 1_000;
@@ -94,10 +94,12 @@ pub async fn get_breakdown(
     Path(path): Path<BreakdownPath>,
 ) -> Result<Json<BreakdownResponse>> {
     let site = if path.site == "all" {
-        "all".to_owned()
+        None
     } else {
-        parse_site(&path.site)
-            .ok_or_else(|| ApiError::validation("site is not a valid site name"))?
+        Some(
+            parse_site(&path.site)
+                .ok_or_else(|| ApiError::validation("site is not a valid site name"))?,
+        )
     };
     let event = parse_event(&path.event)
         .ok_or_else(|| ApiError::validation(EVENT_RULE))?
@@ -106,15 +108,14 @@ pub async fn get_breakdown(
     let month = number::<u32>(path.month.as_deref(), "month")?;
     let day = number::<u32>(path.day.as_deref(), "day")?;
     let hour = number::<u32>(path.hour.as_deref(), "hour")?;
-    let period = calendar::Period::new(year, month, day, hour)
+    let period = Period::new(year, month, day, hour)
         .ok_or_else(|| ApiError::validation("That date does not exist"))?;
-    let (site_q, event_q) = (site.clone(), event.clone());
-    let segments = store::read(&state.pool, move |conn| {
-        Ok(calendar::breakdown(conn, &site_q, &event_q, &period)?)
-    })
-    .await?;
+    let segments = state
+        .store
+        .breakdown(site.clone(), event.clone(), period)
+        .await?;
     Ok(Json(BreakdownResponse {
-        site,
+        site: site.unwrap_or_else(|| "all".to_owned()),
         event,
         year,
         month,
@@ -157,7 +158,7 @@ pub async fn get_top_domains(
     Path(period): Path<String>,
     Query(query): Query<DomainsQuery>,
 ) -> Result<Json<DomainsResponse>> {
-    let minutes = calendar::period_minutes(&period)
+    let minutes = period_minutes(&period)
         .ok_or_else(|| ApiError::validation("period must be min, hour or day"))?;
     let limit = query.limit.unwrap_or(10);
     if !(1..=MAX_DOMAINS as i64).contains(&limit) {
@@ -165,11 +166,10 @@ pub async fn get_top_domains(
             "limit must be between 1 and {MAX_DOMAINS}"
         )));
     }
-    let now = now_millis();
-    let top = store::read(&state.pool, move |conn| {
-        Ok(calendar::top_sites(conn, now, minutes, limit as usize)?)
-    })
-    .await?;
+    let top = state
+        .store
+        .top_sites(now_millis(), minutes, limit as usize)
+        .await?;
     Ok(Json(DomainsResponse {
         domains: top.into_iter().map(|(site, n)| (site, n.into())).collect(),
     }))

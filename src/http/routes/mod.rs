@@ -151,11 +151,20 @@ pub fn streamed_body(
     content_type: &'static str,
     produce: impl FnOnce(&mut dyn FnMut(bytes::Bytes) -> bool) + Send + 'static,
 ) -> Response {
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(STREAM_CHANNEL);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(STREAM_CHANNEL);
     tokio::task::spawn_blocking(move || {
         // `blocking_send` fails once the response (and so the client) is gone.
         produce(&mut |chunk| sender.blocking_send(chunk).is_ok());
     });
+    channel_body(content_type, receiver)
+}
+
+/// A response whose body is the chunks `receiver` yields, until its sender closes. Dropping
+/// the response (the client went away) closes the channel, which stops the producer.
+pub fn channel_body(
+    content_type: &'static str,
+    mut receiver: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) -> Response {
     let stream = futures_util::stream::poll_fn(move |cx| {
         receiver
             .poll_recv(cx)

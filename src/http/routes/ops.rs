@@ -11,7 +11,6 @@ use utoipa::ToSchema;
 
 use crate::domain::{format_iso, now_millis};
 use crate::http::AppState;
-use crate::store;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,10 +39,7 @@ pub struct HealthResponse {
             example = json!({"status": "unhealthy", "timestamp": "2025-07-28T11:30:00", "database": "disconnected", "detail": "..."})),
     ))]
 pub async fn health(State(state): State<AppState>) -> Response {
-    let probe = store::read(&state.pool, |conn| {
-        Ok(conn.query_row("SELECT count(*) FROM totals", [], |r| r.get::<_, i64>(0))?)
-    })
-    .await;
+    let probe = state.store.health().await;
     let timestamp = format_iso(now_millis());
     match probe {
         Ok(_) => axum::Json(HealthResponse {
@@ -74,10 +70,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    metrics::gauge!("footfall_write_queue_depth").set(state.writer.queue_depth() as f64);
-    metrics::gauge!("footfall_roll_up_pending_writes").set(state.roller.pending() as f64);
-    metrics::counter!("footfall_roll_up_handovers_total").absolute(state.roller.handed_over());
-    metrics::gauge!("footfall_database_bytes").set(store::file_size(&state.db_path) as f64);
+    state.store.update_gauges();
     metrics::gauge!("footfall_rate_limiter_keys").set(state.limits.key_count() as f64);
     let ceiling_keys = state.ip_ceiling.as_ref().map_or(0, |c| c.limiter().len());
     metrics::gauge!("footfall_ip_ceiling_keys").set(ceiling_keys as f64);

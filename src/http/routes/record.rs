@@ -11,13 +11,12 @@ use axum::{Router, debug_handler};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::NewVisit;
 use crate::domain::{IsoTime, PageUrl, event_or_default, now_millis, parse_page_id};
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{BeaconJson, Json, Path, Query, UserAgent};
-use crate::store::WriteOp;
-use crate::store::ingest::NewVisit;
 
 /// Most items in one `/bulk-visits` request.
 pub const MAX_BULK: usize = 100;
@@ -148,10 +147,10 @@ pub async fn record_one(state: &AppState, recording: Recording) -> Result<NewVis
     state
         .limits
         .check_visit(recording.ip, recording.url.as_str())?;
-    state
-        .writer
+    Ok(state
+        .store
         .record(recording.into_visit(now_millis()))
-        .await
+        .await?)
 }
 
 /// Record a page visit.
@@ -258,7 +257,7 @@ pub async fn record_bulk_visits(
     }
     let recorded = visits.len();
     if recorded > 0 {
-        state.writer.submit(WriteOp::Visits(visits)).await?;
+        state.store.record_many(visits).await?;
     }
     Ok(Json(BulkVisitResponse {
         status: "recorded",
@@ -290,10 +289,7 @@ pub async fn count_page_visit(
 ) -> Result<Json<PageVisitResponse>> {
     let page_id = page_id_param(&page_id)?;
     state.limits.check_visit(ip.0, &format!("page:{page_id}"))?;
-    state
-        .writer
-        .submit(WriteOp::CountPage(page_id.to_owned()))
-        .await?;
+    state.store.count_page(page_id).await?;
     Ok(Json(PageVisitResponse {
         status: "success",
         message: format!("Visit recorded for page {page_id}"),
@@ -311,11 +307,10 @@ pub async fn page_visit_count(
     State(state): State<AppState>,
     Path(page_id): Path<String>,
 ) -> Result<Json<PageCountResponse>> {
-    let page_id = page_id_param(&page_id)?.to_owned();
-    let counters = state.counters.clone();
-    let (count, via) = tokio::task::spawn_blocking(move || counters.get(&page_id)).await??;
+    let page_id = page_id_param(&page_id)?;
+    let counted = state.store.page_count(page_id).await?;
     Ok(Json(PageCountResponse {
-        count,
-        served_via: via.as_str(),
+        count: counted.count,
+        served_via: counted.served_via.as_str(),
     }))
 }

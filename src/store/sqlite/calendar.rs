@@ -9,51 +9,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::ingest::tail;
 use super::rollups::{ALL_SITES, DAY_MS, HOUR_MS, MINUTE_MS, millis_of};
 use crate::domain::UnixMillis;
-
-/// The period of a breakdown: a year, a month, a day or an hour (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Period {
-    pub year: i32,
-    pub month: Option<u32>,
-    pub day: Option<u32>,
-    pub hour: Option<u32>,
-}
-
-impl Period {
-    /// Validates the parts; `None` for an impossible date (Feb 30, month 13, hour 24, ...).
-    pub fn new(year: i32, month: Option<u32>, day: Option<u32>, hour: Option<u32>) -> Option<Self> {
-        if !(1970..=2200).contains(&year) {
-            return None;
-        }
-        if let Some(m) = month {
-            NaiveDate::from_ymd_opt(year, m, day.unwrap_or(1))?;
-        }
-        if hour.is_some_and(|h| h > 23) {
-            return None;
-        }
-        Some(Self {
-            year,
-            month,
-            day,
-            hour,
-        })
-    }
-
-    fn start_date(&self) -> NaiveDate {
-        NaiveDate::from_ymd_opt(self.year, self.month.unwrap_or(1), self.day.unwrap_or(1))
-            .expect("validated in Period::new")
-    }
-
-    fn start_millis(&self) -> UnixMillis {
-        crate::domain::date_start_millis(self.start_date())
-            + i64::from(self.hour.unwrap_or(0)) * HOUR_MS
-    }
-}
+use crate::domain::period::Period;
 
 /// Per-segment counts of a period: (segment label, count), every segment present, in order.
+/// `site` `None` counts every site.
 pub fn breakdown(
     conn: &Connection,
-    site: &str,
+    site: Option<&str>,
     event: &str,
     period: &Period,
 ) -> rusqlite::Result<Vec<(u32, i64)>> {
@@ -155,11 +117,11 @@ fn days_in_month(year: i32, month: u32) -> u32 {
     next.and_then(|d| d.pred_opt()).map_or(31, |d| d.day())
 }
 
-/// The id of a site name (`all` is the all-sites rollup); `None` when never seen.
-fn site_id(conn: &Connection, site: &str) -> rusqlite::Result<Option<i64>> {
-    if site == "all" {
+/// The id of a site name (`None`: the all-sites rollup); `None` when never seen.
+fn site_id(conn: &Connection, site: Option<&str>) -> rusqlite::Result<Option<i64>> {
+    let Some(site) = site else {
         return Ok(Some(ALL_SITES));
-    }
+    };
     conn.prepare_cached("SELECT id FROM sites WHERE name = ?1 AND id != 0")?
         .query_row([site], |r| r.get(0))
         .optional()
@@ -169,16 +131,6 @@ fn event_id(conn: &Connection, event: &str) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached("SELECT id FROM events WHERE name = ?1")?
         .query_row([event], |r| r.get(0))
         .optional()
-}
-
-/// The trailing periods of `/domains/{period}`, in minutes.
-pub fn period_minutes(period: &str) -> Option<i64> {
-    match period {
-        "min" => Some(1),
-        "hour" => Some(60),
-        "day" => Some(1440),
-        _ => None,
-    }
 }
 
 /// The sites with the most visits (all events, clicks included) in the minutes

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::config::Durability;
+use crate::store::Durability;
 
 /// Least time between two checkpoints: each one fsyncs both files, so under steady commits
 /// they come at this pace rather than after every commit.

@@ -15,25 +15,10 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::data_version;
+use crate::store::ServedVia;
 
 /// Entries kept at most; past that the cache starts over.
 const MAX_ENTRIES: usize = 100_000;
-
-/// Where an answer came from (`served_via` of `GET /visits/{page_id}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServedVia {
-    Cache,
-    Sqlite,
-}
-
-impl ServedVia {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Cache => "cache",
-            Self::Sqlite => "sqlite",
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 struct State {

@@ -12,83 +12,19 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::rollups::{id_at, millis_of};
-use crate::config::ExportFormat;
-use crate::domain::{
-    DEFAULT_EVENT, MAX_MILLIS, UnixMillis, date_start_millis, ip_from_bytes, parse_date,
-    parse_timestamp, write_space,
-};
+use crate::domain::export::{ExportFilter, ExportFormat};
+use crate::domain::{DEFAULT_EVENT, MAX_MILLIS, UnixMillis, ip_from_bytes, write_space};
 
 /// Size at which a chunk is handed to the sink.
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
-/// Which visits to export: ids in `[from_id, to_id)`, newest first, after skipping `offset`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExportFilter {
-    pub from_id: i64,
-    pub to_id: i64,
-    pub limit: Option<i64>,
-    pub offset: i64,
-}
-
-/// The raw filter parameters of `/all-visits` and `footfall export`.
-#[derive(Debug, Clone, Default)]
-pub struct FilterParams {
-    pub start_date: Option<String>,
-    pub end_date: Option<String>,
-    pub since: Option<String>,
-    pub range: Option<String>,
-    pub limit: Option<i64>,
-    pub offset: Option<i64>,
-}
-
-impl FilterParams {
-    /// Validates the parameters. Every malformed value is an error naming it: a filter is never
-    /// silently ignored (the original service returned everything on a bad `range`).
-    pub fn parse(&self) -> Result<ExportFilter, String> {
-        let mut from: UnixMillis = 0;
-        let mut to: Option<UnixMillis> = None;
-        if let Some(range) = self.range.as_deref() {
-            let (start, end) = range
-                .split_once(',')
-                .ok_or("range must be START,END (dates or timestamps)")?;
-            from = parse_timestamp(start).ok_or("range START is not a valid date or timestamp")?;
-            to = Some(parse_timestamp(end).ok_or("range END is not a valid date or timestamp")?);
-        } else {
-            if let Some(start) = self.start_date.as_deref() {
-                let date = parse_date(start).ok_or("start_date must be a valid YYYY-MM-DD date")?;
-                from = from.max(date_start_millis(date));
-            }
-            if let Some(end) = self.end_date.as_deref() {
-                let date = parse_date(end).ok_or("end_date must be a valid YYYY-MM-DD date")?;
-                let next = date.succ_opt().ok_or("end_date is out of range")?;
-                to = Some(date_start_millis(next));
-            }
-            if let Some(since) = self.since.as_deref() {
-                let since = parse_timestamp(since).ok_or("since must be a valid timestamp")?;
-                from = from.max(since + 1);
-            }
-        }
-        if self.limit.is_some_and(|l| l < 0) {
-            return Err("limit must be 0 or more".into());
-        }
-        if self.offset.is_some_and(|o| o < 0) {
-            return Err("offset must be 0 or more".into());
-        }
-        // Past the last representable instant nothing can match: saturate rather than shift
-        // out of range (which would wrap and export everything).
-        let bound = |millis: UnixMillis| {
-            if millis > MAX_MILLIS {
-                i64::MAX
-            } else {
-                id_at(millis.max(0))
-            }
-        };
-        Ok(ExportFilter {
-            from_id: bound(from),
-            to_id: to.map_or(i64::MAX, bound),
-            limit: self.limit,
-            offset: self.offset.unwrap_or(0),
-        })
+/// The first visit id at `millis`. Past the last representable instant nothing can match:
+/// saturate rather than shift out of range (which would wrap and export everything).
+fn id_bound(millis: UnixMillis) -> i64 {
+    if millis > MAX_MILLIS {
+        i64::MAX
+    } else {
+        id_at(millis.max(0))
     }
 }
 
@@ -280,7 +216,8 @@ pub fn export(
         "SELECT id, page_id, ip, agent_id, event_id FROM visits
          WHERE id >= ?1 AND id < ?2 ORDER BY id DESC",
     )?;
-    let mut rows = stmt.query(rusqlite::params![filter.from_id, filter.to_id])?;
+    let (from_id, to_id) = (id_bound(filter.from), filter.to.map_or(i64::MAX, id_bound));
+    let mut rows = stmt.query(rusqlite::params![from_id, to_id])?;
     let mut skip = filter.offset.max(0) as u64;
     let mut left = filter.limit.map_or(u64::MAX, |l| l.max(0) as u64);
     let mut group: Vec<Row> = Vec::new();

@@ -8,44 +8,13 @@
 //! order joins the tail the roll-up reads by id; one stored below the highest id is *late* and
 //! is also logged in `late_visits`, because the roll-up may already have passed its id.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::data_version;
 use super::rollups::{id_at, millis_of, read_progress};
-use crate::domain::{DEFAULT_EVENT, PageUrl, UnixMillis, ip_to_bytes};
-
-/// A validated visit, ready to store.
-#[derive(Debug, Clone)]
-pub struct NewVisit {
-    pub url: PageUrl,
-    pub ip: IpAddr,
-    pub user_agent: String,
-    /// `[a-z0-9_-]{1,64}`; `pageview` when the request named none (borrowed then: most
-    /// visits are pageviews, and this is one allocation a visit fewer).
-    pub event: Cow<'static, str>,
-    pub at: UnixMillis,
-    /// `at` is when the server received the visit, not a time the client or a file gave: the
-    /// writer may then move it later within its second (see [`Ingest::add_visit`]).
-    pub stamped_on_arrival: bool,
-}
-
-impl NewVisit {
-    /// A pageview at a given time (as from a file).
-    pub fn pageview(url: PageUrl, ip: IpAddr, user_agent: String, at: UnixMillis) -> Self {
-        Self {
-            url,
-            ip,
-            user_agent,
-            event: Cow::Borrowed(DEFAULT_EVENT),
-            at,
-            stamped_on_arrival: false,
-        }
-    }
-}
+use crate::domain::{DEFAULT_EVENT, NewVisit, PageUrl, UnixMillis, ip_to_bytes};
 
 /// Dimension caches are cleared when they grow past this many entries: memory stays bounded
 /// whatever number of distinct URLs and agents arrives.
@@ -317,9 +286,8 @@ pub(crate) fn stored_visit(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVisi
 }
 
 /// The watermark and the tail: every visit above the watermark, not yet in the rollups, oldest
-/// first. Bounded by the roll-up policy (`ROLL_UP_AT` visits, up to `CATCH_UP_AT` while
-/// idle-priority roll-ups find no spare CPU, plus what arrives during a roll-up; rolled up once
-/// writes pause). Late visits below the watermark are not in it: they are acknowledged only once
+/// first. Bounded by the roll-up policy (`ROLL_UP_AT` visits, plus what arrives during a
+/// roll-up; rolled up once writes pause). Late visits below the watermark are not in it: they are acknowledged only once
 /// rolled up.
 pub fn tail(conn: &Connection) -> rusqlite::Result<(i64, Vec<StoredVisit>)> {
     let watermark = read_progress(conn)?.rolled_up_to;
@@ -377,8 +345,8 @@ pub(crate) fn commit_visits(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Durability;
-    use crate::store::open_writer;
+    use crate::store::Durability;
+    use crate::store::sqlite::open_writer;
 
     /// Two requests racing to the writer: the one stamped earlier in the same second joins the
     /// later one's millisecond instead of being late; across a second, or with a time from a

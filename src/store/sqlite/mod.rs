@@ -1,11 +1,14 @@
-//! Storage: two SQLite files, their schemas, the read pool, the writer and the roll-up thread.
+//! The SQLite backend: two files, their schemas, the read pool, the writer and the roll-up
+//! thread, behind [`SqliteStore`].
 //!
 //! The *visits file* (`--db`, `schema.sql`) holds what was recorded; the *rollups file* beside
 //! it ([`rollups_path`], `rollups.sql`) holds the aggregates derived from it. Each has its own
 //! write lock, so the roll-up runs beside recording instead of stopping it. Everything
-//! SQLite-specific lives under this module; handlers see a [`writer::WriterHandle`] (submit
-//! writes), the [`ReadPool`] they pass to [`queries`] and [`export`], and plain Rust values.
+//! SQLite-specific lives under this module; the rest of footfall sees [`SqliteStore`] through
+//! `store::Store`.
 //!
+//! - [`store`]: [`SqliteStore`], the backend's side of the boundary: opens the files, starts
+//!   the threads, answers each `Store` method.
 //! - [`writer`]: the one thread that writes the visits file (group commit).
 //! - [`roller`]: the one thread that writes the rollups file (bulk roll-ups).
 //! - [`checkpointer`]: copies the visits file's log into it beside the writer.
@@ -26,6 +29,7 @@ pub mod ingest;
 pub mod queries;
 pub mod roller;
 pub mod rollups;
+mod store;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -35,9 +39,10 @@ use anyhow::Context;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
-use crate::config::Durability;
+use crate::store::Durability;
 
 pub use counters::CounterCache;
+pub use store::SqliteStore;
 pub use writer::{WriteOp, WriteOutcome, WriterHandle};
 
 /// The visits file's schema, applied to a new file; the steps in `migrations/` bring older ones to
@@ -98,7 +103,7 @@ fn open_wal(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
     // are copied back once, and the fsync of a checkpoint is paid 10x less often (measured:
     // +65% writer throughput in examples/writer_bench).
     conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
-    // A reader's long snapshot (an idle-priority roll-up the CPU is busy elsewhere for) keeps
+    // A reader's long snapshot (a long roll-up or export) keeps
     // checkpoints from restarting the log, and it grows past the checkpoint size meanwhile
     // (~200 MB in `ingest.sh`): cut it back to this when it restarts, rather than keep the
     // high-water mark on disk.
@@ -272,20 +277,6 @@ pub fn open_reader(db: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-/// Runs `f` with a pooled read connection on the blocking thread pool.
-pub async fn read<T, F>(pool: &ReadPool, f: F) -> crate::http::error::Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce(&Connection) -> crate::http::error::Result<T> + Send + 'static,
-{
-    let pool = pool.clone();
-    tokio::task::spawn_blocking(move || {
-        let conn = pool.get()?;
-        f(&conn)
-    })
-    .await?
-}
-
 /// Runs `f` in one `BEGIN IMMEDIATE` transaction on `conn`: commits what it did, or rolls it
 /// back on error. Every write transaction of both files goes through here. On a rollups
 /// connection, `IMMEDIATE` takes the rollups' write lock and the snapshot of the visits file
@@ -300,15 +291,8 @@ pub fn immediate<T, E: From<rusqlite::Error>>(
         conn.prepare_cached("COMMIT")?.execute([])?;
         Ok(value)
     });
-    if result.is_err() {
-        // Twice if need be: a ROLLBACK that an interrupt (the idle roll-up's, see `roller`) hits
-        // fails too, and a connection left inside the transaction could begin no other.
-        for _ in 0..2 {
-            if conn.is_autocommit() {
-                break;
-            }
-            let _ = conn.execute_batch("ROLLBACK");
-        }
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
     result
 }

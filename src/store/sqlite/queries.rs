@@ -7,8 +7,8 @@
 //!
 //! Every answer is read in one transaction (one snapshot) and adds the *tail* — the visits above
 //! the rollup watermark, not yet rolled up (see `rollups.sql`) — from the raw rows: bounded by
-//! the roll-up thread to about `ROLL_UP_AT` (50,000) writes, `CATCH_UP_AT` (100,000) while
-//! idle-priority roll-ups find no spare CPU, plus what arrives during a roll-up.
+//! the roll-up thread to about `ROLL_UP_AT` (50,000) writes, plus what arrives during a
+//! roll-up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,12 +16,13 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::ingest::{StoredVisit, page_tail, tail};
 use super::rollups::{HOUR_MS, id_at, millis_of};
 use crate::domain::{UnixMillis, format_iso, format_space, ip_from_bytes};
+use crate::store::model::{
+    DateRange, PageSummary, RecentVisit, SiteRecentVisit, SiteStats, Summary, UrlStats,
+};
 
 /// Newest visits shown per page by `/summary`.
 pub const SUMMARY_RECENT: usize = 10;
@@ -31,88 +32,6 @@ pub const STATS_RECENT: usize = 20;
 pub const POPULAR_PAGES: i64 = 100;
 /// Visits listed by `/stats` under `recent_visits`.
 pub const SITE_RECENT: i64 = 10;
-
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
-pub struct RecentVisit {
-    #[schema(example = "192.168.1.1")]
-    pub ip: String,
-    #[schema(value_type = String, example = "Mozilla/5.0...")]
-    pub user_agent: Arc<str>,
-    /// ISO time, UTC.
-    #[schema(example = "2025-07-28T11:30:00")]
-    pub timestamp: String,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema, Default)]
-pub struct PageSummary {
-    /// All retained visits of the page (not limited by `hours`).
-    pub total_visits: i64,
-    /// Distinct client IPs over all retained visits of the page.
-    pub unique_ips: i64,
-    /// Visits per hour in the window, keyed `YYYY-MM-DD HH:00:00` (UTC); empty hours left out.
-    /// Held as (hour number, visits), in order; the keys are written as the JSON is.
-    #[schema(value_type = HashMap<String, i64>, example = json!({"2025-07-28 10:00:00": 5}))]
-    #[serde(serialize_with = "hours_as_map")]
-    pub by_hour: Vec<(i64, i64)>,
-    /// Visits per user agent in the window, most frequent first.
-    #[schema(value_type = HashMap<String, i64>, example = json!({"Mozilla/5.0...": 30}))]
-    #[serde(serialize_with = "as_map")]
-    pub user_agents: Vec<(Arc<str>, i64)>,
-    /// The newest visits of the page in the window (at most 10), newest first.
-    pub recent_visits: Vec<RecentVisit>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
-pub struct DateRange {
-    #[schema(example = "2025-07-20T10:00:00")]
-    pub earliest: String,
-    #[schema(example = "2025-07-28T11:30:00")]
-    pub latest: String,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SummaryResponse {
-    /// Per page URL, ordered by total visits (most first).
-    #[schema(value_type = HashMap<String, PageSummary>)]
-    #[serde(serialize_with = "as_map")]
-    pub data: Vec<(String, PageSummary)>,
-    /// All retained visits.
-    pub total_entries: i64,
-    /// Oldest and newest retained visit; `null` when there is none.
-    pub date_range: Option<DateRange>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct UrlStatsResponse {
-    #[schema(example = "https://example.com/page")]
-    pub url: String,
-    pub total_visits: i64,
-    pub unique_ips: i64,
-    /// Visits per hour in the window, keyed `YYYY-MM-DD HH:00:00` (UTC).
-    #[schema(value_type = HashMap<String, i64>, example = json!({"2025-07-28 10:00:00": 3}))]
-    pub hourly_visits: BTreeMap<String, i64>,
-    /// The newest visits in the window (at most 20), newest first.
-    pub recent_visits: Vec<RecentVisit>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
-pub struct SiteRecentVisit {
-    pub url: String,
-    pub ip: String,
-    pub timestamp: String,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SiteStatsResponse {
-    pub total_visits: i64,
-    /// Distinct client IPs over all retained visits.
-    pub unique_visitors: i64,
-    /// The 100 most visited pages, most first.
-    #[schema(value_type = HashMap<String, i64>)]
-    pub popular_pages: serde_json::Map<String, serde_json::Value>,
-    /// The 10 newest visits, newest first.
-    pub recent_visits: Vec<SiteRecentVisit>,
-}
 
 /// The hours a window starting at `start` covers: whole hours from the rollups, and the
 /// partial first hour (if the start is not on the hour) as a raw id range.
@@ -168,63 +87,6 @@ fn tail_by_page<'t>(
         }
     }
     Ok(pages)
-}
-
-/// Serializes ordered pairs as a JSON object, keeping their order (and without building an
-/// intermediate `serde_json::Value`: a year-long `/summary` is tens of megabytes).
-fn as_map<K: Serialize, V: Serialize, S: serde::Serializer>(
-    pairs: &[(K, V)],
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
-}
-
-/// Serializes (hour number, visits) pairs as `{"YYYY-MM-DD HH:00:00": visits}`, formatting
-/// each key as it is written instead of holding a `String` per hour (a year-long summary of
-/// 1,000 pages has ~720,000 of them).
-fn hours_as_map<S: serde::Serializer>(
-    hours: &[(i64, i64)],
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut map = serializer.serialize_map(Some(hours.len()))?;
-    let mut key = String::with_capacity(19);
-    for &(hour, n) in hours {
-        key.clear();
-        crate::domain::write_space(&mut key, hour * HOUR_MS / 1000);
-        map.serialize_entry(&key, &n)?;
-    }
-    map.end()
-}
-
-/// Writes a summary as JSON in chunks of about `chunk` bytes, so a year-long summary of every
-/// page streams out instead of being held whole. `sink` returns `false` when the reader is gone.
-pub fn write_summary(
-    summary: &SummaryResponse,
-    chunk: usize,
-    mut sink: impl FnMut(bytes::Bytes) -> bool,
-) {
-    let fresh = || Vec::with_capacity(chunk + 4096);
-    let mut out: Vec<u8> = fresh();
-    out.extend_from_slice(b"{\"data\":{");
-    for (i, (url, page)) in summary.data.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // Serializing a String or a derived struct into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, url);
-        out.push(b':');
-        let _ = serde_json::to_writer(&mut out, page);
-        if out.len() >= chunk && !sink(bytes::Bytes::from(std::mem::replace(&mut out, fresh()))) {
-            return;
-        }
-    }
-    out.extend_from_slice(b"},\"total_entries\":");
-    let _ = serde_json::to_writer(&mut out, &summary.total_entries);
-    out.extend_from_slice(b",\"date_range\":");
-    let _ = serde_json::to_writer(&mut out, &summary.date_range);
-    out.push(b'}');
-    sink(bytes::Bytes::from(out));
 }
 
 fn hour_key(hour: i64) -> String {
@@ -295,7 +157,7 @@ pub fn summary(
     now: UnixMillis,
     hours: i64,
     limit: Option<i64>,
-) -> rusqlite::Result<SummaryResponse> {
+) -> rusqlite::Result<Summary> {
     let conn = &conn.unchecked_transaction()?;
     let (watermark, tail) = tail(conn)?;
     let tail_pages = tail_by_page(conn, &tail)?;
@@ -440,7 +302,7 @@ pub fn summary(
         }
         data.push((url, summary));
     }
-    Ok(SummaryResponse {
+    Ok(Summary {
         data,
         total_entries: totals(conn)?.0 + tail.len() as i64,
         date_range: date_range(conn)?,
@@ -453,8 +315,8 @@ pub fn url_stats(
     url: &str,
     now: UnixMillis,
     hours: i64,
-) -> rusqlite::Result<UrlStatsResponse> {
-    let mut response = UrlStatsResponse {
+) -> rusqlite::Result<UrlStats> {
+    let mut response = UrlStats {
         url: url.to_owned(),
         total_visits: 0,
         unique_ips: 0,
@@ -544,7 +406,7 @@ pub fn url_stats(
 }
 
 /// `GET /stats`: whole-database figures.
-pub fn site_stats(conn: &Connection) -> rusqlite::Result<SiteStatsResponse> {
+pub fn site_stats(conn: &Connection) -> rusqlite::Result<SiteStats> {
     let conn = &conn.unchecked_transaction()?;
     let (_, tail) = tail(conn)?;
     let (mut total_visits, mut unique_visitors) = totals(conn)?;
@@ -587,10 +449,7 @@ pub fn site_stats(conn: &Connection) -> rusqlite::Result<SiteStatsResponse> {
     let mut popular: Vec<(String, i64)> = candidates.into_values().collect();
     popular.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     popular.truncate(POPULAR_PAGES as usize);
-    let popular_pages = popular
-        .into_iter()
-        .map(|(url, n)| (url, n.into()))
-        .collect();
+    let popular_pages = popular;
     let mut recent_visits = Vec::new();
     let mut stmt = conn.prepare_cached(
         "SELECT v.id, p.url, v.ip FROM visits v JOIN pages p ON p.id = v.page_id
@@ -604,7 +463,7 @@ pub fn site_stats(conn: &Connection) -> rusqlite::Result<SiteStatsResponse> {
             timestamp: format_iso(millis_of(row.get(0)?)),
         });
     }
-    Ok(SiteStatsResponse {
+    Ok(SiteStats {
         total_visits,
         unique_visitors,
         popular_pages,

@@ -28,9 +28,7 @@ pub const RECENT_SLACK: i64 = 10;
 /// Site id of the pseudo-site that sums every site (`/breakdown/all/...`).
 pub const ALL_SITES: i64 = 0;
 
-pub const MINUTE_MS: i64 = 60_000;
-pub const HOUR_MS: i64 = 3_600_000;
-pub const DAY_MS: i64 = 86_400_000;
+pub use crate::domain::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// First visit id at or after `millis`.
 pub fn id_at(millis: UnixMillis) -> i64 {
@@ -759,10 +757,11 @@ pub fn check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Durability;
+    use crate::domain::NewVisit;
     use crate::domain::{PageUrl, now_millis};
-    use crate::store::ingest::{Ingest, NewVisit, commit_visits};
-    use crate::store::{WriteConns, open_writer};
+    use crate::store::Durability;
+    use crate::store::sqlite::ingest::{Ingest, commit_visits};
+    use crate::store::sqlite::{WriteConns, open_writer};
 
     /// Commits `(page, ip, millis)` visits to the visits file, without rolling up.
     fn write(conns: &WriteConns, ingest: &mut Ingest, visits: &[(&str, &str, i64)]) {

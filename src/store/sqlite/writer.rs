@@ -4,7 +4,7 @@
 //! blocks for the first queued op, drains whatever else is already queued (up to `max_batch`
 //! visits), writes all of it in one transaction, commits, and only then replies to each
 //! submitter. Throughput therefore grows with load, with no timer and
-//! no added latency at low load. A full queue is refused at once ([`ApiError::Overloaded`], a
+//! no added latency at low load. A full queue is refused at once ([`StoreError::Busy`], a
 //! `503`), so memory stays bounded. [`WriterHandle::shutdown`] makes the thread commit what is
 //! queued and exit.
 //!
@@ -29,10 +29,11 @@ use tokio::sync::oneshot;
 
 use super::CounterCache;
 use super::checkpointer::Checkpointer;
-use super::ingest::{Ingest, NewVisit, count_page};
+use super::ingest::{Ingest, count_page};
 use super::roller::RollerHandle;
+use crate::domain::NewVisit;
 use crate::domain::UnixMillis;
-use crate::http::error::ApiError;
+use crate::store::StoreError;
 
 /// One unit of work for the writer; each is atomic and committed before it is answered.
 #[derive(Debug)]
@@ -198,13 +199,13 @@ impl WriterHandle {
         })
     }
 
-    /// Queues `op` and waits until it is committed. A full queue answers `Overloaded` at once.
-    pub async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, ApiError> {
+    /// Queues `op` and waits until it is committed. A full queue answers `Busy` at once.
+    pub async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         self.commit(op).await.map(|(outcome, _)| outcome)
     }
 
     /// Stores one visit and hands it back once it is committed.
-    pub async fn record(&self, visit: NewVisit) -> Result<NewVisit, ApiError> {
+    pub async fn record(&self, visit: NewVisit) -> Result<NewVisit, StoreError> {
         match self.commit(WriteOp::Visits(vec![visit])).await? {
             (_, WriteOp::Visits(mut visits)) if visits.len() == 1 => {
                 Ok(visits.pop().expect("one visit"))
@@ -214,14 +215,14 @@ impl WriterHandle {
     }
 
     /// [`Self::submit`], handing the op back beside its outcome.
-    async fn commit(&self, op: WriteOp) -> Result<(WriteOutcome, WriteOp), ApiError> {
+    async fn commit(&self, op: WriteOp) -> Result<(WriteOutcome, WriteOp), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Message::Job(Job { op, reply }), answer).await
     }
 
     /// Queues a cleanup of the visits older than `cutoff` and waits for it; answers how many
     /// visits it deleted.
-    pub async fn cleanup(&self, cutoff: UnixMillis) -> Result<u64, ApiError> {
+    pub async fn cleanup(&self, cutoff: UnixMillis) -> Result<u64, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Message::Cleanup(cutoff, reply), answer).await
     }
@@ -230,7 +231,7 @@ impl WriterHandle {
         &self,
         message: Message,
         answer: oneshot::Receiver<Result<T, String>>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, StoreError> {
         match self.sender.try_send(message) {
             Ok(()) => {
                 // The gauge is set from this count when /metrics is scraped, not per request.
@@ -238,15 +239,15 @@ impl WriterHandle {
             }
             Err(TrySendError::Full(_)) => {
                 metrics::counter!("footfall_write_queue_full_total").increment(1);
-                return Err(ApiError::Overloaded);
+                return Err(StoreError::Busy);
             }
-            Err(TrySendError::Disconnected(_)) => return Err(ApiError::ShuttingDown),
+            Err(TrySendError::Disconnected(_)) => return Err(StoreError::ShuttingDown),
         }
         match answer.await {
             Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(cause)) => Err(ApiError::Unavailable(cause)),
+            Ok(Err(cause)) => Err(StoreError::Unavailable(cause)),
             // The writer exited without answering: it was stopping.
-            Err(_) => Err(ApiError::ShuttingDown),
+            Err(_) => Err(StoreError::ShuttingDown),
         }
     }
 

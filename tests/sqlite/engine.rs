@@ -105,10 +105,10 @@ proptest! {
             let now = chrono::Utc::now().timestamp();
             for op in &ops {
                 apply(&app, op, now).await;
-                let differ = app.rollup_mismatches();
+                let differ = app.rollup_mismatches().await;
                 assert!(differ.is_empty(), "after {op:?}: rollups differ from the raw rows: {differ:?}");
                 // Rollups plus tail: what the API answers, against a recount of every raw row.
-                let conn = app.conn();
+                let conn = crate::conn(&app);
                 let (visits, ips): (i64, i64) = conn
                     .query_row("SELECT count(*), count(DISTINCT ip) FROM visits", [], |r| Ok((r.get(0)?, r.get(1)?)))
                     .unwrap();
@@ -124,8 +124,8 @@ proptest! {
 /// one transaction, without rolling up: a tail, as a crash between a commit and its roll-up
 /// leaves one.
 fn write_raw(
-    conns: &footfall::store::WriteConns,
-    ingest: &mut footfall::store::ingest::Ingest,
+    conns: &footfall::store::sqlite::WriteConns,
+    ingest: &mut footfall::store::sqlite::ingest::Ingest,
     visits: &[(&str, i64)],
 ) {
     let from_one_ip: Vec<_> = visits.iter().map(|&(p, at)| (p, "10.0.0.1", at)).collect();
@@ -134,14 +134,14 @@ fn write_raw(
 
 /// [`write_raw`] with each visit's client IP: `(page, ip, millis)`.
 fn write_raw_from(
-    conns: &footfall::store::WriteConns,
-    ingest: &mut footfall::store::ingest::Ingest,
+    conns: &footfall::store::sqlite::WriteConns,
+    ingest: &mut footfall::store::sqlite::ingest::Ingest,
     visits: &[(&str, &str, i64)],
 ) {
+    use footfall::domain::NewVisit;
     use footfall::domain::PageUrl;
-    use footfall::store::ingest::NewVisit;
 
-    footfall::store::immediate(&conns.raw, |conn| {
+    footfall::store::sqlite::immediate(&conns.raw, |conn| {
         ingest.begin(conn)?;
         for &(page, ip, at) in visits {
             let url = PageUrl::parse(page).unwrap();
@@ -154,7 +154,7 @@ fn write_raw_from(
 }
 
 /// Visits counted by the rollups (`totals.visits`) and rows in `visits`.
-fn counted_and_stored(conns: &footfall::store::WriteConns) -> (i64, i64) {
+fn counted_and_stored(conns: &footfall::store::sqlite::WriteConns) -> (i64, i64) {
     conns
         .rollups
         .query_row(
@@ -171,8 +171,8 @@ fn counted_and_stored(conns: &footfall::store::WriteConns) -> (i64, i64) {
 #[test]
 fn late_visits_are_counted_once_whether_or_not_the_roll_up_passed_them() {
     let dir = tempfile::tempdir().unwrap();
-    let mut conns = crate::common::write_conns(&dir.path().join("v.db"));
-    let mut ingest = footfall::store::ingest::Ingest::new();
+    let mut conns = crate::write_conns(&dir.path().join("v.db"));
+    let mut ingest = footfall::store::sqlite::ingest::Ingest::new();
     let now = footfall::domain::now_millis();
     write_raw(
         &conns,
@@ -195,13 +195,13 @@ fn late_visits_are_counted_once_whether_or_not_the_roll_up_passed_them() {
     assert_eq!(done.visits, 3, "{done:?}");
     assert_eq!(counted_and_stored(&conns), (5, 5));
     assert!(
-        footfall::store::rollups::check(&conns.rollups)
+        footfall::store::sqlite::rollups::check(&conns.rollups)
             .unwrap()
             .is_empty()
     );
     // Nothing is counted twice by a later roll-up, after the log rows are gone or not.
     assert_eq!(conns.roll_up().unwrap().visits, 0);
-    footfall::store::ingest::prune_late(&conns.raw, done.late_seq).unwrap();
+    footfall::store::sqlite::ingest::prune_late(&conns.raw, done.late_seq).unwrap();
     assert_eq!(conns.roll_up().unwrap().visits, 0);
     assert_eq!(counted_and_stored(&conns), (5, 5));
 }
@@ -211,15 +211,15 @@ fn late_visits_are_counted_once_whether_or_not_the_roll_up_passed_them() {
 /// stored later below the highest id ever stored is still late.
 #[test]
 fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
-    use footfall::store::rollups::{RollUpHints, check, take_out_before};
+    use footfall::store::sqlite::rollups::{RollUpHints, check, take_out_before};
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v.db");
     let now = footfall::domain::now_millis();
     let day = 86_400_000;
     {
-        let mut conns = crate::common::write_conns(&db);
-        let mut ingest = footfall::store::ingest::Ingest::new();
+        let mut conns = crate::write_conns(&db);
+        let mut ingest = footfall::store::sqlite::ingest::Ingest::new();
         write_raw(
             &conns,
             &mut ingest,
@@ -227,14 +227,14 @@ fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
         );
         conns.roll_up().unwrap();
         // Step 1 only, then the "crash".
-        let taken = footfall::store::immediate(&conns.rollups, |c| {
+        let taken = footfall::store::sqlite::immediate(&conns.rollups, |c| {
             take_out_before(c, &mut RollUpHints::default(), now - day)
         })
         .unwrap();
         assert_eq!(taken.visits, 1);
         assert_eq!(counted_and_stored(&conns), (1, 2));
     }
-    let mut conns = crate::common::write_conns(&db);
+    let mut conns = crate::write_conns(&db);
     assert_eq!(
         counted_and_stored(&conns),
         (1, 1),
@@ -244,12 +244,16 @@ fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
 
     // The same, through the whole protocol, down to an empty file: the next visit, older than
     // the newest ever stored, must still be found by the roll-up.
-    let deleted = footfall::store::cleanup::run(
+    let deleted = footfall::store::sqlite::cleanup::run(
         &conns.raw,
         now + day,
-        || Ok(footfall::store::rollups::read_progress(&conns.rollups)?),
+        || {
+            Ok(footfall::store::sqlite::rollups::read_progress(
+                &conns.rollups,
+            )?)
+        },
         |cutoff| {
-            Ok(footfall::store::immediate(&conns.rollups, |c| {
+            Ok(footfall::store::sqlite::immediate(&conns.rollups, |c| {
                 take_out_before(c, &mut RollUpHints::default(), cutoff)
             })?)
         },
@@ -257,7 +261,7 @@ fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
     .unwrap();
     assert_eq!(deleted, 1);
     assert_eq!(counted_and_stored(&conns), (0, 0));
-    let mut ingest = footfall::store::ingest::Ingest::new();
+    let mut ingest = footfall::store::sqlite::ingest::Ingest::new();
     write_raw(&conns, &mut ingest, &[("https://a.com/", now - day)]);
     assert_eq!(ingest.late_logged(), 1);
     conns.roll_up().unwrap();
@@ -267,15 +271,15 @@ fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
     // A rebuilt rollups file numbers its cleanups from 0 again, below the visits file's count:
     // an interrupted cleanup after that is still finished.
     drop(conns);
-    std::fs::remove_file(footfall::store::rollups_path(&db)).unwrap();
-    let mut conns = crate::common::write_conns(&db);
+    std::fs::remove_file(footfall::store::sqlite::rollups_path(&db)).unwrap();
+    let mut conns = crate::write_conns(&db);
     conns.roll_up().unwrap();
-    footfall::store::immediate(&conns.rollups, |c| {
+    footfall::store::sqlite::immediate(&conns.rollups, |c| {
         take_out_before(c, &mut RollUpHints::default(), now)
     })
     .unwrap();
     drop(conns);
-    let conns = crate::common::write_conns(&db);
+    let conns = crate::write_conns(&db);
     assert_eq!(counted_and_stored(&conns), (0, 0));
     assert!(check(&conns.rollups).unwrap().is_empty());
 }
@@ -286,11 +290,11 @@ fn a_cleanup_interrupted_between_its_two_files_is_finished_on_reopen() {
 async fn a_tail_found_at_startup_is_rolled_up_without_waiting_for_a_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.db");
-    let conns = crate::common::write_conns(&path);
+    let conns = crate::write_conns(&path);
     let now = footfall::domain::now_millis();
     write_raw(
         &conns,
-        &mut footfall::store::ingest::Ingest::new(),
+        &mut footfall::store::sqlite::ingest::Ingest::new(),
         &[
             ("https://a.com/1", now),
             ("https://a.com/2", now),
@@ -310,7 +314,7 @@ async fn a_tail_found_at_startup_is_rolled_up_without_waiting_for_a_write() {
         "the idle roll-up thread rolled the tail up"
     );
     assert!(
-        footfall::store::rollups::check(&conns.rollups)
+        footfall::store::sqlite::rollups::check(&conns.rollups)
             .unwrap()
             .is_empty()
     );
@@ -337,12 +341,12 @@ fn a_version_1_file_is_migrated_and_its_rollups_rebuilt() {
         )
         .unwrap();
     }
-    let mut conns = crate::common::write_conns(&db);
+    let mut conns = crate::write_conns(&db);
     let version: i64 = conns
         .raw
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, footfall::store::SCHEMA_VERSION);
+    assert_eq!(version, footfall::store::sqlite::SCHEMA_VERSION);
     // Opening rolls up a backlog of more than one roll-up at once; this one is left to the next
     // roll-up (the server's, once idle).
     assert_eq!(counted_and_stored(&conns), (0, 2));
@@ -359,7 +363,7 @@ fn a_version_1_file_is_migrated_and_its_rollups_rebuilt() {
         .unwrap();
     assert_eq!((unique, clicks), (2, 9));
     assert!(
-        footfall::store::rollups::check(&conns.rollups)
+        footfall::store::sqlite::rollups::check(&conns.rollups)
             .unwrap()
             .is_empty()
     );
@@ -371,7 +375,8 @@ fn a_version_1_file_is_migrated_and_its_rollups_rebuilt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recording_goes_on_while_the_rollups_file_is_locked() {
     let app = TestApp::new();
-    let blocker = rusqlite::Connection::open(footfall::store::rollups_path(&app.db)).unwrap();
+    let blocker =
+        rusqlite::Connection::open(footfall::store::sqlite::rollups_path(&app.db)).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let started = std::time::Instant::now();
     for round in 0..5 {
@@ -393,27 +398,31 @@ async fn recording_goes_on_while_the_rollups_file_is_locked() {
         conn.query_row("SELECT visits FROM rollups.totals", [], |r| r.get(0))
             .unwrap()
     };
-    assert_eq!(counted(&app.conn()), 0, "nothing could be rolled up yet");
+    assert_eq!(
+        counted(&crate::conn(&app)),
+        0,
+        "nothing could be rolled up yet"
+    );
     // The roll-up thread is blocked on an earlier round (or has not started): at least the last
     // round waits for it, and /metrics shows it.
     assert!(
-        app.state.roller.pending() >= 50,
+        crate::sqlite(&app).roll_up_pending() >= 50,
         "{}",
-        app.state.roller.pending()
+        crate::sqlite(&app).roll_up_pending()
     );
 
     blocker.execute_batch("COMMIT").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     // The blocked roll-up may count all 250 (its snapshot is taken once it has the lock); the
     // writes it saw pending are cleared by the next, idle, roll-up.
-    while (counted(&app.conn()) < 250 || app.state.roller.pending() > 0)
+    while (counted(&crate::conn(&app)) < 250 || crate::sqlite(&app).roll_up_pending() > 0)
         && std::time::Instant::now() < deadline
     {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(counted(&app.conn()), 250);
-    assert!(app.rollup_mismatches().is_empty());
-    assert_eq!(app.state.roller.pending(), 0);
+    assert_eq!(counted(&crate::conn(&app)), 250);
+    assert!(app.rollup_mismatches().await.is_empty());
+    assert_eq!(crate::sqlite(&app).roll_up_pending(), 0);
     assert_eq!(app.get("/stats").await.json()["total_visits"], 250);
 }
 
@@ -423,11 +432,11 @@ async fn recording_goes_on_while_the_rollups_file_is_locked() {
 fn a_file_with_a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v.db");
-    let open = || footfall::store::open_writer(&db, footfall::config::Durability::Normal);
+    let open = || footfall::store::sqlite::open_writer(&db, footfall::store::Durability::Normal);
     drop(open().unwrap());
     // The rollups file first: the visits file is checked before it.
     for (file, named) in [
-        (footfall::store::rollups_path(&db), "rollups file"),
+        (footfall::store::sqlite::rollups_path(&db), "rollups file"),
         (db.clone(), "database"),
     ] {
         rusqlite::Connection::open(&file)
@@ -446,7 +455,7 @@ fn a_file_with_a_newer_schema_is_refused() {
 }
 
 /// Rows of `page_recent` for one page.
-fn recent_rows(conns: &footfall::store::WriteConns, page: &str) -> i64 {
+fn recent_rows(conns: &footfall::store::sqlite::WriteConns, page: &str) -> i64 {
     conns
         .rollups
         .query_row(
@@ -463,11 +472,11 @@ fn recent_rows(conns: &footfall::store::WriteConns, page: &str) -> i64 {
 /// to a rebuild, every row a counted visit, none over the bound) holds after each roll-up.
 #[test]
 fn page_recent_keeps_its_newest_visits_between_lazy_trims() {
-    use footfall::store::rollups::{RECENT_PER_PAGE, RECENT_SLACK, check};
+    use footfall::store::sqlite::rollups::{RECENT_PER_PAGE, RECENT_SLACK, check};
 
     let dir = tempfile::tempdir().unwrap();
-    let mut conns = crate::common::write_conns(&dir.path().join("v.db"));
-    let mut ingest = footfall::store::ingest::Ingest::new();
+    let mut conns = crate::write_conns(&dir.path().join("v.db"));
+    let mut ingest = footfall::store::sqlite::ingest::Ingest::new();
     let page = "https://a.com/";
     let now = footfall::domain::now_millis();
     let mut most = 0;
@@ -497,13 +506,13 @@ fn page_recent_keeps_its_newest_visits_between_lazy_trims() {
 /// the other's rows made wrong, so no page grows past the bound.
 #[test]
 fn page_recent_stays_bounded_when_two_connections_roll_up() {
-    use footfall::store::rollups::check;
+    use footfall::store::sqlite::rollups::check;
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v.db");
-    let mut first = crate::common::write_conns(&db);
-    let mut second = crate::common::write_conns(&db);
-    let mut ingest = footfall::store::ingest::Ingest::new();
+    let mut first = crate::write_conns(&db);
+    let mut second = crate::write_conns(&db);
+    let mut ingest = footfall::store::sqlite::ingest::Ingest::new();
     let page = "https://a.com/";
     let now = footfall::domain::now_millis();
     for round in 0..8i64 {
@@ -526,4 +535,55 @@ fn page_recent_stays_bounded_when_two_connections_roll_up() {
             recent_rows(conns, page)
         );
     }
+}
+#[test]
+fn an_export_stops_its_cursor_when_the_reader_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let now = chrono::Utc::now().timestamp();
+    let rows: String = (0..20_000)
+        .map(|i| {
+            let ts = footfall::domain::format_space((now - i) * 1000);
+            format!("{}\n", json!({"url": format!("https://a.com/{}", i % 50), "ip": "10.0.0.1", "timestamp": ts}))
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = crate::common::open_store(&db);
+        let reader = std::io::Cursor::new(rows.into_bytes());
+        footfall::cli::import_into(&store, reader, false)
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let conns = crate::write_conns(&db);
+    let conn = &conns.raw;
+    let filter = footfall::domain::export::FilterParams::default()
+        .parse()
+        .unwrap();
+    let mut chunks = 0;
+    // The reader takes one chunk, then disconnects.
+    let written = footfall::store::sqlite::export::export(
+        conn,
+        &filter,
+        footfall::domain::export::ExportFormat::Jsonl,
+        |_| {
+            chunks += 1;
+            false
+        },
+    )
+    .unwrap();
+    assert_eq!(chunks, 1);
+    assert!(
+        written < 2_000,
+        "the cursor went on after the reader left: {written} rows"
+    );
+    let all = footfall::store::sqlite::export::export(
+        conn,
+        &filter,
+        footfall::domain::export::ExportFormat::Jsonl,
+        |_| true,
+    )
+    .unwrap();
+    assert_eq!(all, 20_000);
 }

@@ -1,0 +1,107 @@
+//! What the store answers: plain values, with no wire format. The HTTP layer turns them into
+//! its response bodies (`http::routes`), the CLI into its output.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One of a page's newest visits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentVisit {
+    /// The client address, as text (`unknown` when it could not be read back).
+    pub ip: String,
+    /// Shared: one allocation per distinct agent in an answer, not per mention.
+    pub user_agent: Arc<str>,
+    /// ISO time, UTC.
+    pub timestamp: String,
+}
+
+/// A page's figures in a [`Summary`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageSummary {
+    /// All retained visits of the page (not limited by the window).
+    pub total_visits: i64,
+    /// Distinct client IPs over all retained visits of the page.
+    pub unique_ips: i64,
+    /// (hour number since the epoch, visits) in the window, in order; empty hours left out.
+    pub by_hour: Vec<(i64, i64)>,
+    /// Visits per user agent in the window, most frequent first.
+    pub user_agents: Vec<(Arc<str>, i64)>,
+    /// The newest visits of the page in the window (at most 10), newest first.
+    pub recent_visits: Vec<RecentVisit>,
+}
+
+/// Oldest and newest retained visit (ISO, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateRange {
+    pub earliest: String,
+    pub latest: String,
+}
+
+/// Every page's figures over a window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Per page URL, most visited first.
+    pub data: Vec<(String, PageSummary)>,
+    /// All retained visits.
+    pub total_entries: i64,
+    /// `None` when nothing is stored.
+    pub date_range: Option<DateRange>,
+}
+
+/// One page's figures over a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlStats {
+    pub url: String,
+    pub total_visits: i64,
+    pub unique_ips: i64,
+    /// Visits per hour in the window, keyed `YYYY-MM-DD HH:00:00` (UTC).
+    pub hourly_visits: BTreeMap<String, i64>,
+    /// The newest visits in the window (at most 20), newest first.
+    pub recent_visits: Vec<RecentVisit>,
+}
+
+/// One of the newest visits of the whole site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteRecentVisit {
+    pub url: String,
+    pub ip: String,
+    /// ISO time, UTC.
+    pub timestamp: String,
+}
+
+/// Whole-site figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteStats {
+    pub total_visits: i64,
+    /// Distinct client IPs over all retained visits.
+    pub unique_visitors: i64,
+    /// The 100 most visited pages, most first.
+    pub popular_pages: Vec<(String, i64)>,
+    /// The 10 newest visits, newest first.
+    pub recent_visits: Vec<SiteRecentVisit>,
+}
+
+/// Where a per-page count came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServedVia {
+    /// The node's memory, provably current.
+    Cache,
+    /// Read from SQLite.
+    Sqlite,
+}
+
+impl ServedVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cache => "cache",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A per-page counter's committed count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageCount {
+    pub count: i64,
+    pub served_via: ServedVia,
+}
