@@ -15,11 +15,11 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::worker::Worker;
 use crate::store::Durability;
 
 /// Least time between two checkpoints: each one fsyncs both files, so under steady commits
@@ -41,12 +41,12 @@ impl Shared {
     }
 }
 
-/// The handle the writer owns: it reports each commit, and stops the thread after its last.
+/// The handle the writer owns: it reports each commit; dropped after the writer's last, it
+/// stops the thread (after the checkpoint it may be running) and joins it.
 #[derive(Debug)]
 pub struct Checkpointer {
     shared: Arc<Shared>,
-    /// Taken by the first [`Checkpointer::shutdown`].
-    thread: Option<JoinHandle<()>>,
+    _worker: Worker,
 }
 
 impl Checkpointer {
@@ -54,15 +54,18 @@ impl Checkpointer {
     pub fn spawn(db: &Path, durability: Durability) -> anyhow::Result<Self> {
         let conn = super::open_wal(db, durability)?;
         let shared = Arc::new(Shared::default());
-        let thread = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("footfall-checkpoint".into())
-                .spawn(move || run(&conn, &shared))?
-        };
+        let (running, stopping) = (shared.clone(), shared.clone());
+        let worker = Worker::spawn(
+            "footfall-checkpoint",
+            move || run(&conn, &running),
+            move || {
+                *stopping.lock() = true;
+                stopping.wake.notify_one();
+            },
+        )?;
         Ok(Self {
             shared,
-            thread: Some(thread),
+            _worker: worker,
         })
     }
 
@@ -74,24 +77,6 @@ impl Checkpointer {
             let _stop = self.shared.lock();
             self.shared.wake.notify_one();
         }
-    }
-
-    /// Stops the thread (after the checkpoint it may be running) and waits for it. Idempotent.
-    pub fn shutdown(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        *self.shared.lock() = true;
-        self.shared.wake.notify_one();
-        if thread.join().is_err() {
-            tracing::error!("the checkpoint thread panicked");
-        }
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 
@@ -155,7 +140,7 @@ mod tests {
             .raw
             .pragma_update(None, "wal_autocheckpoint", 0)
             .unwrap();
-        let mut checkpointer = Checkpointer::spawn(&db, Durability::Normal).unwrap();
+        let checkpointer = Checkpointer::spawn(&db, Durability::Normal).unwrap();
         let size = || std::fs::metadata(&db).unwrap().len();
         // The schema is still only in the log: the file holds its first page.
         let before = size();
@@ -171,7 +156,6 @@ mod tests {
             size() > before,
             "the reported commits reached the database file"
         );
-        checkpointer.shutdown();
-        checkpointer.shutdown();
+        drop(checkpointer);
     }
 }

@@ -11,6 +11,7 @@
 //!   the threads, answers each `Store` method.
 //! - [`writer`]: the one thread that writes the visits file (group commit).
 //! - [`roller`]: the one thread that writes the rollups file (bulk roll-ups).
+//! - `worker`: how each of those threads is started and stopped, and in which order.
 //! - [`checkpointer`]: copies the visits file's log into it beside the writer.
 //! - [`ingest`]: turns visits into raw rows inside a transaction; shared by the writer,
 //!   `footfall import` and `POST /import`.
@@ -30,6 +31,7 @@ pub mod queries;
 pub mod roller;
 pub mod rollups;
 mod store;
+mod worker;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

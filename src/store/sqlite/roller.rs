@@ -13,12 +13,12 @@ use std::mem;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::rollups::{self, RollUpHints, TakenOut};
+use super::worker::Worker;
 use crate::domain::UnixMillis;
 
 /// Committed writes after which the tail is rolled up even under load: bounds the raw rows a
@@ -59,15 +59,36 @@ impl Shared {
     }
 }
 
-/// The handle the writer (and shutdown) uses; cheap to share behind an `Arc`.
+/// The handle the writer owns. Dropped (after the writer's last commit), it makes the thread
+/// roll up what is left, answer every waiter and stop, and joins it.
 pub struct RollerHandle {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    _worker: Worker,
 }
 
 impl std::fmt::Debug for RollerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RollerHandle").finish_non_exhaustive()
+    }
+}
+
+/// How far the roll-ups are behind, readable without the handle (for `/metrics`).
+#[derive(Clone)]
+pub struct RollUpBacklog(Arc<Shared>);
+
+impl RollUpBacklog {
+    /// Writes committed since the last roll-up began: roughly the tail queries add from the
+    /// raw rows.
+    pub fn writes(&self) -> usize {
+        self.0.lock().pending
+    }
+}
+
+impl std::fmt::Debug for RollUpBacklog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RollUpBacklog")
+            .field(&self.writes())
+            .finish()
     }
 }
 
@@ -101,13 +122,24 @@ impl RollerHandle {
             shared: shared.clone(),
             seconds: metrics::histogram!("footfall_roll_up_seconds"),
         };
-        let thread = std::thread::Builder::new()
-            .name("footfall-roll-up".into())
-            .spawn(move || roller.run())?;
+        let stopping = shared.clone();
+        let worker = Worker::spawn(
+            "footfall-roll-up",
+            move || roller.run(),
+            move || {
+                stopping.lock().stop = true;
+                stopping.wake.notify_one();
+            },
+        )?;
         Ok(Self {
             shared,
-            thread: Mutex::new(Some(thread)),
+            _worker: worker,
         })
+    }
+
+    /// A view of the backlog that outlives nothing.
+    pub fn backlog(&self) -> RollUpBacklog {
+        RollUpBacklog(self.shared.clone())
     }
 
     /// The writer committed `writes` visits or clicks.
@@ -157,28 +189,9 @@ impl RollerHandle {
             .unwrap_or_else(|_| Err("the roll-up thread stopped".into()))
     }
 
-    /// Writes committed since the last roll-up began: roughly the tail queries add from the raw
-    /// rows (for `/metrics`).
-    pub fn pending(&self) -> usize {
-        self.shared.lock().pending
-    }
-
     /// `late_visits` rows up to this seq are counted and can be deleted.
     pub fn late_seq(&self) -> i64 {
         self.shared.late_seq.load(Ordering::Relaxed)
-    }
-
-    /// Rolls up what is left, answers every waiter, and stops the thread; waits for it.
-    /// Call after the writer has stopped. Idempotent.
-    pub fn shutdown(&self) {
-        let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-            return;
-        };
-        self.shared.lock().stop = true;
-        self.shared.wake.notify_one();
-        if thread.join().is_err() {
-            tracing::error!("the roll-up thread panicked");
-        }
     }
 }
 
@@ -341,15 +354,16 @@ mod tests {
         };
         let rollups = open_rollups(&db, Durability::Normal).unwrap();
         let roller = RollerHandle::spawn(rollups).unwrap();
+        let backlog = roller.backlog();
         for (batch, total) in [(3, 3), (4, 7)] {
             write(batch);
             roller.committed(batch);
             assert_eq!(counted_within_10s(total), total, "a quiet-time roll-up ran");
-            assert_eq!(roller.pending(), 0);
+            assert_eq!(backlog.writes(), 0);
         }
         write(2);
         roller.committed(2);
-        roller.shutdown();
+        drop(roller);
         assert_eq!(counted(), 9, "the last roll-up counted the rest");
     }
 }

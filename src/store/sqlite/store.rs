@@ -11,7 +11,7 @@ use anyhow::Context;
 use rusqlite::Connection;
 
 use super::checkpointer::Checkpointer;
-use super::roller::RollerHandle;
+use super::roller::{RollUpBacklog, RollerHandle};
 use super::{
     CounterCache, ReadPool, WriteOp, WriteOutcome, WriterHandle, calendar, export, file_size,
     open_read_pool, open_writer, queries, rollups,
@@ -31,9 +31,9 @@ const EXPORT_CHANNEL: usize = 4;
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: ReadPool,
+    /// Owns the roll-up and checkpoint threads, which stop after it.
     writer: WriterHandle,
-    /// Stopped after the writer, so it counts the writer's last commits.
-    roller: Arc<RollerHandle>,
+    backlog: RollUpBacklog,
     counters: Arc<CounterCache>,
     path: PathBuf,
 }
@@ -45,16 +45,16 @@ impl SqliteStore {
         let conns = open_writer(path, options.durability)?;
         let pool = open_read_pool(path, options.durability, options.read_pool)?;
         let counters = Arc::new(CounterCache::open(path)?);
-        let roller = Arc::new(
-            RollerHandle::spawn(conns.rollups).context("cannot start the roll-up thread")?,
-        );
+        let roller =
+            RollerHandle::spawn(conns.rollups).context("cannot start the roll-up thread")?;
+        let backlog = roller.backlog();
         let checkpointer = Checkpointer::spawn(path, options.durability)
             .context("cannot start the checkpoint thread")?;
         let writer = WriterHandle::spawn(
             conns.raw,
             path.to_owned(),
             counters.clone(),
-            roller.clone(),
+            roller,
             checkpointer,
             options.write_queue,
             options.max_batch,
@@ -63,7 +63,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer,
-            roller,
+            backlog,
             counters,
             path: path.to_owned(),
         })
@@ -210,25 +210,24 @@ impl SqliteStore {
 
     pub fn update_gauges(&self) {
         metrics::gauge!("footfall_write_queue_depth").set(self.writer.queue_depth() as f64);
-        metrics::gauge!("footfall_roll_up_pending_writes").set(self.roller.pending() as f64);
+        metrics::gauge!("footfall_roll_up_pending_writes").set(self.backlog.writes() as f64);
         metrics::gauge!("footfall_database_bytes").set(file_size(&self.path) as f64);
     }
 
     /// Writes committed since the last roll-up began: about the tail queries add.
     pub fn roll_up_pending(&self) -> usize {
-        self.roller.pending()
+        self.backlog.writes()
     }
 
-    /// Commits what is queued, then rolls up what is left, and stops every thread.
+    /// Commits what is queued, then rolls up what is left, and stops every thread: the one
+    /// shutdown signal of the engine (see `worker`).
     pub async fn close(&self) {
-        let (writer, roller) = (self.writer.clone(), self.roller.clone());
-        let stopped = tokio::task::spawn_blocking(move || {
-            writer.shutdown();
-            roller.shutdown();
-        })
-        .await;
-        if stopped.is_err() {
-            tracing::error!("stopping the writer and roll-up threads panicked");
+        let writer = self.writer.clone();
+        if tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::error!("stopping the store's threads panicked");
         }
     }
 }

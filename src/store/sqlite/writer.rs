@@ -6,7 +6,8 @@
 //! submitter. Throughput therefore grows with load, with no timer and
 //! no added latency at low load. A full queue is refused at once ([`StoreError::Busy`], a
 //! `503`), so memory stays bounded. [`WriterHandle::shutdown`] makes the thread commit what is
-//! queued and exit.
+//! queued and exit; as it exits it drops the roll-up and checkpoint threads it owns, which
+//! stop after it (see [`super::worker`]).
 //!
 //! Recording commits the raw rows only; the roll-up thread ([`super::roller`]) counts them into
 //! the rollups file in bulk, beside these commits. Queries add the tail themselves, so a visit
@@ -21,7 +22,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use rusqlite::Connection;
@@ -31,6 +31,7 @@ use super::CounterCache;
 use super::checkpointer::Checkpointer;
 use super::ingest::{Ingest, count_page};
 use super::roller::RollerHandle;
+use super::worker::Worker;
 use crate::domain::NewVisit;
 use crate::domain::UnixMillis;
 use crate::store::StoreError;
@@ -146,7 +147,8 @@ enum Message {
 pub struct WriterHandle {
     sender: SyncSender<Message>,
     queued: Arc<AtomicI64>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Taken by the first [`Self::shutdown`]; dropped with the last handle otherwise.
+    worker: Arc<Mutex<Option<Worker>>>,
 }
 
 impl std::fmt::Debug for WriterHandle {
@@ -169,7 +171,7 @@ impl WriterHandle {
         conn: Connection,
         db: PathBuf,
         counters: Arc<CounterCache>,
-        roller: Arc<RollerHandle>,
+        roller: RollerHandle,
         checkpointer: Checkpointer,
         queue_capacity: usize,
         max_batch: usize,
@@ -189,13 +191,17 @@ impl WriterHandle {
             max_batch: max_batch.max(1),
             acks: AckRelay::start(),
         };
-        let thread = std::thread::Builder::new()
-            .name("footfall-writer".into())
-            .spawn(move || writer.run(receiver))?;
+        let stop = sender.clone();
+        let worker = Worker::spawn(
+            "footfall-writer",
+            move || writer.run(receiver),
+            // A blocking send: if the queue is full, the writer is draining it and makes room.
+            move || drop(stop.send(Message::Stop)),
+        )?;
         Ok(Self {
             sender,
             queued,
-            thread: Arc::new(Mutex::new(Some(thread))),
+            worker: Arc::new(Mutex::new(Some(worker))),
         })
     }
 
@@ -256,16 +262,11 @@ impl WriterHandle {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Makes the writer commit everything queued and exit; waits for it. Idempotent.
+    /// Makes the writer commit everything queued and exit, then the threads it owns; waits
+    /// for all of them. Idempotent.
     pub fn shutdown(&self) {
-        let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-            return;
-        };
-        // A blocking send: if the queue is full, the writer is draining it and makes room.
-        let _ = self.sender.send(Message::Stop);
-        if thread.join().is_err() {
-            tracing::error!("the writer thread panicked");
-        }
+        let worker = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(worker);
     }
 }
 
@@ -294,8 +295,9 @@ struct Writer {
     db: PathBuf,
     ingest: Ingest,
     counters: Arc<CounterCache>,
-    roller: Arc<RollerHandle>,
-    /// Told of every commit; stopped after the last.
+    /// Dropped when the writer exits: its last roll-up counts the writer's last commit.
+    roller: RollerHandle,
+    /// Told of every commit; dropped (and so stopped) after the last.
     checkpointer: Checkpointer,
     /// `late_visits` rows up to this seq are deleted (with a later one of `roller.late_seq()`,
     /// the next transaction deletes more).
@@ -358,7 +360,6 @@ impl Writer {
                 self.cleanup(reply, cutoff);
             }
         }
-        self.checkpointer.shutdown();
         tracing::info!("writer stopped: every queued write is committed");
     }
 
