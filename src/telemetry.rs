@@ -313,7 +313,7 @@ fn describe_metrics() {
     describe_histogram!(
         "footfall_roll_up_seconds",
         Unit::Seconds,
-        "Time of one roll-up transaction (the whole tail, beside recording), by CPU priority"
+        "Time of one roll-up transaction (the whole tail, beside recording)"
     );
     describe_gauge!(
         "footfall_database_bytes",
