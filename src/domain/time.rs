@@ -1,0 +1,212 @@
+//! Time: unix milliseconds, the timestamp and date forms the API reads and the ones it writes.
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+
+/// Milliseconds since the Unix epoch, UTC. The unit of every stored time.
+pub type UnixMillis = i64;
+
+/// Latest instant a visit may carry: visit ids are `millis << 20`, which must fit an `i64`.
+pub const MAX_MILLIS: UnixMillis = (1 << 43) - 1;
+
+/// The cutoff of a cleanup of everything older than `days`, as of `now`.
+pub fn cleanup_cutoff(now: UnixMillis, days: i64) -> Result<UnixMillis, &'static str> {
+    if days < 1 {
+        return Err("Days must be at least 1");
+    }
+    Ok(now.saturating_sub(days.saturating_mul(DAY_MS)).max(0))
+}
+
+/// Milliseconds in a minute, an hour and a day.
+pub const MINUTE_MS: UnixMillis = 60_000;
+pub const HOUR_MS: UnixMillis = 60 * MINUTE_MS;
+pub const DAY_MS: UnixMillis = 24 * HOUR_MS;
+
+pub fn now_millis() -> UnixMillis {
+    Utc::now().timestamp_millis()
+}
+
+/// Parses a timestamp in any accepted form: ISO (`2025-07-28T10:30:00`, fractional seconds
+/// allowed), SPACE (`2025-07-28 10:30:00`), RFC 3339 with `Z` or an offset, a bare date
+/// (midnight), or unix seconds. Naive forms are UTC. `None` when malformed or outside
+/// 1970..=2248 (the range visit ids can represent).
+pub fn parse_timestamp(raw: &str) -> Option<UnixMillis> {
+    let raw = raw.trim();
+    let millis = if let Ok(dt) = DateTime::parse_from_rfc3339(raw) {
+        dt.timestamp_millis()
+    } else if let Some(naive) = parse_naive(raw) {
+        Utc.from_utc_datetime(&naive).timestamp_millis()
+    } else if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?)
+            .timestamp_millis()
+    } else if raw.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !raw.is_empty() {
+        let seconds: f64 = raw.parse().ok()?;
+        (seconds * 1000.0).round() as i64
+    } else {
+        return None;
+    };
+    (0..=MAX_MILLIS).contains(&millis).then_some(millis)
+}
+
+/// Unix seconds (integer or fractional) as a timestamp; `None` out of range.
+pub fn timestamp_from_unix_seconds(seconds: f64) -> Option<UnixMillis> {
+    if !seconds.is_finite() {
+        return None;
+    }
+    let millis = (seconds * 1000.0).round();
+    (0.0..=MAX_MILLIS as f64)
+        .contains(&millis)
+        .then_some(millis as i64)
+}
+
+fn parse_naive(raw: &str) -> Option<NaiveDateTime> {
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|fmt| NaiveDateTime::parse_from_str(raw, fmt).ok())
+}
+
+/// Parses a `YYYY-MM-DD` date; `None` for anything else, impossible dates included.
+pub fn parse_date(raw: &str) -> Option<NaiveDate> {
+    let raw = raw.trim();
+    (raw.len() == 10)
+        .then(|| NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok())
+        .flatten()
+}
+
+/// Midnight UTC of `date` in unix milliseconds.
+pub fn date_start_millis(date: NaiveDate) -> UnixMillis {
+    date.and_hms_opt(0, 0, 0)
+        .map_or(0, |dt| dt.and_utc().timestamp_millis())
+}
+
+/// `2025-07-28T10:30:00`: the ISO form the API writes.
+pub fn format_iso(millis: UnixMillis) -> String {
+    IsoTime(millis).to_string()
+}
+
+/// A time that serializes (and displays) as [`format_iso`] does, without a `String`: answers
+/// built on every `POST /visit` carry one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsoTime(pub UnixMillis);
+
+impl IsoTime {
+    fn text(self) -> [u8; 19] {
+        let mut text = space_text(self.0.div_euclid(1000));
+        text[10] = b'T';
+        text
+    }
+}
+
+impl fmt::Display for IsoTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(ascii(&self.text()))
+    }
+}
+
+impl serde::Serialize for IsoTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(ascii(&self.text()))
+    }
+}
+
+/// `2025-07-28 10:30:00`: the SPACE form the API writes in exports and `by_hour` keys.
+pub fn format_space(millis: UnixMillis) -> String {
+    let mut out = String::with_capacity(19);
+    write_space(&mut out, millis.div_euclid(1000));
+    out
+}
+
+/// Appends `YYYY-MM-DD HH:MM:SS` for unix `seconds` to `out`, without allocating. Used on the
+/// export hot path, where chrono's formatter would dominate.
+pub fn write_space(out: &mut String, seconds: i64) {
+    out.push_str(ascii(&space_text(seconds)));
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for unix `seconds`, on the stack.
+fn space_text(seconds: i64) -> [u8; 19] {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut text = *b"0000-00-00 00:00:00";
+    // Fixed-width digits written in place: this runs once per exported row.
+    for (at, value, width) in [
+        (0, y, 4),
+        (5, m, 2),
+        (8, d, 2),
+        (11, hh, 2),
+        (14, mm, 2),
+        (17, ss, 2),
+    ] {
+        let mut v = value.max(0);
+        for digit in text[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    text
+}
+
+/// `bytes` as text: only for the ASCII this module writes.
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("digits and punctuation are ASCII")
+}
+
+/// Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_accept_every_documented_form() {
+        let want = 1_753_698_600_000; // 2025-07-28T10:30:00Z
+        for raw in [
+            "2025-07-28T10:30:00",
+            "2025-07-28 10:30:00",
+            "2025-07-28T10:30:00Z",
+            "2025-07-28T12:30:00+02:00",
+            "1753698600",
+        ] {
+            assert_eq!(parse_timestamp(raw), Some(want), "{raw}");
+        }
+        assert_eq!(parse_timestamp("2025-07-28 10:30:00.250"), Some(want + 250));
+        for bad in [
+            "2025-02-30 10:00:00",
+            "yesterday",
+            "2025-13-01",
+            "",
+            "9999-01-01",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn formatting_matches_chrono() {
+        for millis in [0, 951_782_400_000, 1_753_698_600_999, 4_102_444_799_000] {
+            let dt = DateTime::from_timestamp_millis(millis).unwrap();
+            assert_eq!(
+                format_space(millis),
+                dt.format("%Y-%m-%d %H:%M:%S").to_string()
+            );
+            assert_eq!(
+                format_iso(millis),
+                dt.format("%Y-%m-%dT%H:%M:%S").to_string()
+            );
+        }
+    }
+}
