@@ -21,6 +21,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The database first: a port that accepts connections is a server that can answer them
     // (opening may take a while: a migration, a large roll-up).
     let app = App::build(&args)?;
+    if app.state.admin_token.is_none() {
+        // WARN, not INFO: a proxy on this host that does not forward the client address makes
+        // every visitor loopback, so admin, and nothing at start can tell that apart.
+        tracing::warn!(
+            "no admin token: admin endpoints (/all-visits, /import, /cleanup, POST /domains) \
+             answer loopback clients only; a reverse proxy on this host must forward the client \
+             address in X-Forwarded-For (believed from --trusted-proxies), or every visitor \
+             looks like loopback: set --admin-token behind a proxy"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;

@@ -1,6 +1,7 @@
 //! The integration test binary: every module drives footfall as a user would, through HTTP
 //! (in-process with `oneshot`, or a real process for signals and crashes) and the CLI.
 
+mod admin_origin;
 mod analytics;
 mod browser;
 mod common;

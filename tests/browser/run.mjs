@@ -1,6 +1,7 @@
-// Real-browser tests of footfall's tracker script, pixel and dashboard: they start real
-// footfall processes on temporary databases, drive Chromium through playwright-core, and
-// assert what a user sees on the page and what the server counted afterwards.
+// Real-browser tests of footfall's tracker script, pixel and dashboard, and of its admin
+// endpoints' refusal of other origins' pages: they start real footfall processes on temporary
+// databases, drive Chromium through playwright-core, and assert what a user sees on the page
+// and what the server counted afterwards.
 //
 // Run with: node tests/browser/run.mjs        (after scripts/browser-setup.sh and a cargo build)
 // Environment: FOOTFALL_BIN     the footfall binary (default: the newer of target/release and
@@ -31,6 +32,8 @@ const BIN =
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT = process.env.FOOTFALL_SCREENSHOT || join(ROOT, 'docs/dashboard.png');
 const HOUR = 3600_000;
+// A name the browser resolves to 127.0.0.1 (see launchBrowser), as an attacker's DNS would.
+const REBOUND_HOST = 'rebound.test';
 // A hung browser or server must fail the run, not stall CI.
 const WATCHDOG_MS = 180_000;
 
@@ -200,6 +203,8 @@ async function launchBrowser() {
       '--disable-component-update',
       '--disable-sync',
       '--disable-quic',
+      // For the DNS-rebinding test: a name that resolves to this machine, as a rebound one does.
+      `--host-resolver-rules=MAP ${REBOUND_HOST} 127.0.0.1`,
     ],
   });
   onCleanup(() => context.close());
@@ -280,6 +285,8 @@ const SITE_PAGES = {
     html(`<img id="px" alt="" src="${b}/pixel.gif?url=${encodeURIComponent('https://pixel.example/noscript')}&event=signup">`),
   // No url=: the pixel falls back to the Referer, which Chromium cuts to the origin cross-site.
   referer: (b) => html(`<img id="px" alt="" src="${b}/pixel.gif">`),
+  // A page of another origin, for the admin tests: it scripts its attacks through evaluate().
+  blank: () => html('<h1>another site</h1>'),
 };
 
 // ---------------------------------------------------------------- the tests
@@ -468,6 +475,114 @@ test('the pixel loads as a 1×1 image and records its url and event, or the Refe
   // Cross-origin, Chromium sends only the origin as Referer (strict-origin-when-cross-origin).
   await waitForVisits(trackerServer.base, `${site}/`, 1);
   assert.deepEqual(problems, []);
+  await page.close();
+});
+
+// ---------------------------------------------------------------- admin endpoints (issue 26)
+
+const VICTIM_IP = '198.51.100.77';
+
+/** footfall without an admin token, holding 3 visits ten days old (a cleanup would take them). */
+async function startVictim() {
+  const dir = mkdtempSync(join(tmpdir(), 'footfall-victim-'));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  const at = isoSeconds(Date.now() - 240 * HOUR);
+  const visits = [0, 1, 2].map((i) => ({ url: `https://shop.example/${i}`, ip: VICTIM_IP, user_agent: 'Mozilla/5.0', timestamp: at }));
+  const jsonl = join(dir, 'old.jsonl');
+  writeFileSync(jsonl, visits.map((v) => JSON.stringify(v)).join('\n') + '\n');
+  const db = join(dir, 'visits.db');
+  execFileSync(BIN, ['import', jsonl, '--db', db], { stdio: 'pipe' });
+  return startFootfall(db);
+}
+
+/** The export as a local script gets it (no Origin, no Sec-Fetch-Site): one line per visit. */
+async function exported(base) {
+  const res = await fetch(`${base}/all-visits?format=jsonl`);
+  assert.equal(res.status, 200, await res.clone().text());
+  return (await res.text()).split('\n').filter(Boolean).map((line) => JSON.parse(line));
+}
+
+/** Waits for footfall's log line of `method path` answered `status` (lines are written off-thread). */
+const logged = (server, method, path, status) =>
+  eventually(`a log line of ${method} ${path} ${status}`, async () =>
+    server.log().split('\n').some((l) => l.includes(`method=${method}`) && l.includes(`path=${path}`) && l.includes(`status=${status}`)),
+  );
+
+test('a page of another origin can neither read the export nor delete or import visits', async () => {
+  const victim = await startVictim();
+  const { page } = await openPage();
+  await page.goto(`${site}/blank.html`);
+  const record = JSON.stringify({ url: 'https://evil.example/', ip: '203.0.113.66', user_agent: 'x', timestamp: isoSeconds(Date.now()) });
+  const attempts = await page.evaluate(
+    async ({ base, record }) => {
+      const attempt = async (run) => {
+        try {
+          return await run();
+        } catch (err) {
+          return `blocked: ${err.name}`;
+        }
+      };
+      return {
+        read: await attempt(async () => (await fetch(`${base}/all-visits?format=jsonl`)).text()),
+        // no-cors: the request is sent, its answer is opaque (nothing readable).
+        opaque: await attempt(async () => {
+          const res = await fetch(`${base}/all-visits?format=jsonl`, { mode: 'no-cors' });
+          return `${res.type} ${res.status} ${(await res.text()).length}`;
+        }),
+        // DELETE needs a preflight, which is refused: the DELETE is never sent.
+        cleanup: await attempt(async () => (await fetch(`${base}/cleanup?days=1`, { method: 'DELETE' })).status),
+        // A text/plain POST needs no preflight: it is sent, and the server must refuse it.
+        import: await attempt(async () =>
+          (await fetch(`${base}/import`, { method: 'POST', mode: 'no-cors', headers: { 'Content-Type': 'text/plain' }, body: record })).type,
+        ),
+      };
+    },
+    { base: victim.base, record },
+  );
+  assert.deepEqual(attempts, { read: 'blocked: TypeError', opaque: 'opaque 0 0', cleanup: 'blocked: TypeError', import: 'opaque' });
+  // The requests that reached footfall were refused there, not just hidden by the browser.
+  await logged(victim, 'GET', '/all-visits', 403);
+  await logged(victim, 'OPTIONS', '/cleanup', 405);
+  await logged(victim, 'POST', '/import', 403);
+  assert.ok(!/method=DELETE/.test(victim.log()), 'no DELETE reached footfall');
+  const left = await exported(victim.base);
+  assert.equal(left.length, 3, 'nothing deleted, nothing imported');
+  assert.ok(left.every((v) => v.ip === VICTIM_IP));
+  await page.close();
+});
+
+test('a page whose name is rebound to 127.0.0.1 can neither read the export nor delete visits', async () => {
+  const victim = await startVictim();
+  const { page } = await openPage();
+  // The attacker's name now resolves to footfall, so its page's requests are same-origin and
+  // reach footfall, with that name as Host. The script runs in a document of that origin (here
+  // footfall's own /health: a page fulfilled by the test itself counts as a public one, which
+  // Chromium's local-network checks would stop before footfall sees anything).
+  const origin = `http://${REBOUND_HOST}:${new URL(victim.base).port}`;
+  await page.goto(`${origin}/health`);
+  const attempts = await page.evaluate(async () => {
+    const answer = async (res) => {
+      const text = await res.text();
+      try {
+        return [res.status, JSON.parse(text).detail];
+      } catch {
+        return [res.status, text.slice(0, 200)];
+      }
+    };
+    return {
+      // Same-origin now: the page reaches footfall and can read its answers.
+      health: (await fetch('/health')).status,
+      read: await answer(await fetch('/all-visits?format=jsonl')),
+      cleanup: await answer(await fetch('/cleanup?days=1', { method: 'DELETE' })),
+    };
+  });
+  assert.equal(attempts.health, 200, 'the rebound page reaches footfall');
+  for (const [status, detail] of [attempts.read, attempts.cleanup]) {
+    assert.equal(status, 403);
+    assert.match(detail, /localhost, 127\.0\.0\.1 or \[::1\]/);
+  }
+  const left = await exported(victim.base);
+  assert.equal(left.length, 3, 'nothing deleted');
   await page.close();
 });
 

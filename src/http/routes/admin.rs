@@ -2,13 +2,17 @@
 //! [`Admin`] guard they share.
 //!
 //! With `--admin-token` set they need `Authorization: Bearer <token>` (compared in constant
-//! time); without one they answer loopback clients only — the *resolved* client, so a
-//! non-loopback address forwarded by a trusted proxy is refused too.
+//! time), from anywhere. Without one they answer this machine only, and not the web pages its
+//! browser opens: the *resolved* client must be loopback (so a non-loopback address forwarded
+//! by a trusted proxy is refused too), the `Host` must name loopback (a DNS-rebound name does
+//! not), and the browser must not mark the request as sent by another site (`Sec-Fetch-Site`,
+//! `Origin`). Either way these routes are never CORS-enabled ([`PATHS`],
+//! `routes::CorsExceptAdmin`).
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
 use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
@@ -19,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::export::{ExportFilter, ExportFormat, FilterParams};
 use crate::domain::import::{ImportReport, read_records};
-use crate::domain::{cleanup_cutoff, format_iso, now_millis, parse_site};
+use crate::domain::{canonical_ip, cleanup_cutoff, format_iso, now_millis, parse_site};
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, Result};
@@ -30,16 +34,38 @@ pub const MAX_IMPORT_BYTES: usize = 512 * 1024 * 1024;
 /// Visits per transaction of an HTTP import.
 const IMPORT_CHUNK: usize = 5_000;
 
+/// The paths of the admin routes. Every method on them is admin: `POST /domains` is the only
+/// route at `/domains` (the public `GET /domains/{period}` is another path). The router below
+/// is built from them, and `routes::CorsExceptAdmin` leaves requests to them without CORS
+/// headers.
+pub const PATHS: [&str; 4] = ["/all-visits", "/import", "/cleanup", "/domains"];
+
+/// Whether `path` (a request's raw path, as the router matches it) is an admin route's.
+pub fn is_admin_path(path: &str) -> bool {
+    PATHS.contains(&path)
+}
+
 pub fn router() -> Router<AppState> {
+    let [export, import, cleanup, domains] = PATHS;
     Router::new()
-        .route("/all-visits", get(export_visits))
+        .route(export, get(export_visits))
         .route(
-            "/import",
+            import,
             post(import_visits).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
         )
-        .route("/cleanup", delete(cleanup_visits))
-        .route("/domains", post(add_domain_clicks))
+        .route(cleanup, delete(cleanup_visits))
+        .route(domains, post(add_domain_clicks))
 }
+
+/// The `403` of a non-loopback client when no token is configured.
+const NOT_LOCAL: &str =
+    "Admin endpoints answer local clients only when no admin token is configured";
+/// The `403` of a `Host` that is not loopback (DNS rebinding) when no token is configured.
+const NOT_LOOPBACK_HOST: &str = "Admin endpoints answer requests addressed to localhost, \
+    127.0.0.1 or [::1] only when no admin token is configured";
+/// The `403` of a request a browser sent for another site's page when no token is configured.
+const CROSS_SITE: &str = "Admin endpoints refuse requests sent by another site's page when no \
+    admin token is configured";
 
 /// Proof that the request may use an admin endpoint.
 #[derive(Debug, Clone, Copy)]
@@ -67,17 +93,87 @@ impl FromRequestParts<AppState> for Admin {
             }
             None => {
                 let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
-                if ip.is_loopback() {
-                    Ok(Self)
-                } else {
-                    Err(ApiError::Forbidden(
-                        "Admin endpoints answer local clients only when no admin token is configured"
-                            .into(),
-                    ))
+                if !ip.is_loopback() {
+                    return Err(ApiError::Forbidden(NOT_LOCAL.into()));
                 }
+                let host = request_host(parts);
+                if host.is_some_and(|host| !is_loopback_host(host)) {
+                    return Err(ApiError::Forbidden(NOT_LOOPBACK_HOST.into()));
+                }
+                if sent_by_another_site(parts, host) {
+                    return Err(ApiError::Forbidden(CROSS_SITE.into()));
+                }
+                Ok(Self)
             }
         }
     }
+}
+
+/// The host a request is addressed to: the authority of an absolute-form URI (which takes
+/// precedence, RFC 9112 §3.2.2), else the `Host` header; `None` when neither is there, which no
+/// browser sends (so it cannot be a rebound page), and which the in-process tests do.
+fn request_host(parts: &Parts) -> Option<&str> {
+    match parts.uri.authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => parts.headers.get(HOST).map(|v| v.to_str().unwrap_or("")),
+    }
+}
+
+/// Whether `host` (`name[:port]` or `[v6][:port]`) is a loopback name or address: `localhost`
+/// or a name under `.localhost` (browsers resolve those to loopback themselves, never through
+/// DNS, RFC 6761 §6.3), an address of `127.0.0.0/8`, or `[::1]` (also as `[::ffff:127.x.y.z]`).
+/// Any other name may have been rebound to 127.0.0.1 by its owner's DNS; `0.0.0.0` and a
+/// trailing-dot `localhost.` are refused too.
+fn is_loopback_host(host: &str) -> bool {
+    let valid_port = |port: &str| port.parse::<u16>().is_ok();
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((address, port)) = rest.split_once(']') else {
+            return false;
+        };
+        let port_ok = port.is_empty() || port.strip_prefix(':').is_some_and(valid_port);
+        return port_ok
+            && address
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok_and(|ip| canonical_ip(ip.into()).is_loopback());
+    }
+    let name = match host.split_once(':') {
+        Some((name, port)) if valid_port(port) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    if let Ok(ip) = name.parse::<std::net::Ipv4Addr>() {
+        return ip.is_loopback();
+    }
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name
+            .strip_suffix(".localhost")
+            .is_some_and(|sub| !sub.is_empty())
+}
+
+/// Whether a browser marked the request as sent by a page of another origin: a
+/// `Sec-Fetch-Site` other than `same-origin` (footfall's own pages, e.g. `/docs`) or `none` (an
+/// address typed or bookmarked), or an `Origin` that is not footfall's own — the scheme-less
+/// `host[:port]` the request is addressed to. `null` (a sandboxed or `file:` page) is another
+/// origin. A request carrying neither header (curl, scripts) is not a browser's cross-site one.
+fn sent_by_another_site(parts: &Parts, host: Option<&str>) -> bool {
+    let fetch_site = parts.headers.get("sec-fetch-site");
+    if fetch_site.is_some_and(|site| site != "same-origin" && site != "none") {
+        return true;
+    }
+    let Some(origin) = parts.headers.get(ORIGIN) else {
+        return false;
+    };
+    let own = origin
+        .to_str()
+        .ok()
+        .and_then(|o| {
+            o.strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+        })
+        .zip(host)
+        .is_some_and(|(origin_host, host)| origin_host.eq_ignore_ascii_case(host));
+    !own
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -122,7 +218,7 @@ pub enum ExportFormatParam {
                 (String = "text/csv", example = "url,ip,user_agent,timestamp\nhttps://example.com/page,192.168.1.1,Mozilla/5.0...,2025-07-28 10:30:00\n"),
             )),
         (status = 401, description = "Missing or wrong admin token", body = crate::http::routes::ErrorBody),
-        (status = 403, description = "Not a local client and no token configured", body = crate::http::routes::ErrorBody),
+        (status = 403, description = "No token configured, and not a local client, a non-loopback Host, or a request from another site's page", body = crate::http::routes::ErrorBody),
         (status = 422, description = "Malformed filter", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn export_visits(
@@ -183,7 +279,7 @@ pub struct ExportedVisits {
     responses(
         (status = 200, description = "What was imported and what was skipped", body = ImportReport),
         (status = 401, description = "Missing or wrong admin token", body = crate::http::routes::ErrorBody),
-        (status = 403, description = "Not a local client and no token configured", body = crate::http::routes::ErrorBody),
+        (status = 403, description = "No token configured, and not a local client, a non-loopback Host, or a request from another site's page", body = crate::http::routes::ErrorBody),
         (status = 422, description = "The body is not JSONL or a JSON array", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn import_visits(
@@ -241,7 +337,7 @@ pub struct CleanupResponse {
         (status = 400, description = "days < 1", body = crate::http::routes::ErrorBody,
             example = json!({"detail": "Days must be at least 1"})),
         (status = 401, description = "Missing or wrong admin token", body = crate::http::routes::ErrorBody),
-        (status = 403, description = "Not a local client and no token configured", body = crate::http::routes::ErrorBody),
+        (status = 403, description = "No token configured, and not a local client, a non-loopback Host, or a request from another site's page", body = crate::http::routes::ErrorBody),
         (status = 422, description = "days is not an integer", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn cleanup_visits(
@@ -278,7 +374,7 @@ const MAX_CLICKS: i64 = 1_000_000_000;
     responses(
         (status = 200, description = "Added and committed", body = DomainClicksResponse),
         (status = 401, description = "Missing or wrong admin token", body = crate::http::routes::ErrorBody),
-        (status = 403, description = "Not a local client and no token configured", body = crate::http::routes::ErrorBody),
+        (status = 403, description = "No token configured, and not a local client, a non-loopback Host, or a request from another site's page", body = crate::http::routes::ErrorBody),
         (status = 413, description = "Body over 1 MiB", body = crate::http::routes::ErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = crate::http::routes::ErrorBody),
         (status = 422, description = "Malformed body", body = crate::http::routes::ErrorBody),
@@ -320,4 +416,125 @@ pub async fn add_domain_clicks(
             sites,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_localhost_its_subdomains_127_8_and_ipv6_loopback() {
+        for host in [
+            "localhost",
+            "localhost:8000",
+            "LocalHost:8000",
+            "app.localhost:8000",
+            "127.0.0.1",
+            "127.0.0.1:8000",
+            "127.8.9.10:1",
+            "[::1]",
+            "[::1]:8000",
+            "[::ffff:127.0.0.1]:8000",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example",
+            "evil.example:8000",
+            "localhost.evil.example:8000",
+            "evillocalhost:8000",
+            ".localhost",
+            "localhost.",
+            "localhost:",
+            "localhost:99999",
+            "localhost:8000:1",
+            "0.0.0.0:8000",
+            "192.168.1.10:8000",
+            "127.1:8000",
+            "::1",
+            "[::1",
+            "[::1]8000",
+            "[::2]:8000",
+            "[::]:8000",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut request = axum::http::Request::get("/all-visits");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn only_a_browser_mark_of_another_origin_counts_as_another_site() {
+        let host = Some("localhost:8000");
+        let own = [
+            vec![],
+            vec![("sec-fetch-site", "same-origin")],
+            vec![("sec-fetch-site", "none")],
+            vec![("origin", "http://localhost:8000")],
+            vec![("origin", "http://LOCALHOST:8000")],
+            vec![("origin", "https://localhost:8000")],
+        ];
+        for headers in own {
+            assert!(!sent_by_another_site(&parts(&headers), host), "{headers:?}");
+        }
+        let foreign = [
+            vec![("sec-fetch-site", "cross-site")],
+            vec![("sec-fetch-site", "same-site")],
+            vec![("sec-fetch-site", "something-new")],
+            vec![("origin", "https://evil.example")],
+            vec![("origin", "http://localhost:3000")],
+            vec![("origin", "http://127.0.0.1:8000")],
+            vec![("origin", "null")],
+            vec![("origin", "localhost:8000")],
+            vec![
+                ("sec-fetch-site", "same-origin"),
+                ("origin", "http://localhost:3000"),
+            ],
+        ];
+        for headers in foreign {
+            assert!(sent_by_another_site(&parts(&headers), host), "{headers:?}");
+        }
+        // Without a host to compare with, any Origin is foreign.
+        let origin = parts(&[("origin", "http://localhost:8000")]);
+        assert!(sent_by_another_site(&origin, None));
+    }
+
+    #[test]
+    fn the_host_is_the_absolute_uris_authority_before_the_host_header() {
+        let request = axum::http::Request::get("http://evil.example:8000/all-visits")
+            .header("host", "localhost:8000")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            request_host(&request.into_parts().0),
+            Some("evil.example:8000")
+        );
+        let request = parts(&[("host", "localhost:8000")]);
+        assert_eq!(request_host(&request), Some("localhost:8000"));
+        assert_eq!(request_host(&parts(&[])), None);
+    }
+
+    #[test]
+    fn the_admin_paths_are_exact_paths_not_prefixes() {
+        for path in PATHS {
+            assert!(is_admin_path(path));
+        }
+        for path in [
+            "/domains/day",
+            "/domains/",
+            "/all-visits/",
+            "/cleanup2",
+            "/",
+            "/stats",
+        ] {
+            assert!(!is_admin_path(path), "{path}");
+        }
+    }
 }

@@ -14,17 +14,19 @@ pub mod web;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use futures_util::future::Either;
 use serde::Serialize;
-use tower::ServiceBuilder;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower::{Layer, Service, ServiceBuilder};
+use tower_http::cors::{AllowOrigin, Any, Cors, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -63,7 +65,9 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(state.request_timeout_secs.max(1)),
         ))
-        .layer(cors(&state.cors_origins))
+        // Before the ceiling, so preflights do not count and a `429` stays readable
+        // cross-origin; admin routes pass through without CORS (see `CorsExceptAdmin`).
+        .layer(CorsExceptAdmin(cors(&state.cors_origins)))
         .option_layer(
             state
                 .ip_ceiling
@@ -191,6 +195,53 @@ fn cors(origins: &[String]) -> CorsLayer {
             .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
             .collect();
         layer.allow_origin(AllowOrigin::list(list))
+    }
+}
+
+/// Applies a [`CorsLayer`] to every request except those to an admin route
+/// ([`admin::is_admin_path`]), which answer no `Access-Control-*` header at all: another site's
+/// page may neither read them nor get a preflight through, so a `DELETE /cleanup` (which needs
+/// one) is never sent; an admin preflight reaches the router, which answers `405`.
+///
+/// Decided by path in front of the router, not by a CORS layer on the public routes inside it:
+/// that would put CORS behind the per-IP ceiling, so preflights would count against it and its
+/// `429`s would lose their CORS headers. The paths are the admin router's own ([`admin::PATHS`]),
+/// and every method on them is admin.
+#[derive(Debug, Clone)]
+struct CorsExceptAdmin(CorsLayer);
+
+impl<S> Layer<S> for CorsExceptAdmin {
+    type Service = CorsExceptAdminService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CorsExceptAdminService(self.0.layer(inner))
+    }
+}
+
+/// The service of [`CorsExceptAdmin`]: the CORS service, whose inner service admin requests
+/// are handed to directly.
+#[derive(Debug, Clone)]
+struct CorsExceptAdminService<S>(Cors<S>);
+
+impl<S> Service<Request> for CorsExceptAdminService<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<tower_http::cors::ResponseFuture<S::Future>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        // Readies the one inner service both branches call.
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if admin::is_admin_path(request.uri().path()) {
+            Either::Right(self.0.get_mut().call(request))
+        } else {
+            Either::Left(self.0.call(request))
+        }
     }
 }
 
