@@ -74,7 +74,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub db: DbArgs,
     /// Bearer token for the admin endpoints (/cleanup, /import, /all-visits, POST /domains).
-    /// Without one, those answer loopback clients only.
+    /// Without one, those answer loopback clients only, and refuse requests a browser marks as
+    /// coming from another site or under a host name that is not a loopback one.
     #[arg(long, env = "FOOTFALL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Comma-separated CIDRs whose X-Forwarded-For / X-Real-IP headers are believed.
@@ -85,7 +86,8 @@ pub struct ServeArgs {
         default_value = "127.0.0.0/8,::1/128"
     )]
     pub trusted_proxies: Vec<IpNet>,
-    /// Comma-separated origins allowed by CORS, or `*` for any.
+    /// Comma-separated origins allowed by CORS, or `*` for any (admin endpoints never answer
+    /// CORS).
     #[arg(
         long,
         env = "FOOTFALL_CORS_ORIGINS",
