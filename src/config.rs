@@ -115,6 +115,11 @@ pub struct ServeArgs {
     /// ceiling is purged, not capped).
     #[arg(long, env = "FOOTFALL_LIMITER_MAX_KEYS", default_value_t = 1_000_000)]
     pub limiter_max_keys: usize,
+    /// Redis shared by all nodes for the per-(client IP, page URL) limits, e.g.
+    /// `redis://host:6379`: each pair gets its quota once per cluster, not once per node. While
+    /// Redis cannot be reached, each node applies the limits on its own.
+    #[arg(long, env = "FOOTFALL_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
     /// Log line format.
     #[arg(long, env = "FOOTFALL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -188,6 +193,8 @@ impl fmt::Debug for ServeArgs {
             .field("ip_rate_per_second", &self.ip_rate_per_second)
             .field("ip_burst", &self.ip_burst)
             .field("limiter_max_keys", &self.limiter_max_keys)
+            // A Redis URL may hold a password.
+            .field("redis", &self.redis.as_ref().map(|_| "<set>"))
             .field("log_format", &self.log_format)
             .field("write_queue", &self.write_queue)
             .field("max_batch", &self.max_batch)

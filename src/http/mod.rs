@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use crate::config::ServeArgs;
 use crate::http::client_ip::TrustedProxies;
 use crate::store::Store;
-use ratelimit::{IpCeilingConfig, RateLimits};
+use ratelimit::{IpCeilingConfig, Limits};
 
 /// Everything a handler may need: one `Arc`, so the per-request clone axum makes for every
 /// `State` extractor and stateful layer is a single atomic increment.
@@ -35,7 +35,8 @@ impl std::ops::Deref for AppState {
 /// The contents of [`AppState`].
 pub struct Shared {
     pub store: Store,
-    pub limits: Arc<RateLimits>,
+    /// The per-(IP, URL) limits: through Redis with `--redis`, the node's own otherwise.
+    pub limits: Arc<Limits>,
     /// The per-IP ceiling over every route; `None` when disabled.
     pub ip_ceiling: Option<Arc<IpCeilingConfig>>,
     pub trusted: TrustedProxies,
@@ -60,11 +61,7 @@ impl App {
         let store = Store::open(&args.db.db, &args.store_options())?;
         let state = AppState(Arc::new(Shared {
             store,
-            limits: Arc::new(RateLimits::new(
-                args.rate_limit_per_minute,
-                args.bulk_rate_limit_per_minute,
-                args.limiter_max_keys,
-            )),
+            limits: Arc::new(Limits::new(args)?),
             ip_ceiling: ratelimit::ip_ceiling_config(args.ip_rate_per_second, args.ip_burst),
             trusted: TrustedProxies::new(args.trusted_proxies.clone()),
             admin_token: args
@@ -87,6 +84,8 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // Before the first request: says in the log whether the limits are shared.
+        self.state.limits.connect().await;
         let purge = tokio::spawn(purge_limiters(self.state.clone()));
         let header_timeout = server::HEADER_READ_TIMEOUT;
         server::serve(listener, self.router, header_timeout, shutdown).await;
@@ -107,7 +106,7 @@ async fn purge_limiters(state: AppState) {
         let state = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
             state.limits.purge();
-            // Not shrunk either, for the reason `RateLimits::purge` gives.
+            // Not shrunk either, for the reason `ratelimit::RateLimits::purge` gives.
             if let Some(ceiling) = &state.ip_ceiling {
                 ceiling.limiter().retain_recent();
             }

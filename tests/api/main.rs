@@ -9,6 +9,7 @@ mod hardening;
 mod limits;
 mod process;
 mod record;
+mod redis_limits;
 mod seeds;
 mod server;
 mod web;

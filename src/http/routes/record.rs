@@ -146,7 +146,8 @@ impl Recording {
 pub async fn record_one(state: &AppState, recording: Recording) -> Result<NewVisit> {
     state
         .limits
-        .check_visit(recording.ip, recording.url.as_str())?;
+        .check_visit(recording.ip, recording.url.as_str())
+        .await?;
     Ok(state
         .store
         .record(recording.into_visit(now_millis()))
@@ -243,16 +244,16 @@ pub async fn record_bulk_visits(
         .map(|item| Recording::parse(item.url, item.event.as_deref(), ip, user_agent.clone()))
         .collect::<Result<Vec<_>>>()?;
     let at = now_millis();
+    // One check for all the items: with Redis, one round trip.
+    let urls: Vec<&str> = recordings.iter().map(|r| r.url.as_str()).collect();
+    let allowed = state.limits.check_bulk(ip.0, &urls).await;
     let mut visits = Vec::with_capacity(recordings.len());
     let mut rejected = 0;
-    for recording in recordings {
-        match state
-            .limits
-            .check_bulk_item(recording.ip, recording.url.as_str())
-        {
-            Ok(()) => visits.push(recording.into_visit(at)),
-            Err(ApiError::TooManyRequests { .. }) => rejected += 1,
-            Err(other) => return Err(other),
+    for (recording, allowed) in recordings.into_iter().zip(allowed) {
+        if allowed {
+            visits.push(recording.into_visit(at));
+        } else {
+            rejected += 1;
         }
     }
     let recorded = visits.len();
@@ -288,7 +289,10 @@ pub async fn count_page_visit(
     Path(page_id): Path<String>,
 ) -> Result<Json<PageVisitResponse>> {
     let page_id = page_id_param(&page_id)?;
-    state.limits.check_visit(ip.0, &format!("page:{page_id}"))?;
+    state
+        .limits
+        .check_visit(ip.0, &format!("page:{page_id}"))
+        .await?;
     state.store.count_page(page_id).await?;
     Ok(Json(PageVisitResponse {
         status: "success",

@@ -1,4 +1,6 @@
-//! Rate limiting in two tiers.
+//! The node-local limiters, both on `governor`: the per-(client IP, page URL) quotas
+//! ([`RateLimits`]; the only ones without `--redis`, the fallback with it) and the per-IP ceiling
+//! ([`ip_ceiling_layer`], always per node).
 //!
 //! 1. Per (client IP, page URL) on the recording endpoints: [`RateLimits`], `governor` keyed
 //!    limiters checked inside the handlers (the URL is in the body).
