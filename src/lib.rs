@@ -21,13 +21,12 @@
 //! - [`import`]: parsing JSONL / JSON-array visit files.
 //! - [`cli`]: the `import`, `export` and `cleanup` commands.
 //! - [`error`], [`extract`]: the `{"detail"}` error shape and extractors that use it.
-//! - [`telemetry`]: logs and Prometheus metrics; [`log_sink`]: the buffer log lines go through.
+//! - [`telemetry`]: logs (tracing-subscriber's text or JSON format) and Prometheus metrics.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
-pub mod log_sink;
 pub mod store;
 pub mod telemetry;

@@ -939,7 +939,7 @@ impl LoggedServer {
     }
 }
 
-/// The JSON log lines that end a request (tower-http's "finished processing request").
+/// The JSON log lines that end a request ("finished processing request").
 fn request_lines(log: &str) -> Vec<Value> {
     log.lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -1077,7 +1077,10 @@ async fn json_logs_have_one_line_per_request_with_status_and_path_and_never_the_
     assert!(found("POST", "/bulk-visits", 200), "{log}");
     for line in &lines {
         assert_eq!(line["level"], "INFO");
-        assert!(line["latency"].is_string(), "{line}");
+        assert!(
+            line["latency_ms"].is_f64(),
+            "milliseconds as a number: {line}"
+        );
         assert_eq!(
             line["request_id"].as_str().map(str::len),
             Some(36),
@@ -1100,8 +1103,11 @@ async fn text_logs_are_one_readable_line_per_request() {
         .find(|l| l.contains("finished processing request"))
         .unwrap_or_else(|| panic!("no request line in:\n{log}"));
     assert!(line.contains("INFO"), "{line}");
+    assert!(line.contains("method=GET"), "{line}");
     assert!(line.contains("path=/health"), "{line}");
     assert!(line.contains("status=200"), "{line}");
+    assert!(line.contains("latency_ms="), "{line}");
+    assert!(line.contains("request_id="), "{line}");
     assert!(
         serde_json::from_str::<Value>(line).is_err(),
         "text, not JSON"
@@ -1109,6 +1115,28 @@ async fn text_logs_are_one_readable_line_per_request() {
     assert!(
         !line.contains('\u{1b}'),
         "no colour codes when not on a terminal"
+    );
+}
+
+/// When stderr cannot keep up, new lines are dropped rather than slow requests down: the
+/// count is a metric, there from the start.
+#[tokio::test]
+async fn a_server_counts_the_log_lines_it_dropped_in_its_metrics() {
+    let server = LoggedServer::start(&[]);
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "footfall_log_lines_dropped_total 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# HELP footfall_log_lines_dropped_total"),
+        "{text}"
     );
 }
 
