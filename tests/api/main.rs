@@ -4,10 +4,14 @@
 mod analytics;
 mod browser;
 mod common;
+mod cors;
 mod hardening;
 mod limits;
+mod logs;
+mod metrics;
 mod process;
 mod record;
+mod request_ids;
 mod rollups;
 mod seeds;
 mod server;
