@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("bench.db");
     let args = ServeArgs::for_db(&db);
-    let _log_guard = footfall::telemetry::init_tracing(args.log_format)?;
+    let _log_guard = footfall::telemetry::init_tracing(args.log_format);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

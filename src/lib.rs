@@ -18,13 +18,12 @@
 //! - [`store`]: the storage boundary ([`store::Store`], its values and errors) and its backends
 //!   (`store::sqlite`: the two files, the writer, roll-up and checkpoint threads, queries and
 //!   export).
-//! - [`telemetry`]: logs and Prometheus metrics.
+//! - [`telemetry`]: logs (tracing-subscriber's text or JSON format) and Prometheus metrics.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
-pub mod log_sink;
 pub mod store;
 pub mod telemetry;

@@ -282,3 +282,96 @@ pub async fn stored_visits(db: &Path) -> i64 {
     store.close().await;
     n
 }
+
+// ---------------------------------------------------------------------------------------------
+// Requests and checks shared by the limits, CORS, request-id and metrics tests
+
+pub const TOO_MANY: &str = "Too many requests, please try again later";
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub fn visit_request(url: &str) -> Request<Body> {
+    Request::post("/visit")
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::json!({ "url": url }).to_string()))
+        .unwrap()
+}
+
+pub fn bulk_request(items: &[&str]) -> Request<Body> {
+    let body: Vec<Value> = items
+        .iter()
+        .map(|u| serde_json::json!({ "url": u }))
+        .collect();
+    Request::post("/bulk-visits")
+        .header("content-type", "application/json")
+        .body(Body::from(Value::from(body).to_string()))
+        .unwrap()
+}
+
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+pub fn retry_after(reply: &Reply) -> u64 {
+    reply
+        .headers
+        .get("retry-after")
+        .expect("a 429 has Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After is whole seconds")
+}
+
+/// Checks the exact `429` answer of API.md §9 and returns its `Retry-After`.
+pub fn assert_too_many(reply: &Reply) -> u64 {
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.json(), serde_json::json!({ "detail": TOO_MANY }));
+    assert_eq!(
+        reply.headers.get("content-type").unwrap(),
+        "application/json"
+    );
+    let wait = retry_after(reply);
+    assert!(wait >= 1, "Retry-After {wait}");
+    wait
+}
+
+pub fn header<'r>(reply: &'r Reply, name: &str) -> Option<&'r str> {
+    reply.headers.get(name).map(|v| v.to_str().unwrap())
+}
+
+/// Parses the labels of one Prometheus sample line: `{a="x",b="y"}`.
+pub fn labels_of(raw: &str) -> std::collections::HashMap<String, String> {
+    raw.trim_matches(['{', '}'])
+        .split("\",")
+        .filter(|p| !p.is_empty())
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// Sum of the samples of `name` whose labels include `want` (absent metric: 0).
+pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric_name, labels) = match series.find('{') {
+                Some(i) => (&series[..i], labels_of(&series[i..])),
+                None => (series, std::collections::HashMap::new()),
+            };
+            let matches = metric_name == name
+                && want
+                    .iter()
+                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}

@@ -65,8 +65,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
 /// Prometheus metrics: requests, latency, visits, rate limiting, the writer and the database.
 ///
 /// Gauges that are cheap to read but would cost something on every request (the database's
-/// file size, the limiters' key counts) are read here, once per scrape, rather than kept up to
-/// date on the hot path.
+/// file size, the limiters' key counts, the log's dropped lines) are read here, once per
+/// scrape, rather than kept up to date on the hot path.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
@@ -74,6 +74,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("footfall_rate_limiter_keys").set(state.limits.key_count() as f64);
     let ceiling_keys = state.ip_ceiling.as_ref().map_or(0, |c| c.limiter().len());
     metrics::gauge!("footfall_ip_ceiling_keys").set(ceiling_keys as f64);
+    crate::telemetry::observe_dropped_log_lines();
     let body = state
         .metrics
         .as_ref()
