@@ -166,6 +166,10 @@ fn describe_metrics() {
         Unit::Seconds,
         "Time to write and commit one group-commit transaction"
     );
+    describe_counter!(
+        "footfall_checkpoints_total",
+        "Background checkpoints of the visits file (at most ten a second, only after commits)"
+    );
     describe_histogram!(
         "footfall_roll_up_seconds",
         Unit::Seconds,
