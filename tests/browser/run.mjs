@@ -99,8 +99,21 @@ function freePort() {
 
 const servers = [];
 
-/** Starts `footfall serve` on `db` and waits until /health answers. */
+/**
+ * Starts `footfall serve` on `db` and waits until /health answers. The free port is probed
+ * first, but the Rust tests bind ports in parallel: a port taken in between is tried again.
+ */
 async function startFootfall(db) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startFootfallOnce(db);
+    } catch (err) {
+      if (attempt >= 5 || !String(err).includes('Address already in use')) throw err;
+    }
+  }
+}
+
+async function startFootfallOnce(db) {
   const port = await freePort();
   const child = spawn(BIN, ['serve', '--bind', `127.0.0.1:${port}`, '--db', db], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -110,15 +123,23 @@ async function startFootfall(db) {
   child.stderr.on('data', (d) => (log += d));
   const exited = new Promise((r) => child.once('exit', r));
   const server = { base: `http://127.0.0.1:${port}`, child, log: () => log };
-  servers.push(server);
   onCleanup(async () => {
     child.kill('SIGTERM');
     await Promise.race([exited, sleep(5000)]);
   });
-  await eventually(`footfall on port ${port}`, async () => {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    // An exit (a port taken meanwhile) ends the wait at once, so the caller can try another.
     if (child.exitCode !== null) throw new Error(`footfall exited with ${child.exitCode}: ${log}`);
-    return (await fetch(`${server.base}/health`)).ok;
-  }, 20_000);
+    try {
+      if ((await fetch(`${server.base}/health`)).ok) break;
+    } catch {
+      // Not listening yet.
+    }
+    if (Date.now() > deadline) throw new Error(`footfall on port ${port} did not answer in 20 s: ${log}`);
+    await sleep(100);
+  }
+  servers.push(server);
   return server;
 }
 
