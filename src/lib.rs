@@ -18,12 +18,14 @@
 //! - [`store`]: the storage boundary ([`store::Store`], its values and errors) and its backends
 //!   (`store::sqlite`: the two files, the writer, roll-up and checkpoint threads, queries and
 //!   export).
-//! - [`telemetry`]: logs (tracing-subscriber's text or JSON format) and Prometheus metrics.
+//! - [`telemetry`]: logs (tracing-subscriber's text or JSON format) and Prometheus metrics;
+//!   [`log_writer`]: the thread that writes log lines to stderr in batches.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod log_writer;
 pub mod store;
 pub mod telemetry;

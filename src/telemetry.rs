@@ -18,11 +18,11 @@ use axum::http::{HeaderValue, Method, Uri};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use rustc_hash::FxHashMap;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 use crate::http::error::InternalCause;
+use crate::log_writer::{self, DroppedLines, LogGuard};
 
 /// How often histogram samples are folded into their buckets (see [`prometheus`]).
 pub const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -32,21 +32,17 @@ const MAX_LOGGED_PATH: usize = 256;
 
 /// Lines the log writer dropped because stderr could not keep up, when [`init_tracing`]
 /// installed it; read into a metric at each scrape ([`observe_dropped_log_lines`]).
-static DROPPED_LOG_LINES: OnceLock<ErrorCounter> = OnceLock::new();
+static DROPPED_LOG_LINES: OnceLock<DroppedLines> = OnceLock::new();
 
 /// Installs the global tracing subscriber: tracing-subscriber's own text or JSON format,
 /// `RUST_LOG` overriding the default `info`, colours only when stderr is a terminal.
 ///
-/// Lines reach stderr through `tracing-appender`'s non-blocking writer: a thread of its own
-/// (`footfall-log`) writes them, so a request never waits for a slow terminal or pipe. Its
-/// default lossy mode drops new lines while 128,000 are waiting rather than slow requests
-/// down; the drops are counted in `footfall_log_lines_dropped_total`. Keep the returned guard
-/// alive: dropping it writes what is still waiting (for at most about a second).
-pub fn init_tracing(format: LogFormat) -> WorkerGuard {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .thread_name("footfall-log")
-        .finish(std::io::stderr());
-    let dropped = writer.error_counter();
+/// Lines reach stderr through [`log_writer`]: a thread of its own writes them in batches, so
+/// a request never waits for a slow terminal or pipe; past 8 MiB waiting, lines are dropped
+/// and counted in `footfall_log_lines_dropped_total`. Keep the returned guard alive: dropping
+/// it writes what is still waiting.
+pub fn init_tracing(format: LogFormat) -> anyhow::Result<LogGuard> {
+    let (writer, guard, dropped) = log_writer::start(std::io::stderr())?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -59,7 +55,7 @@ pub fn init_tracing(format: LogFormat) -> WorkerGuard {
     if installed.is_ok() {
         let _ = DROPPED_LOG_LINES.set(dropped);
     }
-    guard
+    Ok(guard)
 }
 
 /// Brings `footfall_log_lines_dropped_total` up to date; `/metrics` calls it at each scrape.
@@ -67,8 +63,7 @@ pub fn init_tracing(format: LogFormat) -> WorkerGuard {
 /// such metric.
 pub fn observe_dropped_log_lines() {
     if let Some(dropped) = DROPPED_LOG_LINES.get() {
-        metrics::counter!("footfall_log_lines_dropped_total")
-            .absolute(dropped.dropped_lines() as u64);
+        metrics::counter!("footfall_log_lines_dropped_total").absolute(dropped.get());
     }
 }
 
@@ -177,7 +172,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "footfall_log_lines_dropped_total",
-        "Log lines dropped because stderr could not keep up (more than 128,000 waiting)"
+        "Log lines dropped because stderr could not keep up (more than 8 MiB waiting)"
     );
     describe_gauge!(
         "footfall_database_bytes",
