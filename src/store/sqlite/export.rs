@@ -6,10 +6,12 @@
 //! cursor, and a client that goes away stops it. Page URLs and agents are rendered once per
 //! distinct value and reused.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension};
+use rustc_hash::FxHashMap;
 
 use super::rollups::{id_at, millis_of};
 use crate::domain::export::{ExportFilter, ExportFormat};
@@ -38,7 +40,7 @@ struct Rendered {
 struct Names<'c> {
     conn: &'c Connection,
     sql: &'static str,
-    cache: HashMap<i64, Rendered>,
+    cache: FxHashMap<i64, Rendered>,
 }
 
 impl<'c> Names<'c> {
@@ -46,25 +48,27 @@ impl<'c> Names<'c> {
         Self {
             conn,
             sql,
-            cache: HashMap::new(),
+            cache: FxHashMap::default(),
         }
     }
 
     fn get(&mut self, id: i64) -> rusqlite::Result<&Rendered> {
-        if !self.cache.contains_key(&id) {
-            if self.cache.len() >= 100_000 {
-                self.cache.clear();
-            }
-            let raw: String = self
-                .conn
-                .prepare_cached(self.sql)?
-                .query_row([id], |r| r.get(0))
-                .optional()?
-                .unwrap_or_default();
-            let json = serde_json::to_string(&raw).unwrap_or_else(|_| "\"\"".into());
-            self.cache.insert(id, Rendered { json, raw });
+        if self.cache.len() >= 100_000 && !self.cache.contains_key(&id) {
+            self.cache.clear();
         }
-        Ok(&self.cache[&id])
+        match self.cache.entry(id) {
+            Entry::Occupied(hit) => Ok(hit.into_mut()),
+            Entry::Vacant(miss) => {
+                let raw: String = self
+                    .conn
+                    .prepare_cached(self.sql)?
+                    .query_row([id], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or_default();
+                let json = serde_json::to_string(&raw).unwrap_or_else(|_| "\"\"".into());
+                Ok(miss.insert(Rendered { json, raw }))
+            }
+        }
     }
 }
 
@@ -72,7 +76,7 @@ impl<'c> Names<'c> {
 struct Row {
     id: i64,
     page_id: i64,
-    ip: Vec<u8>,
+    ip: Option<IpAddr>,
     agent_id: i64,
     event_id: i64,
 }
@@ -89,6 +93,8 @@ struct Renderer<'c, S> {
     sink: S,
     ip_buf: String,
     ts_buf: String,
+    /// The second `ts_buf` holds: rows come grouped by second.
+    ts_second: Option<i64>,
 }
 
 fn new_csv() -> csv::Writer<Vec<u8>> {
@@ -98,16 +104,17 @@ fn new_csv() -> csv::Writer<Vec<u8>> {
 impl<S: FnMut(Bytes) -> bool> Renderer<'_, S> {
     /// Renders one row; `false` when the reader has gone.
     fn row(&mut self, row: &Row) -> rusqlite::Result<bool> {
-        use std::fmt::Write;
         self.ip_buf.clear();
-        match ip_from_bytes(&row.ip) {
-            Some(ip) => {
-                let _ = write!(self.ip_buf, "{ip}");
-            }
+        match row.ip {
+            Some(ip) => push_ip(&mut self.ip_buf, ip),
             None => self.ip_buf.push_str("unknown"),
         }
-        self.ts_buf.clear();
-        write_space(&mut self.ts_buf, millis_of(row.id).div_euclid(1000));
+        let second = millis_of(row.id).div_euclid(1000);
+        if self.ts_second != Some(second) {
+            self.ts_buf.clear();
+            write_space(&mut self.ts_buf, second);
+            self.ts_second = Some(second);
+        }
         let page = self.pages.get(row.page_id)?;
         let agent = self.agents.get(row.agent_id)?;
         match self.format {
@@ -202,6 +209,7 @@ pub fn export(
         sink,
         ip_buf: String::new(),
         ts_buf: String::new(),
+        ts_second: None,
     };
     match format {
         ExportFormat::Json => renderer.out.push_str("{\"visits\":["),
@@ -227,7 +235,7 @@ pub fn export(
             Some(row) => Some(Row {
                 id: row.get(0)?,
                 page_id: row.get(1)?,
-                ip: row.get(2)?,
+                ip: row.get_ref(2)?.as_blob().ok().and_then(ip_from_bytes),
                 agent_id: row.get(3)?,
                 event_id: row.get(4)?,
             }),
@@ -261,6 +269,28 @@ pub fn export(
     renderer.finish()
 }
 
+/// Appends `ip` as text. IPv4, nearly every row, is written digit by digit: through
+/// `Display` it was about a tenth of an export's time.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    use std::fmt::Write;
+    let IpAddr::V4(v4) = ip else {
+        let _ = write!(out, "{ip}");
+        return;
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+}
+
 /// A CSV write into memory cannot fail for I/O reasons; map the impossible to an SQLite error so
 /// the function keeps one error type.
 fn csv_failed(err: &std::io::Error) -> rusqlite::Error {
@@ -268,4 +298,23 @@ fn csv_failed(err: &std::io::Error) -> rusqlite::Error {
         err.kind(),
         err.to_string(),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_ip_writes_what_display_writes() {
+        let mut ips: Vec<IpAddr> = (0..=255u8)
+            .map(|o| IpAddr::from([o, 255 - o, o / 10, o % 100]))
+            .collect();
+        ips.push("2001:db8::1".parse().unwrap());
+        ips.push("::ffff:1.2.3.4".parse().unwrap());
+        for ip in ips {
+            let mut out = String::from("x");
+            push_ip(&mut out, ip);
+            assert_eq!(out, format!("x{ip}"));
+        }
+    }
 }
