@@ -75,7 +75,7 @@ pub async fn get_summary(
         .await?;
     // Streamed: a year-long summary of every page is tens of megabytes of JSON.
     Ok(super::streamed_body("application/json", move |sink| {
-        write_summary(&summary, SUMMARY_CHUNK_BYTES, sink);
+        super::summary_body::write_summary(&summary, SUMMARY_CHUNK_BYTES, sink);
     }))
 }
 
@@ -195,8 +195,10 @@ pub struct PageSummary<'a> {
     pub recent_visits: Vec<RecentVisit<'a>>,
 }
 
+/// Only the tests build one: `summary_body` writes pages by hand and is held to this shape.
+#[cfg(test)]
 impl<'a> PageSummary<'a> {
-    fn of(page: &'a model::PageSummary) -> Self {
+    pub(super) fn of(page: &'a model::PageSummary) -> Self {
         Self {
             total_visits: page.total_visits,
             unique_ips: page.unique_ips,
@@ -216,7 +218,7 @@ pub struct DateRange<'a> {
 }
 
 impl<'a> DateRange<'a> {
-    fn of(range: &'a model::DateRange) -> Self {
+    pub(super) fn of(range: &'a model::DateRange) -> Self {
         Self {
             earliest: &range.earliest,
             latest: &range.latest,
@@ -224,7 +226,7 @@ impl<'a> DateRange<'a> {
     }
 }
 
-/// The body of `/summary`, for the OpenAPI document: [`write_summary`] writes it.
+/// The body of `/summary`, for the OpenAPI document: `summary_body::write_summary` writes it.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub struct SummaryResponse {
@@ -236,36 +238,6 @@ pub struct SummaryResponse {
     /// Oldest and newest retained visit; `null` when there is none.
     #[schema(value_type = Option<DateRange>)]
     pub date_range: (),
-}
-
-/// Writes a summary as JSON in chunks of about `chunk` bytes, so a year-long summary of every
-/// page streams out instead of being held whole. `sink` returns `false` when the reader is gone.
-fn write_summary(
-    summary: &model::Summary,
-    chunk: usize,
-    mut sink: impl FnMut(bytes::Bytes) -> bool,
-) {
-    let fresh = || Vec::with_capacity(chunk + 4096);
-    let mut out: Vec<u8> = fresh();
-    out.extend_from_slice(b"{\"data\":{");
-    for (i, (url, page)) in summary.data.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // Serializing a String or a derived struct into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, url);
-        out.push(b':');
-        let _ = serde_json::to_writer(&mut out, &PageSummary::of(page));
-        if out.len() >= chunk && !sink(bytes::Bytes::from(std::mem::replace(&mut out, fresh()))) {
-            return;
-        }
-    }
-    out.extend_from_slice(b"},\"total_entries\":");
-    let _ = serde_json::to_writer(&mut out, &summary.total_entries);
-    out.extend_from_slice(b",\"date_range\":");
-    let _ = serde_json::to_writer(&mut out, &summary.date_range.as_ref().map(DateRange::of));
-    out.push(b'}');
-    sink(bytes::Bytes::from(out));
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -10,6 +10,7 @@ pub mod docs;
 mod edge;
 pub mod ops;
 pub mod record;
+mod summary_body;
 pub mod web;
 
 use std::sync::Arc;
