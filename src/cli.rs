@@ -39,7 +39,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         args.db.db.display()
     );
-    app.serve(listener, crate::http::shutdown_signal()).await?;
+    // One signal for HTTP and the bus subscribers: both stop taking work at SIGTERM, and the
+    // store is closed once both have committed what they hold.
+    let (stopper, stop) = crate::bus::Stop::channel();
+    app.start_buses(&args, &stop);
+    let shutdown = async move {
+        crate::http::shutdown_signal().await;
+        stopper.stop();
+    };
+    app.serve(listener, shutdown).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

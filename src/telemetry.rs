@@ -179,6 +179,14 @@ fn describe_metrics() {
         "footfall_log_lines_dropped_total",
         "Log lines dropped because stderr could not keep up (more than 128,000 waiting)"
     );
+    describe_counter!(
+        "footfall_bus_events_total",
+        "Bus events by bus (nats, zmq) and result: recorded, duplicate (id already recorded) or rejected (malformed; acknowledged and dropped)"
+    );
+    describe_counter!(
+        "footfall_bus_busy_waits_total",
+        "Times a bus subscriber waited for room in the full write queue instead of dropping or nacking"
+    );
     describe_gauge!(
         "footfall_database_bytes",
         Unit::Bytes,
