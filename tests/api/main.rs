@@ -3,6 +3,8 @@
 
 mod admin_origin;
 mod analytics;
+mod bus;
+mod bus_nats;
 mod browser;
 mod common;
 mod cors;
