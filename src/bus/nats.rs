@@ -100,7 +100,7 @@ async fn connect(
     loop {
         status.set(Phase::Connecting, None);
         let events = status.clone();
-        let connecting = async_nats::ConnectOptions::new()
+        let connecting = connect_options(&config.url)
             .name("footfall")
             .event_callback(move |event| {
                 let status = events.clone();
@@ -130,6 +130,25 @@ async fn connect(
                 }
             }
         }
+    }
+}
+
+/// Connect options with the user and password (or token) of `url`, if it has them: the client
+/// does not read them from the URL itself.
+pub fn connect_options(url: &str) -> async_nats::ConnectOptions {
+    let options = async_nats::ConnectOptions::new();
+    let Ok(url) = url::Url::parse(url) else {
+        return options;
+    };
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map_or_else(String::new, |(_, v)| v.into_owned())
+    };
+    match (url.username(), url.password()) {
+        ("", _) => options,
+        (user, Some(password)) => options.user_and_password(decode(user), decode(password)),
+        (token, None) => options.token(decode(token)),
     }
 }
 

@@ -102,7 +102,10 @@ async fn publish_until_counted(
 ) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while app.stored_visits().await == 0 {
-        assert!(std::time::Instant::now() < deadline, "the probe was never counted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe was never counted"
+        );
         publish(socket, topic, probe).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -132,7 +135,12 @@ async fn zmq_events_are_counted_and_a_bad_one_or_another_topic_is_not() {
         .await;
         if i == 100 {
             publish(&mut socket, "visits", &json!({"url": "not a url"})).await;
-            publish(&mut socket, "other", &json!({"url": "https://zmq.example/other"})).await;
+            publish(
+                &mut socket,
+                "other",
+                &json!({"url": "https://zmq.example/other"}),
+            )
+            .await;
         }
     }
     // An order, named by `type` as the seed's publisher does, republished: counted once.
@@ -144,9 +152,15 @@ async fn zmq_events_are_counted_and_a_bad_one_or_another_topic_is_not() {
         app.stored_visits().await == 1 + n + 1
     })
     .await;
-    let orders = app.get("/breakdown/zmq.example/order/2024/3/5").await.json();
+    let orders = app
+        .get("/breakdown/zmq.example/order/2024/3/5")
+        .await
+        .json();
     assert_eq!(orders["data"]["11"], 1);
-    let pageviews = app.get("/breakdown/zmq.example/pageview/2024/3/5").await.json();
+    let pageviews = app
+        .get("/breakdown/zmq.example/pageview/2024/3/5")
+        .await
+        .json();
     assert_eq!(pageviews["data"]["10"], n);
     assert_eq!(app.total_visits("https://zmq.example/other").await, 0);
     let metrics = app.get("/metrics").await.text();

@@ -84,9 +84,7 @@ impl TestApp {
 
     /// Like [`Self::with`], and starts the bus subscribers the configured flags ask for; stop
     /// them with [`Self::stop_buses`].
-    pub fn with_buses(
-        configure: impl FnOnce(&mut ServeArgs),
-    ) -> (Self, footfall::bus::StopSender) {
+    pub fn with_buses(configure: impl FnOnce(&mut ServeArgs)) -> (Self, footfall::bus::StopSender) {
         let mut configured = None;
         let app = Self::with(|args| {
             configure(args);

@@ -3,9 +3,9 @@
 
 mod admin_origin;
 mod analytics;
+mod browser;
 mod bus;
 mod bus_nats;
-mod browser;
 mod common;
 mod cors;
 mod hardening;
