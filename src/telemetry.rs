@@ -131,7 +131,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "footfall_visits_recorded_total",
-        "Visits committed to the database (recording endpoints and imports)"
+        "Visits committed to the database (recording endpoints, bus events and imports)"
     );
     describe_counter!(
         "footfall_rate_limited_total",
