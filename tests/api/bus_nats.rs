@@ -463,6 +463,17 @@ async fn a_nats_server_that_goes_away_and_comes_back_is_reconnected_to() {
     assert_eq!(app.stored_visits().await, 100);
 }
 
+/// A nats-server configuration with a `publisher` (password `p`) and a `footfall` user
+/// (password `f`) whose acknowledgements (`$JS.ACK.>`) are denied.
+const NO_ACKS: &str = r#"
+    authorization {
+        users = [
+            { user: "publisher", password: "p" }
+            { user: "footfall", password: "f", permissions: { publish: { deny: ["$JS.ACK.>"] } } }
+        ]
+    }
+"#;
+
 /// A server on which footfall's user may not acknowledge (`$JS.ACK.>` denied), so every
 /// message it commits is delivered again after each AckWait, as after a crash between the
 /// commit and the acknowledgement: each must be skipped, with or without its own id.
@@ -471,15 +482,7 @@ async fn a_nats_server_that_goes_away_and_comes_back_is_reconnected_to() {
 async fn messages_redelivered_after_their_commit_are_not_counted_again() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = r#"
-        authorization {
-            users = [
-                { user: "publisher", password: "p" }
-                { user: "footfall", password: "f", permissions: { publish: { deny: ["$JS.ACK.>"] } } }
-            ]
-        }
-    "#;
-    let _nats = OwnNats::start_with(port, dir.path(), Some(config));
+    let _nats = OwnNats::start_with(port, dir.path(), Some(NO_ACKS));
     let stream = TestStream::new(&format!("nats://publisher:p@127.0.0.1:{port}")).await;
     let (app, stopper) =
         TestApp::with_buses(stream.configure(&format!("nats://footfall:f@127.0.0.1:{port}")));
@@ -507,4 +510,51 @@ async fn messages_redelivered_after_their_commit_are_not_counted_again() {
     tokio::time::sleep(Duration::from_secs(ACK_WAIT)).await;
     assert_eq!(app.stored_visits().await, n as i64);
     app.stop_buses(stopper).await;
+}
+
+/// Two nodes on one database share one durable consumer; with acknowledgements denied, every
+/// message is delivered again and again, to either node: each still counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server"]
+async fn two_nodes_on_one_durable_consumer_count_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _nats = OwnNats::start_with(port, dir.path(), Some(NO_ACKS));
+    let stream = TestStream::new(&format!("nats://publisher:p@127.0.0.1:{port}")).await;
+    let footfall_url = format!("nats://footfall:f@127.0.0.1:{port}");
+    let (first, first_stopper) = TestApp::with_buses(stream.configure(&footfall_url));
+    // The second node: another server on the same database file.
+    let mut args = footfall::config::ServeArgs::for_db(&first.db);
+    stream.configure(&footfall_url)(&mut args);
+    let second = footfall::http::App::build(&args).unwrap();
+    let (second_stopper, stop) = footfall::bus::Stop::channel();
+    second.start_buses(&args, &stop);
+
+    let n = 200;
+    for i in 0..n {
+        stream
+            .publish(&pageview("nodes.example", i, i % 2 == 0))
+            .await;
+    }
+    eventually(Duration::from_secs(60), "n visits", || async {
+        first.stored_visits().await >= n as i64
+    })
+    .await;
+    let js_stream = stream.js.get_stream(&stream.name).await.unwrap();
+    let mut consumer: PullConsumer = js_stream.get_consumer(&stream.name).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.info().await.unwrap().num_redelivered < n {
+        assert!(
+            Instant::now() < deadline,
+            "the messages were not delivered again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(ACK_WAIT)).await;
+    second_stopper.stop();
+    second.state.buses.join().await;
+    second.state.store.close().await;
+    first.stop_buses(first_stopper).await;
+    assert_eq!(first.stored_visits().await, n as i64);
+    assert!(first.rollup_mismatches().await.is_empty());
 }
