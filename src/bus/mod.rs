@@ -196,10 +196,13 @@ impl Status {
     }
 }
 
+/// A subscriber's state, and its task until [`Buses::join`] takes it.
+type Subscriber = (Arc<Status>, Option<JoinHandle<()>>);
+
 /// The subscribers of one server: their states for `/health`, their tasks to join on shutdown.
 #[derive(Debug, Default)]
 pub struct Buses {
-    subscribers: Mutex<Vec<(Arc<Status>, Option<JoinHandle<()>>)>>,
+    subscribers: Mutex<Vec<Subscriber>>,
 }
 
 impl Buses {
@@ -207,7 +210,7 @@ impl Buses {
         self.lock().push((status, Some(task)));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Status>, Option<JoinHandle<()>>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }
 

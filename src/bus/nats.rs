@@ -332,11 +332,9 @@ impl Batch<'_> {
 struct InProgress<'a>(&'a [Message]);
 
 impl super::KeepAlive for InProgress<'_> {
-    fn keep_alive(&self) -> impl std::future::Future<Output = ()> + Send {
-        async move {
-            for message in self.0 {
-                ack(message, AckKind::Progress).await;
-            }
+    async fn keep_alive(&self) {
+        for message in self.0 {
+            ack(message, AckKind::Progress).await;
         }
     }
 }
