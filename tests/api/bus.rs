@@ -152,6 +152,16 @@ async fn zmq_events_are_counted_and_a_bad_one_or_another_topic_is_not() {
         app.stored_visits().await == 1 + n + 1
     })
     .await;
+    eventually(Duration::from_secs(30), "the breakdowns", || async {
+        app.breakdown_sum("/breakdown/zmq.example/order/2024/3/5")
+            .await
+            == 1
+            && app
+                .breakdown_sum("/breakdown/zmq.example/pageview/2024/3/5")
+                .await
+                == n as i64
+    })
+    .await;
     let orders = app
         .get("/breakdown/zmq.example/order/2024/3/5")
         .await

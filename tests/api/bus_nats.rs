@@ -156,6 +156,12 @@ async fn nats_events_published_twice_are_counted_once() {
     // Past AckWait: nothing comes again.
     tokio::time::sleep(Duration::from_secs(ACK_WAIT + 1)).await;
     assert_eq!(app.stored_visits().await, n as i64);
+    eventually(Duration::from_secs(30), "the breakdown", || async {
+        app.breakdown_sum("/breakdown/twice.example/pageview/2024/3/5")
+            .await
+            == n as i64
+    })
+    .await;
     let day = app
         .get("/breakdown/twice.example/pageview/2024/3/5")
         .await
@@ -194,6 +200,16 @@ async fn nats_order_events_show_in_the_order_breakdown() {
         .await;
     eventually(Duration::from_secs(60), "11 visits", || async {
         app.stored_visits().await == 11
+    })
+    .await;
+    eventually(Duration::from_secs(30), "the breakdowns", || async {
+        app.breakdown_sum("/breakdown/shop.example/order/2024/3/5")
+            .await
+            == 10
+            && app
+                .breakdown_sum("/breakdown/shop.example/pageview/2024/3/5")
+                .await
+                == 1
     })
     .await;
     let orders = app

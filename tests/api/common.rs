@@ -112,6 +112,21 @@ impl TestApp {
             .unwrap_or_default()
     }
 
+    /// The sum of a `/breakdown/...` answer's segments. A visit stored below the rollups'
+    /// watermark (an event from the past) is in it only once rolled up, a moment after it is
+    /// stored: wait on this, not on the stored rows, before checking breakdowns.
+    pub async fn breakdown_sum(&self, path: &str) -> i64 {
+        let reply = self.get(path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let body = reply.json();
+        body["data"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_i64().unwrap())
+            .sum()
+    }
+
     /// Sends a request from `peer` (as the TCP peer address).
     pub async fn send_from(&self, peer: IpAddr, request: Request<Body>) -> Reply {
         let mut request = request;
