@@ -159,7 +159,7 @@ async fn zmq_events_are_counted_and_a_bad_one_or_another_topic_is_not() {
             && app
                 .breakdown_sum("/breakdown/zmq.example/pageview/2024/3/5")
                 .await
-                == n as i64
+                == n
     })
     .await;
     let orders = app
