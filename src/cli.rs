@@ -18,6 +18,8 @@ use crate::store::Store;
 /// `footfall serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(config = ?args, "starting footfall");
+    // Before the port is bound: from the moment it answers, SIGTERM must mean a clean stop.
+    let signalled = crate::http::shutdown_signal();
     // The database first: a port that accepts connections is a server that can answer them
     // (opening may take a while: a migration, a large roll-up).
     let app = App::build(&args)?;
@@ -39,7 +41,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         args.db.db.display()
     );
-    app.serve(listener, crate::http::shutdown_signal()).await?;
+    // One signal for HTTP and the bus subscribers: both stop taking work at SIGTERM, and the
+    // store is closed once both have committed what they hold.
+    let (stopper, stop) = crate::bus::Stop::channel();
+    app.start_buses(&args, &stop);
+    let shutdown = async move {
+        signalled.await;
+        stopper.stop();
+    };
+    app.serve(listener, shutdown).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

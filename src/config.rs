@@ -139,6 +139,62 @@ pub struct ServeArgs {
     /// writer and roll-up threads need about a core between them under full recording load.
     #[arg(long, env = "FOOTFALL_HTTP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub http_workers: Option<u16>,
+    #[command(flatten)]
+    pub bus: BusArgs,
+}
+
+/// Event-bus ingest (API.md §11): visits taken from NATS JetStream or ZeroMQ beside HTTP.
+#[derive(Clone, Args)]
+pub struct BusArgs {
+    /// NATS server to take visits from through a durable JetStream consumer, e.g.
+    /// `nats://127.0.0.1:4222` (needs --nats-subject). A message is acknowledged once its visit
+    /// is committed.
+    #[arg(
+        long,
+        env = "FOOTFALL_NATS",
+        requires = "nats_subject",
+        hide_env_values = true
+    )]
+    pub nats: Option<String>,
+    /// Subject the consumer takes, e.g. `visits.>`; a JetStream stream must hold it.
+    #[arg(long, env = "FOOTFALL_NATS_SUBJECT", requires = "nats")]
+    pub nats_subject: Option<String>,
+    /// Name of the durable consumer; nodes that share it share the work, each message counted
+    /// once.
+    #[arg(long, env = "FOOTFALL_NATS_DURABLE", default_value = "footfall")]
+    pub nats_durable: String,
+    /// Seconds JetStream waits for an acknowledgement before delivering a message again (set
+    /// when footfall creates the consumer; an existing consumer keeps its own).
+    #[arg(long, env = "FOOTFALL_NATS_ACK_WAIT", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub nats_ack_wait: u64,
+    /// ZeroMQ publisher to subscribe to, e.g. `tcp://127.0.0.1:5556`: at most once (events
+    /// published while footfall is not connected are lost).
+    #[arg(long, env = "FOOTFALL_ZMQ_SUB")]
+    pub zmq_sub: Option<String>,
+    /// Topic prefix of the ZeroMQ subscription (default: every message).
+    #[arg(long, env = "FOOTFALL_ZMQ_TOPIC", default_value = "")]
+    pub zmq_topic: String,
+    /// Hours a bus event's id is remembered, so that a redelivered or republished event is not
+    /// counted twice (see docs/OPERATIONS.md for why 24 is enough).
+    #[arg(long, env = "FOOTFALL_BUS_DEDUP_HOURS", default_value_t = 24,
+        value_parser = clap::value_parser!(u32).range(1..=8760))]
+    pub bus_dedup_hours: u32,
+}
+
+/// Hand-written: a NATS URL may hold credentials.
+impl fmt::Debug for BusArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusArgs")
+            .field("nats", &self.nats.as_ref().map(|_| "<set>"))
+            .field("nats_subject", &self.nats_subject)
+            .field("nats_durable", &self.nats_durable)
+            .field("nats_ack_wait", &self.nats_ack_wait)
+            .field("zmq_sub", &self.zmq_sub)
+            .field("zmq_topic", &self.zmq_topic)
+            .field("bus_dedup_hours", &self.bus_dedup_hours)
+            .finish()
+    }
 }
 
 impl DbArgs {
@@ -201,6 +257,7 @@ impl fmt::Debug for ServeArgs {
             .field("request_timeout", &self.request_timeout)
             .field("read_pool", &self.read_pool)
             .field("http_workers", &self.http_worker_threads())
+            .field("bus", &self.bus)
             .finish()
     }
 }
@@ -278,5 +335,17 @@ mod tests {
         let three = serve_args(&["--http-workers", "3"]).unwrap();
         assert_eq!(three.http_worker_threads(), 3);
         assert!(serve_args(&["--http-workers", "0"]).is_err());
+    }
+
+    #[test]
+    fn nats_needs_a_subject_and_its_url_is_never_printed() {
+        assert!(serve_args(&["--nats", "nats://u:p@h:4222"]).is_err());
+        assert!(serve_args(&["--nats-subject", "visits.>"]).is_err());
+        let args =
+            serve_args(&["--nats", "nats://u:secret@h:4222", "--nats-subject", "v.>"]).unwrap();
+        assert_eq!(args.bus.nats_durable, "footfall");
+        assert_eq!(args.bus.nats_ack_wait, 30);
+        assert_eq!(args.bus.bus_dedup_hours, 24);
+        assert!(!format!("{args:?}").contains("secret"));
     }
 }

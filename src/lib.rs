@@ -18,10 +18,13 @@
 //! - [`store`]: the storage boundary ([`store::Store`], its values and errors) and its backends
 //!   (`store::sqlite`: the two files, the writer, roll-up and checkpoint threads, queries and
 //!   export).
+//! - [`bus`]: event-bus ingest: the NATS JetStream and ZeroMQ subscribers, which record through
+//!   the same store as the handlers.
 //! - [`telemetry`]: logs (tracing-subscriber's text or JSON format) and Prometheus metrics;
 //!   [`log_writer`]: the thread that writes log lines to stderr in batches.
 #![forbid(unsafe_code)]
 
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod domain;

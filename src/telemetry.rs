@@ -126,7 +126,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "footfall_visits_recorded_total",
-        "Visits committed to the database (recording endpoints and imports)"
+        "Visits committed to the database (recording endpoints, bus events and imports)"
     );
     describe_counter!(
         "footfall_rate_limited_total",
@@ -173,6 +173,14 @@ fn describe_metrics() {
     describe_counter!(
         "footfall_log_lines_dropped_total",
         "Log lines dropped because stderr could not keep up (more than 8 MiB waiting)"
+    );
+    describe_counter!(
+        "footfall_bus_events_total",
+        "Bus events by bus (nats, zmq) and result: recorded, duplicate (id already recorded) or rejected (malformed; acknowledged and dropped)"
+    );
+    describe_counter!(
+        "footfall_bus_busy_waits_total",
+        "Times a bus subscriber waited for room in the full write queue instead of dropping or nacking"
     );
     describe_gauge!(
         "footfall_database_bytes",

@@ -1,4 +1,4 @@
--- footfall schema of the visits file, version 2 (PRAGMA user_version = 2).
+-- footfall schema of the visits file, version 3 (PRAGMA user_version = 3).
 -- Applied by src/store/mod.rs to a new file; an older file is brought here by the steps in
 -- migrations/ instead. A shipped version is never edited: a change adds a migration step and
 -- bumps the version.
@@ -83,3 +83,14 @@ CREATE TABLE page_counters (
     name   TEXT PRIMARY KEY,
     visits INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Ids of bus events already recorded (API.md §11): an event whose id is here is a redelivery or a
+-- republish and is not counted again. An id goes in the same transaction as its visit, so a
+-- crash keeps both or neither. Rows first seen before the dedup window (`--bus-dedup-hours`) are
+-- deleted by the writer as it records more; `seen_at` (unix ms, when it was recorded) is indexed
+-- for that deletion.
+CREATE TABLE event_ids (
+    id      TEXT PRIMARY KEY,
+    seen_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX event_ids_seen_at ON event_ids (seen_at);

@@ -4,6 +4,7 @@
 //! so the store never sees an unchecked URL, event name or timestamp.
 
 mod event;
+mod event_id;
 pub mod export;
 pub mod import;
 mod ip;
@@ -16,6 +17,7 @@ mod user_agent;
 mod visit;
 
 pub use event::{DEFAULT_EVENT, EVENT_RULE, event_or_default, parse_event};
+pub use event_id::{EVENT_ID_RULE, EventId, IdentifiedVisit, MAX_EVENT_ID_BYTES};
 pub use ip::{canonical_ip, ip_from_bytes, ip_to_bytes};
 pub use page_id::parse_page_id;
 pub use page_url::{MAX_URL_BYTES, PageUrl, site_of_host};

@@ -14,6 +14,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use crate::bus::{self, Buses, Stop};
 use crate::config::ServeArgs;
 use crate::http::client_ip::TrustedProxies;
 use crate::store::Store;
@@ -34,7 +35,10 @@ impl std::ops::Deref for AppState {
 
 /// The contents of [`AppState`].
 pub struct Shared {
-    pub store: Store,
+    /// Shared with the bus subscribers, which outlive no request but run beside them all.
+    pub store: Arc<Store>,
+    /// The bus subscribers: their states for `/health`, their tasks for shutdown.
+    pub buses: Buses,
     /// The per-(IP, URL) limits: through Redis with `--redis`, the node's own otherwise.
     pub limits: Arc<Limits>,
     /// The per-IP ceiling over every route; `None` when disabled.
@@ -60,7 +64,8 @@ impl App {
         let metrics = crate::telemetry::prometheus();
         let store = Store::open(&args.db.db, &args.store_options())?;
         let state = AppState(Arc::new(Shared {
-            store,
+            store: Arc::new(store),
+            buses: Buses::default(),
             limits: Arc::new(Limits::new(args)?),
             ip_ceiling: ratelimit::ip_ceiling_config(args.ip_rate_per_second, args.ip_burst),
             trusted: TrustedProxies::new(args.trusted_proxies.clone()),
@@ -77,8 +82,15 @@ impl App {
         Ok(Self { state, router })
     }
 
+    /// Starts the bus subscribers `args` asks for (none by default); they stop when `stop` is
+    /// set, and [`Self::serve`] waits for them before it closes the store.
+    pub fn start_buses(&self, args: &ServeArgs, stop: &Stop) {
+        bus::start(&args.bus, &self.state.store, &self.state.buses, stop);
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish,
-    /// commits everything queued for the writer and returns.
+    /// waits for the bus subscribers (which watch the same signal) to commit and acknowledge
+    /// what they hold, commits everything queued for the writer and returns.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -90,6 +102,7 @@ impl App {
         let header_timeout = server::HEADER_READ_TIMEOUT;
         server::serve(listener, self.router, header_timeout, shutdown).await;
         purge.abort();
+        self.state.buses.join().await;
         self.state.store.close().await;
         Ok(())
     }
@@ -115,25 +128,40 @@ async fn purge_limiters(state: AppState) {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled: call it before the port is bound, or a SIGTERM sent
+/// as soon as the port answers could still find the default action and kill the process.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut term, mut interrupt) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let interrupt = async {
+                match interrupt.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => drop(tokio::signal::ctrl_c().await),
+                }
+            };
+            tokio::select! {
+                () = term => {},
+                () = interrupt => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested: finishing requests and committing queued visits");
     }
-    tracing::info!("shutdown requested: finishing requests and committing queued visits");
 }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use crate::domain::export::{ExportFilter, ExportFormat};
 use crate::domain::period::Period;
-use crate::domain::{NewVisit, PageUrl, UnixMillis};
+use crate::domain::{IdentifiedVisit, NewVisit, PageUrl, UnixMillis};
 
 pub use model::{
     DateRange, PageCount, PageSummary, RecentVisit, ServedVia, SiteRecentVisit, SiteStats, Summary,
@@ -105,6 +105,29 @@ impl Store {
     pub async fn record_many(&self, visits: Vec<NewVisit>) -> Result<usize> {
         match self {
             Self::Sqlite(s) => s.record_many(visits).await,
+        }
+    }
+
+    /// Records visits that may carry a delivery id (bus events, API.md §11), in one transaction
+    /// (all or none), and answers, for each in order, whether it was recorded (`true`) or
+    /// skipped as a duplicate (`false`).
+    ///
+    /// A visit without an id is always recorded. A visit with an id is recorded only when that
+    /// id is not remembered yet — neither from an earlier call (by this node or any other on the
+    /// same database) nor from earlier in this one — and its id is then remembered, committed
+    /// with the visit: a crash keeps both or neither. In the same transaction, ids first
+    /// remembered before `forget_before` are forgotten (the dedup window: the caller's promise
+    /// that no duplicate of them arrives any more).
+    ///
+    /// Concurrent calls on several nodes with the same id record it once: the second waits for
+    /// the first's commit and then sees the id.
+    pub async fn record_events(
+        &self,
+        events: Vec<IdentifiedVisit>,
+        forget_before: UnixMillis,
+    ) -> Result<Vec<bool>> {
+        match self {
+            Self::Sqlite(s) => s.record_events(events, forget_before).await,
         }
     }
 

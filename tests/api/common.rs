@@ -82,6 +82,51 @@ impl TestApp {
         }
     }
 
+    /// Like [`Self::with`], and starts the bus subscribers the configured flags ask for; stop
+    /// them with [`Self::stop_buses`].
+    pub fn with_buses(configure: impl FnOnce(&mut ServeArgs)) -> (Self, footfall::bus::StopSender) {
+        let mut configured = None;
+        let app = Self::with(|args| {
+            configure(args);
+            configured = Some(args.clone());
+        });
+        let (stopper, stop) = footfall::bus::Stop::channel();
+        let args = configured.expect("configured");
+        footfall::bus::start(&args.bus, &app.state.store, &app.state.buses, &stop);
+        (app, stopper)
+    }
+
+    /// Sets the stop signal and waits for the subscribers to commit what they hold and return.
+    pub async fn stop_buses(&self, stopper: footfall::bus::StopSender) {
+        stopper.stop();
+        self.state.buses.join().await;
+    }
+
+    /// The `/health` entry of the subscriber of `bus` (`nats`, `zmq`).
+    pub async fn subscriber_state(&self, bus: &str) -> String {
+        let health = self.get("/health").await.json();
+        health["subscribers"]
+            .as_array()
+            .and_then(|subs| subs.iter().find(|s| s["bus"] == bus))
+            .map(|s| s["state"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The sum of a `/breakdown/...` answer's segments. A visit stored below the rollups'
+    /// watermark (an event from the past) is in it only once rolled up, a moment after it is
+    /// stored: wait on this, not on the stored rows, before checking breakdowns.
+    pub async fn breakdown_sum(&self, path: &str) -> i64 {
+        let reply = self.get(path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let body = reply.json();
+        body["data"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_i64().unwrap())
+            .sum()
+    }
+
     /// Sends a request from `peer` (as the TCP peer address).
     pub async fn send_from(&self, peer: IpAddr, request: Request<Body>) -> Reply {
         let mut request = request;
@@ -169,6 +214,19 @@ impl TestApp {
     /// Names of aggregates that disagree with a recount of the raw visits.
     pub async fn rollup_mismatches(&self) -> Vec<String> {
         self.store().rollup_mismatches().await.unwrap()
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; panics with `what` after `limit`.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -4,6 +4,8 @@
 mod admin_origin;
 mod analytics;
 mod browser;
+mod bus;
+mod bus_nats;
 mod common;
 mod cors;
 mod hardening;

@@ -347,6 +347,12 @@ fn a_version_1_file_is_migrated_and_its_rollups_rebuilt() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, footfall::store::sqlite::SCHEMA_VERSION);
+    // Version 3's table of bus event ids is there, empty.
+    let ids: i64 = conns
+        .raw
+        .query_row("SELECT count(*) FROM event_ids", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ids, 0);
     // Opening rolls up a backlog of more than one roll-up at once; this one is left to the next
     // roll-up (the server's, once idle).
     assert_eq!(counted_and_stored(&conns), (0, 2));

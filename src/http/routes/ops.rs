@@ -29,6 +29,25 @@ pub struct HealthResponse {
     /// Why the database is unusable (only when unhealthy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Each bus subscriber's state (only when `serve` runs any, API.md §11). A bus that cannot
+    /// be reached does not make the node unhealthy: it still records and answers over HTTP.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subscribers: Vec<SubscriberHealth>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"bus": "nats", "source": "visits.>", "state": "consuming"}))]
+pub struct SubscriberHealth {
+    /// `nats` or `zmq`.
+    pub bus: &'static str,
+    /// The NATS subject, or the ZeroMQ endpoint.
+    pub source: String,
+    /// `connecting`, `consuming`, `disconnected` (retrying with backoff), `stalled` (holding
+    /// events the database cannot take now) or `stopped`.
+    pub state: &'static str,
+    /// Why it is not consuming, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Liveness and database reachability.
@@ -41,12 +60,26 @@ pub struct HealthResponse {
 pub async fn health(State(state): State<AppState>) -> Response {
     let probe = state.store.health().await;
     let timestamp = format_iso(now_millis());
+    let subscribers = || {
+        state
+            .buses
+            .statuses()
+            .into_iter()
+            .map(|s| SubscriberHealth {
+                bus: s.bus,
+                source: s.source,
+                state: s.state,
+                detail: s.detail,
+            })
+            .collect()
+    };
     match probe {
         Ok(_) => axum::Json(HealthResponse {
             status: "healthy",
             timestamp,
             database: "connected",
             detail: None,
+            subscribers: subscribers(),
         })
         .into_response(),
         Err(err) => (
@@ -56,6 +89,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
                 timestamp,
                 database: "disconnected",
                 detail: Some(format!("{err:#}")),
+                subscribers: subscribers(),
             }),
         )
             .into_response(),

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::data_version;
 use super::rollups::{id_at, millis_of, read_progress};
-use crate::domain::{DEFAULT_EVENT, NewVisit, PageUrl, UnixMillis, ip_to_bytes};
+use crate::domain::{DEFAULT_EVENT, EventId, NewVisit, PageUrl, UnixMillis, ip_to_bytes};
 
 /// Dimension caches are cleared when they grow past this many entries: memory stays bounded
 /// whatever number of distinct URLs and agents arrives.
@@ -312,6 +312,29 @@ pub fn page_tail(conn: &Connection, page_id: i64) -> rusqlite::Result<(i64, Vec<
 pub fn prune_late(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM late_visits WHERE seq <= ?1")?
         .execute([seq])?;
+    Ok(())
+}
+
+/// Remembers that the bus event `id` is recorded (as of `seen_at`); answers whether it is new.
+/// Called in the transaction that records the event's visit, so the two commit together.
+pub fn remember_event_id(
+    conn: &Connection,
+    id: &EventId,
+    seen_at: UnixMillis,
+) -> rusqlite::Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO event_ids (id, seen_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![id.as_str(), seen_at])?;
+    Ok(inserted == 1)
+}
+
+/// Forgets the event ids first seen before `before`: the dedup window is over for them. An
+/// index range scan, empty most of the time.
+pub fn forget_event_ids(conn: &Connection, before: UnixMillis) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM event_ids WHERE seen_at < ?1")?
+        .execute([before])?;
     Ok(())
 }
 

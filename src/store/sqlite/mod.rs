@@ -50,9 +50,12 @@ pub use writer::{WriteOp, WriteOutcome, WriterHandle};
 /// The visits file's schema, applied to a new file; the steps in `migrations/` bring older ones to
 /// [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = include_str!("../../../schema/sqlite/visits.sql");
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Steps from the version before each to it, in order.
-const MIGRATIONS: &[(i64, &str)] = &[(2, include_str!("../../../schema/sqlite/migrations/v2.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (2, include_str!("../../../schema/sqlite/migrations/v2.sql")),
+    (3, include_str!("../../../schema/sqlite/migrations/v3.sql")),
+];
 /// The rollups file's schema and version (its own `user_version`).
 pub const ROLLUPS_SCHEMA: &str = include_str!("../../../schema/sqlite/rollups.sql");
 pub const ROLLUPS_SCHEMA_VERSION: i64 = 1;

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::domain::export::{ExportFilter, ExportFormat};
 use crate::domain::period::Period;
-use crate::domain::{NewVisit, PageUrl, UnixMillis};
+use crate::domain::{IdentifiedVisit, NewVisit, PageUrl, UnixMillis};
 use crate::store::{
     ExportStream, Options, PageCount, Result, SiteStats, StoreError, Summary, UrlStats,
 };
@@ -93,6 +93,24 @@ impl SqliteStore {
     pub async fn record_many(&self, visits: Vec<NewVisit>) -> Result<usize> {
         match self.writer.submit(WriteOp::Visits(visits)).await? {
             WriteOutcome::Recorded(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn record_events(
+        &self,
+        events: Vec<IdentifiedVisit>,
+        forget_before: UnixMillis,
+    ) -> Result<Vec<bool>> {
+        match self
+            .writer
+            .submit(WriteOp::Events {
+                events,
+                forget_before,
+            })
+            .await?
+        {
+            WriteOutcome::Events(recorded) => Ok(recorded),
             other => Err(unexpected(other)),
         }
     }

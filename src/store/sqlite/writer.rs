@@ -32,8 +32,8 @@ use super::checkpointer::Checkpointer;
 use super::ingest::{Ingest, count_page};
 use super::roller::RollerHandle;
 use super::worker::Worker;
-use crate::domain::NewVisit;
 use crate::domain::UnixMillis;
+use crate::domain::{IdentifiedVisit, NewVisit};
 use crate::store::StoreError;
 
 /// One unit of work for the writer; each is atomic and committed before it is answered.
@@ -42,6 +42,11 @@ pub enum WriteOp {
     /// Visits to record (one request's worth: 1 for `/visit`, up to 100 for `/bulk-visits`, a
     /// chunk for imports).
     Visits(Vec<NewVisit>),
+    /// Bus events: each recorded unless its id is remembered (see `Store::record_events`).
+    Events {
+        events: Vec<IdentifiedVisit>,
+        forget_before: UnixMillis,
+    },
     /// `POST /visit/{page_id}`: one more visit on a per-page counter.
     CountPage(String),
     /// `POST /domains`: pre-counted clicks per site at one time.
@@ -56,6 +61,7 @@ impl WriteOp {
     fn weight(&self) -> usize {
         match self {
             Self::Visits(v) => v.len(),
+            Self::Events { events, .. } => events.len(),
             _ => 1,
         }
     }
@@ -64,6 +70,8 @@ impl WriteOp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
     Recorded(usize),
+    /// Per event, in order: recorded (`true`) or a duplicate (`false`).
+    Events(Vec<bool>),
     Counted(i64),
     ClicksAdded,
 }
@@ -391,6 +399,11 @@ impl Writer {
                             recorded += n;
                             for_roll_up += n;
                         }
+                        WriteOutcome::Events(new) => {
+                            let n = new.iter().filter(|&&new| new).count();
+                            recorded += n;
+                            for_roll_up += n;
+                        }
                         WriteOutcome::ClicksAdded => for_roll_up += 1,
                         _ => {}
                     }
@@ -505,6 +518,31 @@ fn write_ops(
                     ingest.add_visit(conn, visit)?;
                 }
                 let outcome = WriteOutcome::Recorded(visits.len());
+                if ingest.late_logged() > late_before {
+                    Answer::AfterRollUp(outcome)
+                } else {
+                    Answer::Now(outcome)
+                }
+            }
+            WriteOp::Events {
+                events,
+                forget_before,
+            } => {
+                let late_before = ingest.late_logged();
+                super::ingest::forget_event_ids(conn, *forget_before)?;
+                let seen_at = crate::domain::now_millis();
+                let mut recorded = Vec::with_capacity(events.len());
+                for event in events {
+                    let new = match &event.id {
+                        Some(id) => super::ingest::remember_event_id(conn, id, seen_at)?,
+                        None => true,
+                    };
+                    if new {
+                        ingest.add_visit(conn, &event.visit)?;
+                    }
+                    recorded.push(new);
+                }
+                let outcome = WriteOutcome::Events(recorded);
                 if ingest.late_logged() > late_before {
                     Answer::AfterRollUp(outcome)
                 } else {
