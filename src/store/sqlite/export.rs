@@ -97,6 +97,10 @@ struct Renderer<'c, S> {
     ts_second: Option<i64>,
 }
 
+fn new_out() -> String {
+    String::with_capacity(CHUNK_BYTES + 4096)
+}
+
 fn new_csv() -> csv::Writer<Vec<u8>> {
     csv::Writer::from_writer(Vec::with_capacity(CHUNK_BYTES + 4096))
 }
@@ -151,9 +155,12 @@ impl<S: FnMut(Bytes) -> bool> Renderer<'_, S> {
             }
         }
         self.written += 1;
-        if self.out.len() >= CHUNK_BYTES && !(self.sink)(Bytes::from(std::mem::take(&mut self.out)))
-        {
-            return Ok(false);
+        if self.out.len() >= CHUNK_BYTES {
+            // A fresh buffer of full size: one grown from empty would be copied as it doubles.
+            let full = std::mem::replace(&mut self.out, new_out());
+            if !(self.sink)(Bytes::from(full)) {
+                return Ok(false);
+            }
         }
         if self.csv_out.get_ref().len() >= CHUNK_BYTES {
             let full = std::mem::replace(&mut self.csv_out, new_csv());
@@ -203,7 +210,7 @@ pub fn export(
         pages: Names::new(conn, "SELECT url FROM pages WHERE id = ?1"),
         agents: Names::new(conn, "SELECT ua FROM agents WHERE id = ?1"),
         events: Names::new(conn, "SELECT name FROM events WHERE id = ?1"),
-        out: String::with_capacity(CHUNK_BYTES + 4096),
+        out: new_out(),
         csv_out: new_csv(),
         written: 0,
         sink,
