@@ -143,7 +143,7 @@ pub async fn import_into(
 /// `footfall export`: streams to stdout.
 pub async fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let path = &args.db.db;
-    if !path.exists() {
+    if !Store::is_postgres(path) && !path.exists() {
         anyhow::bail!("no database at {}", path.display());
     }
     let filter = FilterParams {

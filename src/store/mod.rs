@@ -3,7 +3,9 @@
 //! Every method speaks in domain terms (visits, pages, sites, periods) and answers domain
 //! values ([`model`]) or a [`StoreError`]; nothing outside this module names SQL, rusqlite or
 //! r2d2. A `Store` is an enum of backends: one fixed set, matched in each method, with no
-//! boxing and no generic state. Only SQLite ([`sqlite`]) exists today.
+//! boxing and no generic state: SQLite ([`sqlite`], the embedded default) and PostgreSQL
+//! ([`postgres`], for N stateless nodes on one database). `--db` picks one: a `postgres://` or
+//! `postgresql://` URL is PostgreSQL, anything else an SQLite file path.
 //!
 //! What every backend promises:
 //! - A write method returns `Ok` only once what it wrote is committed (durable per
@@ -13,6 +15,7 @@
 //! - [`Store::close`] commits everything queued before it returns.
 
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::Path;
@@ -85,19 +88,38 @@ pub type ExportStream = tokio::sync::mpsc::Receiver<Bytes>;
 #[derive(Debug)]
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
 }
 
 impl Store {
-    /// Opens (creating it when missing) the database `db` names: a file path, for SQLite.
-    /// Starts the backend's workers; [`Self::close`] stops them.
+    /// Opens (creating it when missing) the database `db` names: a PostgreSQL URL
+    /// ([`is_postgres`]) or an SQLite file path. Starts the backend's workers; [`Self::close`]
+    /// stops them. PostgreSQL needs to be called inside a tokio runtime.
     pub fn open(db: &Path, options: &Options) -> anyhow::Result<Self> {
-        Ok(Self::Sqlite(sqlite::SqliteStore::open(db, options)?))
+        match db.to_str().filter(|db| postgres::is_url(db)) {
+            Some(url) => Ok(Self::Postgres(postgres::PostgresStore::open(url, options)?)),
+            None => Ok(Self::Sqlite(sqlite::SqliteStore::open(db, options)?)),
+        }
+    }
+
+    /// Whether `db` (a `--db` value) names a PostgreSQL database rather than an SQLite file.
+    pub fn is_postgres(db: &Path) -> bool {
+        db.to_str().is_some_and(postgres::is_url)
+    }
+
+    /// The backend's name, as `/health` reports it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
     }
 
     /// Records one visit; answers it back (unchanged) once committed.
     pub async fn record(&self, visit: NewVisit) -> Result<NewVisit> {
         match self {
             Self::Sqlite(s) => s.record(visit).await,
+            Self::Postgres(s) => s.record(visit).await,
         }
     }
 
@@ -105,6 +127,7 @@ impl Store {
     pub async fn record_many(&self, visits: Vec<NewVisit>) -> Result<usize> {
         match self {
             Self::Sqlite(s) => s.record_many(visits).await,
+            Self::Postgres(s) => s.record_many(visits).await,
         }
     }
 
@@ -112,6 +135,7 @@ impl Store {
     pub async fn count_page(&self, page_id: &str) -> Result<i64> {
         match self {
             Self::Sqlite(s) => s.count_page(page_id).await,
+            Self::Postgres(s) => s.count_page(page_id).await,
         }
     }
 
@@ -119,6 +143,7 @@ impl Store {
     pub async fn page_count(&self, page_id: &str) -> Result<PageCount> {
         match self {
             Self::Sqlite(s) => s.page_count(page_id).await,
+            Self::Postgres(s) => s.page_count(page_id).await,
         }
     }
 
@@ -126,6 +151,7 @@ impl Store {
     pub async fn add_clicks(&self, at: UnixMillis, clicks: Vec<(String, i64)>) -> Result<()> {
         match self {
             Self::Sqlite(s) => s.add_clicks(at, clicks).await,
+            Self::Postgres(s) => s.add_clicks(at, clicks).await,
         }
     }
 
@@ -138,6 +164,7 @@ impl Store {
     ) -> Result<Summary> {
         match self {
             Self::Sqlite(s) => s.summary(now, hours, limit).await,
+            Self::Postgres(s) => s.summary(now, hours, limit).await,
         }
     }
 
@@ -145,6 +172,7 @@ impl Store {
     pub async fn url_stats(&self, url: PageUrl, now: UnixMillis, hours: i64) -> Result<UrlStats> {
         match self {
             Self::Sqlite(s) => s.url_stats(url, now, hours).await,
+            Self::Postgres(s) => s.url_stats(url, now, hours).await,
         }
     }
 
@@ -152,6 +180,7 @@ impl Store {
     pub async fn site_stats(&self) -> Result<SiteStats> {
         match self {
             Self::Sqlite(s) => s.site_stats().await,
+            Self::Postgres(s) => s.site_stats().await,
         }
     }
 
@@ -165,6 +194,7 @@ impl Store {
     ) -> Result<Vec<(u32, i64)>> {
         match self {
             Self::Sqlite(s) => s.breakdown(site, event, period).await,
+            Self::Postgres(s) => s.breakdown(site, event, period).await,
         }
     }
 
@@ -178,6 +208,7 @@ impl Store {
     ) -> Result<Vec<(String, i64)>> {
         match self {
             Self::Sqlite(s) => s.top_sites(now, minutes, limit).await,
+            Self::Postgres(s) => s.top_sites(now, minutes, limit).await,
         }
     }
 
@@ -186,6 +217,7 @@ impl Store {
     pub fn export(&self, filter: ExportFilter, format: ExportFormat) -> ExportStream {
         match self {
             Self::Sqlite(s) => s.export(filter, format),
+            Self::Postgres(s) => s.export(filter, format),
         }
     }
 
@@ -194,6 +226,7 @@ impl Store {
     pub async fn import(&self, visits: Vec<NewVisit>) -> Result<usize> {
         match self {
             Self::Sqlite(s) => s.import(visits).await,
+            Self::Postgres(s) => s.import(visits).await,
         }
     }
 
@@ -201,6 +234,7 @@ impl Store {
     pub async fn cleanup(&self, cutoff: UnixMillis) -> Result<u64> {
         match self {
             Self::Sqlite(s) => s.cleanup(cutoff).await,
+            Self::Postgres(s) => s.cleanup(cutoff).await,
         }
     }
 
@@ -208,6 +242,7 @@ impl Store {
     pub async fn health(&self) -> Result<()> {
         match self {
             Self::Sqlite(s) => s.health().await,
+            Self::Postgres(s) => s.health().await,
         }
     }
 
@@ -215,6 +250,7 @@ impl Store {
     pub async fn stored_visits(&self) -> Result<i64> {
         match self {
             Self::Sqlite(s) => s.stored_visits().await,
+            Self::Postgres(s) => s.stored_visits().await,
         }
     }
 
@@ -223,6 +259,7 @@ impl Store {
     pub async fn rollup_mismatches(&self) -> Result<Vec<String>> {
         match self {
             Self::Sqlite(s) => s.rollup_mismatches().await,
+            Self::Postgres(s) => s.rollup_mismatches().await,
         }
     }
 
@@ -230,6 +267,7 @@ impl Store {
     pub fn update_gauges(&self) {
         match self {
             Self::Sqlite(s) => s.update_gauges(),
+            Self::Postgres(s) => s.update_gauges(),
         }
     }
 
@@ -237,6 +275,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
         }
     }
 }

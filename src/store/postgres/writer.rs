@@ -1,0 +1,521 @@
+//! Per-node group commit: the write requests queued on this node go into PostgreSQL in one
+//! transaction per batch (the visits by binary `COPY`), and each is answered after the commit.
+//!
+//! A few writer tasks share one bounded queue: while one commits (waiting on the server's
+//! fsync), the next gathers what arrived meanwhile. A full queue is [`StoreError::Busy`] at once.
+//! Visit ids are not chosen here: the `visits` id default draws them from the sequence inside
+//! the `COPY` (see `roller.rs` for why that matters). Dimension ids (pages, sites, agents,
+//! events) are looked up or inserted before the transaction, in sorted order and outside it, so
+//! two nodes adding the same new URLs never wait on each other's batch or deadlock; they are
+//! cached, since a dimension row never changes or goes away.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+
+use super::error::{is_retryable, pool_error, store_error};
+use crate::domain::{DEFAULT_EVENT, NewVisit, UnixMillis, ip_to_bytes};
+use crate::store::{Result, StoreError};
+
+/// Writer tasks per node: one gathering while the others commit.
+const WRITERS: usize = 3;
+/// Runs of a batch after a deadlock or serialization failure before giving up.
+const RETRIES: usize = 5;
+/// Dimension ids cached per kind at most; past it the cache starts over.
+const MAX_CACHED: usize = 200_000;
+
+/// One write request.
+pub enum WriteOp {
+    /// Visits, answered back once committed (all in one transaction).
+    Visits {
+        visits: Vec<NewVisit>,
+        reply: oneshot::Sender<Result<Vec<NewVisit>>>,
+    },
+    /// One increment of a per-page counter; answered with its new count.
+    Count {
+        name: String,
+        reply: oneshot::Sender<Result<i64>>,
+    },
+    /// Pre-counted clicks per site at one instant.
+    Clicks {
+        at: UnixMillis,
+        clicks: Vec<(String, i64)>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+impl WriteOp {
+    fn weight(&self) -> usize {
+        match self {
+            Self::Visits { visits, .. } => visits.len().max(1),
+            Self::Count { .. } => 1,
+            Self::Clicks { clicks, .. } => clicks.len().max(1),
+        }
+    }
+
+    fn fail(self, err: impl Fn() -> StoreError) {
+        match self {
+            Self::Visits { reply, .. } => drop(reply.send(Err(err()))),
+            Self::Count { reply, .. } => drop(reply.send(Err(err()))),
+            Self::Clicks { reply, .. } => drop(reply.send(Err(err()))),
+        }
+    }
+}
+
+/// The ids of dimension values, shared by the node's writer tasks.
+#[derive(Debug, Default)]
+struct Dims {
+    sites: HashMap<String, i64>,
+    pages: HashMap<String, i64>,
+    agents: HashMap<String, i64>,
+    events: HashMap<String, i64>,
+}
+
+/// The node's write queue and its writer tasks.
+#[derive(Debug)]
+pub struct Writer {
+    queue: std::sync::RwLock<Option<mpsc::Sender<WriteOp>>>,
+    capacity: usize,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl Writer {
+    /// Starts the writer tasks on the current runtime.
+    pub fn spawn(pool: Pool, capacity: usize, max_batch: usize) -> Self {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        let dims = Arc::new(Mutex::new(Dims::default()));
+        let tasks = (0..WRITERS)
+            .map(|_| {
+                let (pool, receiver, dims) = (pool.clone(), receiver.clone(), dims.clone());
+                tokio::spawn(run(pool, receiver, dims, max_batch.max(1)))
+            })
+            .collect();
+        Self {
+            queue: std::sync::RwLock::new(Some(sender)),
+            capacity: capacity.max(1),
+            tasks: Mutex::new(tasks),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues `op`; a full queue is [`StoreError::Busy`], a closed one
+    /// [`StoreError::ShuttingDown`].
+    pub fn submit(&self, op: WriteOp) -> Result<()> {
+        let queue = self.queue.read().unwrap_or_else(|e| e.into_inner());
+        let Some(sender) = queue.as_ref() else {
+            return Err(StoreError::ShuttingDown);
+        };
+        sender.try_send(op).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!("footfall_write_queue_full_total").increment(1);
+                StoreError::Busy
+            }
+            mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
+        })
+    }
+
+    /// Requests waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        let queue = self.queue.read().unwrap_or_else(|e| e.into_inner());
+        queue
+            .as_ref()
+            .map_or(0, |s| self.capacity.saturating_sub(s.capacity()))
+    }
+
+    /// Stops taking work, commits what is queued and waits for the writer tasks.
+    pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.queue.write().unwrap_or_else(|e| e.into_inner()).take();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// One writer task: gathers a batch from the shared queue, commits it, answers it.
+async fn run(
+    pool: Pool,
+    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<WriteOp>>>,
+    dims: Arc<Mutex<Dims>>,
+    max_batch: usize,
+) {
+    let batch_visits = metrics::histogram!("footfall_batch_visits");
+    let commit_seconds = metrics::histogram!("footfall_commit_seconds");
+    let visits_recorded = metrics::counter!("footfall_visits_recorded_total");
+    loop {
+        let batch = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut weight = first.weight();
+            let mut batch = vec![first];
+            while weight < max_batch {
+                match receiver.try_recv() {
+                    Ok(op) => {
+                        weight += op.weight();
+                        batch.push(op);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let started = Instant::now();
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            match commit(&pool, &dims, &batch).await {
+                Err(Failure::Retry(err)) if attempt < RETRIES => {
+                    tracing::debug!(error = %err, attempt, "retrying a batch");
+                    tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
+                }
+                Err(Failure::Retry(err)) => break Err(store_error(err)),
+                Err(Failure::Store(err)) => break Err(err),
+                Ok(counts) => break Ok(counts),
+            }
+        };
+        match outcome {
+            Ok(mut counts) => {
+                commit_seconds.record(started.elapsed().as_secs_f64());
+                let visits: usize = batch
+                    .iter()
+                    .map(|op| match op {
+                        WriteOp::Visits { visits, .. } => visits.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                batch_visits.record(visits as f64);
+                visits_recorded.increment(visits as u64);
+                answer(batch, &mut counts);
+            }
+            Err(err) => {
+                if matches!(err, StoreError::Unavailable(_)) {
+                    tracing::warn!(error = %err, "a batch was not committed");
+                } else {
+                    tracing::error!(error = format!("{err:#}"), "a batch was not committed");
+                }
+                // One error for everyone in the batch: nothing of it was committed.
+                let text = err.to_string();
+                let unavailable = matches!(err, StoreError::Unavailable(_));
+                for op in batch {
+                    op.fail(|| {
+                        if unavailable {
+                            StoreError::Unavailable(text.clone())
+                        } else {
+                            StoreError::Internal(anyhow::anyhow!("{text}"))
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Answers every op of a committed batch; counters get their values in queue order.
+fn answer(batch: Vec<WriteOp>, counts: &mut HashMap<String, (i64, i64)>) {
+    for op in batch {
+        match op {
+            WriteOp::Visits { visits, reply } => drop(reply.send(Ok(visits))),
+            WriteOp::Count { name, reply } => {
+                // (first value this batch gave out - 1, final value)
+                let value = counts.get_mut(&name).map_or(0, |(next, _)| {
+                    *next += 1;
+                    *next
+                });
+                drop(reply.send(Ok(value)));
+            }
+            WriteOp::Clicks { reply, .. } => drop(reply.send(Ok(()))),
+        }
+    }
+}
+
+/// Why a batch did not commit.
+enum Failure {
+    /// A deadlock or serialization failure: run it again.
+    Retry(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(err: tokio_postgres::Error) -> Self {
+        if is_retryable(&err) {
+            Self::Retry(err)
+        } else {
+            Self::Store(store_error(err))
+        }
+    }
+}
+
+const COPY_VISITS: &str = "COPY visits (at, page_id, ip, agent_id, event_id) FROM STDIN BINARY";
+const VISIT_TYPES: [Type; 5] = [Type::INT8, Type::INT8, Type::BYTEA, Type::INT8, Type::INT8];
+
+/// Commits one batch in one transaction; answers each counter's (value before, value after).
+async fn commit(
+    pool: &Pool,
+    dims: &Mutex<Dims>,
+    batch: &[WriteOp],
+) -> Result<HashMap<String, (i64, i64)>, Failure> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| Failure::Store(pool_error(e)))?;
+    let visits: Vec<&NewVisit> = batch
+        .iter()
+        .flat_map(|op| match op {
+            WriteOp::Visits { visits, .. } => visits.iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let clicks: Vec<(UnixMillis, &str, i64)> = batch
+        .iter()
+        .flat_map(|op| match op {
+            WriteOp::Clicks { at, clicks, .. } => {
+                clicks.iter().map(|(s, n)| (*at, s.as_str(), *n)).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    let mut increments: HashMap<&str, i64> = HashMap::new();
+    for op in batch {
+        if let WriteOp::Count { name, .. } = op {
+            *increments.entry(name.as_str()).or_default() += 1;
+        }
+    }
+
+    let ids = resolve(&client, dims, &visits, &clicks).await?;
+    let tx = client.transaction().await?;
+    if !visits.is_empty() {
+        let sink = tx.copy_in(COPY_VISITS).await?;
+        let writer = BinaryCopyInWriter::new(sink, &VISIT_TYPES);
+        tokio::pin!(writer);
+        for v in &visits {
+            let page = ids.pages[v.url.as_str()];
+            let agent = ids.agents[v.user_agent.as_str()];
+            let event = ids.events[v.event.as_ref()];
+            let ip = ip_to_bytes(v.ip);
+            writer
+                .as_mut()
+                .write(&[&v.at, &page, &ip, &agent, &event])
+                .await?;
+        }
+        writer.finish().await?;
+    }
+    if !clicks.is_empty() {
+        let (mut sites, mut minutes, mut events, mut counts) = (vec![], vec![], vec![], vec![]);
+        for (at, site, n) in &clicks {
+            sites.push(ids.sites[*site]);
+            minutes.push(at.div_euclid(crate::domain::MINUTE_MS));
+            events.push(ids.events[DEFAULT_EVENT]);
+            counts.push(*n);
+        }
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO clicks (site_id, minute, event_id, clicks)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])",
+            )
+            .await?;
+        tx.execute(&stmt, &[&sites, &minutes, &events, &counts])
+            .await?;
+    }
+    let mut counts = HashMap::new();
+    if !increments.is_empty() {
+        // In name order, so two nodes' batches lock shared counters in the same order.
+        let mut sorted: Vec<(&str, i64)> = increments.into_iter().collect();
+        sorted.sort_unstable();
+        let (names, adds): (Vec<&str>, Vec<i64>) = sorted.into_iter().unzip();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO page_counters (name, visits)
+                 SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
+                 ON CONFLICT (name) DO UPDATE SET visits = page_counters.visits + excluded.visits
+                 RETURNING name, visits",
+            )
+            .await?;
+        let added: HashMap<&str, i64> = names.iter().copied().zip(adds.iter().copied()).collect();
+        for row in tx.query(&stmt, &[&names, &adds]).await? {
+            let name: String = row.get(0);
+            let value: i64 = row.get(1);
+            let before = value - added.get(name.as_str()).copied().unwrap_or(0);
+            counts.insert(name, (before, value));
+        }
+    }
+    tx.commit().await?;
+    Ok(counts)
+}
+
+/// The ids of every dimension value a batch names.
+#[derive(Default)]
+struct Ids {
+    sites: HashMap<String, i64>,
+    pages: HashMap<String, i64>,
+    agents: HashMap<String, i64>,
+    events: HashMap<String, i64>,
+}
+
+/// Looks up (or inserts) the ids of the batch's pages, sites, agents and events: from the cache
+/// when known, else with one statement per kind, each in its own short transaction.
+async fn resolve(
+    client: &deadpool_postgres::Client,
+    dims: &Mutex<Dims>,
+    visits: &[&NewVisit],
+    clicks: &[(UnixMillis, &str, i64)],
+) -> Result<Ids, Failure> {
+    let mut ids = Ids::default();
+    let (mut want_pages, mut want_sites, mut want_agents, mut want_events) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    {
+        let dims = dims.lock().unwrap_or_else(|e| e.into_inner());
+        let look = |cache: &HashMap<String, i64>,
+                    found: &mut HashMap<String, i64>,
+                    want: &mut Vec<String>,
+                    key: &str| {
+            if found.contains_key(key) {
+                return;
+            }
+            match cache.get(key) {
+                Some(&id) => {
+                    found.insert(key.to_owned(), id);
+                }
+                None => want.push(key.to_owned()),
+            }
+        };
+        for v in visits {
+            look(&dims.pages, &mut ids.pages, &mut want_pages, v.url.as_str());
+            look(
+                &dims.agents,
+                &mut ids.agents,
+                &mut want_agents,
+                &v.user_agent,
+            );
+            look(&dims.events, &mut ids.events, &mut want_events, &v.event);
+        }
+        if !clicks.is_empty() {
+            look(
+                &dims.events,
+                &mut ids.events,
+                &mut want_events,
+                DEFAULT_EVENT,
+            );
+        }
+        for (_, site, _) in clicks {
+            look(&dims.sites, &mut ids.sites, &mut want_sites, site);
+        }
+    }
+    // A new page needs its site's id first.
+    let mut page_sites: HashMap<String, String> = HashMap::new();
+    for v in visits {
+        if want_pages.iter().any(|p| p == v.url.as_str()) {
+            page_sites.insert(v.url.as_str().to_owned(), v.url.site().to_owned());
+        }
+    }
+    {
+        let dims = dims.lock().unwrap_or_else(|e| e.into_inner());
+        for site in page_sites.values() {
+            if let Some(&id) = dims.sites.get(site) {
+                ids.sites.insert(site.clone(), id);
+            } else if !ids.sites.contains_key(site) {
+                want_sites.push(site.clone());
+            }
+        }
+    }
+    let new_sites = fetch(client, "sites", "name", want_sites).await?;
+    ids.sites
+        .extend(new_sites.iter().map(|(k, v)| (k.clone(), *v)));
+    let new_pages = if want_pages.is_empty() {
+        HashMap::new()
+    } else {
+        let mut pairs: Vec<(String, i64)> = page_sites
+            .iter()
+            .map(|(url, site)| (url.clone(), ids.sites[site]))
+            .collect();
+        pairs.sort_unstable();
+        let (urls, sites): (Vec<String>, Vec<i64>) = pairs.into_iter().unzip();
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO pages (url, site_id)
+                 SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
+                 ON CONFLICT (url) DO NOTHING",
+            )
+            .await?;
+        client.execute(&stmt, &[&urls, &sites]).await?;
+        select_ids(client, "pages", "url", &urls).await?
+    };
+    ids.pages
+        .extend(new_pages.iter().map(|(k, v)| (k.clone(), *v)));
+    let new_agents = fetch(client, "agents", "ua", want_agents).await?;
+    ids.agents
+        .extend(new_agents.iter().map(|(k, v)| (k.clone(), *v)));
+    let new_events = fetch(client, "events", "name", want_events).await?;
+    ids.events
+        .extend(new_events.iter().map(|(k, v)| (k.clone(), *v)));
+
+    let mut guard = dims.lock().unwrap_or_else(|e| e.into_inner());
+    let dims = &mut *guard;
+    for (cache, new) in [
+        (&mut dims.sites, new_sites),
+        (&mut dims.pages, new_pages),
+        (&mut dims.agents, new_agents),
+        (&mut dims.events, new_events),
+    ] {
+        if cache.len() + new.len() > MAX_CACHED {
+            cache.clear();
+        }
+        cache.extend(new);
+    }
+    Ok(ids)
+}
+
+/// Inserts the missing values of a `(id, <column> UNIQUE)` dimension table and answers the ids
+/// of all of `values`.
+async fn fetch(
+    client: &deadpool_postgres::Client,
+    table: &str,
+    column: &str,
+    mut values: Vec<String>,
+) -> Result<HashMap<String, i64>, Failure> {
+    if values.is_empty() {
+        return Ok(HashMap::new());
+    }
+    values.sort_unstable();
+    values.dedup();
+    let insert = client
+        .prepare_cached(&format!(
+            "INSERT INTO {table} ({column}) SELECT unnest($1::text[]) ORDER BY 1
+             ON CONFLICT ({column}) DO NOTHING"
+        ))
+        .await?;
+    client.execute(&insert, &[&values]).await?;
+    select_ids(client, table, column, &values).await
+}
+
+async fn select_ids(
+    client: &deadpool_postgres::Client,
+    table: &str,
+    column: &str,
+    values: &[String],
+) -> Result<HashMap<String, i64>, Failure> {
+    let select = client
+        .prepare_cached(&format!(
+            "SELECT {column}, id FROM {table} WHERE {column} = ANY($1)"
+        ))
+        .await?;
+    Ok(client
+        .query(&select, &[&values])
+        .await?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
