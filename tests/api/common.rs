@@ -89,6 +89,16 @@ impl TestApp {
         }
     }
 
+    /// An app built elsewhere (another node on a shared database), keeping `dir` alive.
+    pub fn from_parts(app: App, db: PathBuf, dir: TempDir) -> Self {
+        Self {
+            router: app.router,
+            state: app.state,
+            db,
+            _dir: dir,
+        }
+    }
+
     /// Sends a request from `peer` (as the TCP peer address).
     pub async fn send_from(&self, peer: IpAddr, request: Request<Body>) -> Reply {
         let mut request = request;

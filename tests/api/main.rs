@@ -14,6 +14,7 @@ mod process;
 mod record;
 mod redis_limits;
 mod request_ids;
+mod scale_out;
 mod seeds;
 mod server;
 mod web;
