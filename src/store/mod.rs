@@ -84,6 +84,18 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The export's output: ~64 KiB chunks of the chosen format, produced as they are read.
 pub type ExportStream = tokio::sync::mpsc::Receiver<Bytes>;
 
+/// A part of everything a store holds, as `footfall copy` moves it.
+#[derive(Debug)]
+pub enum Dumped {
+    /// Stored visits (times to the millisecond, events, dimensions), oldest first.
+    Visits(Vec<NewVisit>),
+    /// Pre-counted clicks: (time, site, clicks).
+    Clicks(Vec<(UnixMillis, String, i64)>),
+}
+
+/// The output of [`Store::dump`]: parts in batches, produced as they are read; an error ends it.
+pub type DumpStream = tokio::sync::mpsc::Receiver<Result<Dumped>>;
+
 /// The storage of one footfall node.
 #[derive(Debug)]
 pub enum Store {
@@ -235,6 +247,23 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.cleanup(cutoff).await,
             Self::Postgres(s) => s.cleanup(cutoff).await,
+        }
+    }
+
+    /// Streams everything the store holds (visits, then clicks) in batches, for `footfall copy`.
+    /// Dropping the stream stops the read.
+    pub fn dump(&self) -> DumpStream {
+        match self {
+            Self::Sqlite(s) => s.dump(),
+            Self::Postgres(s) => s.dump(),
+        }
+    }
+
+    /// The sum of the pre-counted clicks stored (what `footfall copy` checks).
+    pub async fn stored_clicks(&self) -> Result<i64> {
+        match self {
+            Self::Sqlite(s) => s.stored_clicks().await,
+            Self::Postgres(s) => s.stored_clicks().await,
         }
     }
 

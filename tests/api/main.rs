@@ -5,6 +5,7 @@ mod admin_origin;
 mod analytics;
 mod browser;
 mod common;
+mod copy;
 mod cors;
 mod hardening;
 mod limits;

@@ -35,7 +35,7 @@ impl Drop for Database {
 }
 
 /// An in-process node on the database `url`, rate limits off.
-fn node(url: &str) -> TestApp {
+pub fn node(url: &str) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut args = ServeArgs::for_db(url);
     args.rate_limit_per_minute = 0;

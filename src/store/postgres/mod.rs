@@ -13,11 +13,13 @@
 //! - [`queries`], [`calendar`]: analytics reads, each in one `REPEATABLE READ` snapshot:
 //!   rollups plus the tail above the watermark.
 //! - [`export`]: the streaming cursor behind `/all-visits` and `footfall export`.
+//! - [`dump`]: everything the database holds, for `footfall copy`.
 //! - [`check`]: the recount the invariant tests hold the rollups to.
 //! - [`error`]: which failures are "the database is unavailable" (`503`) and which are bugs.
 
 pub mod calendar;
 pub mod check;
+pub mod dump;
 pub mod error;
 pub mod export;
 pub mod queries;

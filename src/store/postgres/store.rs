@@ -287,6 +287,27 @@ impl PostgresStore {
         })
     }
 
+    pub fn dump(&self) -> crate::store::DumpStream {
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let pool = self.inner.pool.clone();
+        self.handle.spawn(async move {
+            if let Err(err) = super::dump::dump(pool, &sender).await {
+                let _ = sender.send(Err(StoreError::Internal(err))).await;
+            }
+        });
+        receiver
+    }
+
+    pub async fn stored_clicks(&self) -> Result<i64> {
+        read!(self, |tx| queries::query_one(
+            tx,
+            "SELECT coalesce(sum(clicks), 0)::bigint FROM clicks",
+            &[]
+        )
+        .await
+        .map(|r| r.get(0)))
+    }
+
     pub async fn health(&self) -> Result<()> {
         read!(self, |tx| queries::query_one(
             tx,
