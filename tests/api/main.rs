@@ -11,6 +11,7 @@ mod hardening;
 mod limits;
 mod logs;
 mod metrics;
+mod pg_fault;
 mod process;
 mod record;
 mod redis_limits;
