@@ -350,10 +350,14 @@ impl PostgresStore {
         })
     }
 
-    /// Commits what is queued, stops the roller, and closes the pool.
+    /// Commits what is queued, stops the roller, rolls up what is left (so `footfall import`
+    /// leaves no tail for the first queries to add), and closes the pool.
     pub async fn close(&self) {
         self.inner.writer.close().await;
         self.inner.roller.close().await;
+        if let Err(err) = self.roll_up_now().await {
+            tracing::warn!(error = %err, "the last roll-up failed; another node or start does it");
+        }
         self.inner.pool.close();
     }
 }

@@ -9,7 +9,7 @@
 //! two nodes adding the same new URLs never wait on each other's batch or deadlock; they are
 //! cached, since a dimension row never changes or goes away.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -374,13 +374,17 @@ async fn resolve(
     clicks: &[(UnixMillis, &str, i64)],
 ) -> Result<Ids, Failure> {
     let mut ids = Ids::default();
-    let (mut want_pages, mut want_sites, mut want_agents, mut want_events) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut want_pages, mut want_sites, mut want_agents, mut want_events) = (
+        HashSet::new(),
+        HashSet::new(),
+        HashSet::new(),
+        HashSet::new(),
+    );
     {
         let dims = dims.lock().unwrap_or_else(|e| e.into_inner());
         let look = |cache: &HashMap<String, i64>,
                     found: &mut HashMap<String, i64>,
-                    want: &mut Vec<String>,
+                    want: &mut HashSet<String>,
                     key: &str| {
             if found.contains_key(key) {
                 return;
@@ -389,7 +393,11 @@ async fn resolve(
                 Some(&id) => {
                     found.insert(key.to_owned(), id);
                 }
-                None => want.push(key.to_owned()),
+                None => {
+                    if !want.contains(key) {
+                        want.insert(key.to_owned());
+                    }
+                }
             }
         };
         for v in visits {
@@ -417,7 +425,7 @@ async fn resolve(
     // A new page needs its site's id first.
     let mut page_sites: HashMap<String, String> = HashMap::new();
     for v in visits {
-        if want_pages.iter().any(|p| p == v.url.as_str()) {
+        if want_pages.contains(v.url.as_str()) {
             page_sites.insert(v.url.as_str().to_owned(), v.url.site().to_owned());
         }
     }
@@ -427,7 +435,7 @@ async fn resolve(
             if let Some(&id) = dims.sites.get(site) {
                 ids.sites.insert(site.clone(), id);
             } else if !ids.sites.contains_key(site) {
-                want_sites.push(site.clone());
+                want_sites.insert(site.clone());
             }
         }
     }
@@ -484,13 +492,13 @@ async fn fetch(
     client: &deadpool_postgres::Client,
     table: &str,
     column: &str,
-    mut values: Vec<String>,
+    values: HashSet<String>,
 ) -> Result<HashMap<String, i64>, Failure> {
     if values.is_empty() {
         return Ok(HashMap::new());
     }
+    let mut values: Vec<String> = values.into_iter().collect();
     values.sort_unstable();
-    values.dedup();
     let insert = client
         .prepare_cached(&format!(
             "INSERT INTO {table} ({column}) SELECT unnest($1::text[]) ORDER BY 1
