@@ -5,9 +5,9 @@
 //! fsync), the next gathers what arrived meanwhile. A full queue is [`StoreError::Busy`] at once.
 //! Visit ids are not chosen here: the `visits` id default draws them from the sequence inside
 //! the `COPY` (see `roller.rs` for why that matters). Dimension ids (pages, sites, agents,
-//! events) are looked up or inserted before the transaction, in sorted order and outside it, so
-//! two nodes adding the same new URLs never wait on each other's batch or deadlock; they are
-//! cached, since a dimension row never changes or goes away.
+//! events) are looked up or inserted in the same transaction, in a fixed order (see
+//! [`resolve`]); they are cached once committed, since a dimension row never changes or goes
+//! away.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -295,8 +295,8 @@ async fn commit(
         }
     }
 
-    let ids = resolve(&client, dims, &visits, &clicks).await?;
     let tx = client.transaction().await?;
+    let (ids, learnt) = resolve(&tx, dims, &visits, &clicks).await?;
     if !visits.is_empty() {
         let sink = tx.copy_in(COPY_VISITS).await?;
         let writer = BinaryCopyInWriter::new(sink, &VISIT_TYPES);
@@ -353,6 +353,7 @@ async fn commit(
         }
     }
     tx.commit().await?;
+    remember(dims, learnt);
     Ok(counts)
 }
 
@@ -366,13 +367,15 @@ struct Ids {
 }
 
 /// Looks up (or inserts) the ids of the batch's pages, sites, agents and events: from the cache
-/// when known, else with one statement per kind, each in its own short transaction.
+/// when known, else with two statements per kind, inside the batch's transaction (one commit
+/// for all). Each kind is inserted in sorted order and the kinds in a fixed order, so two
+/// nodes' batches adding the same new values wait for each other rather than deadlock.
 async fn resolve(
-    client: &deadpool_postgres::Client,
+    client: &deadpool_postgres::Transaction<'_>,
     dims: &Mutex<Dims>,
     visits: &[&NewVisit],
     clicks: &[(UnixMillis, &str, i64)],
-) -> Result<Ids, Failure> {
+) -> Result<(Ids, NewIds), Failure> {
     let mut ids = Ids::default();
     let (mut want_pages, mut want_sites, mut want_agents, mut want_events) = (
         HashSet::new(),
@@ -470,26 +473,35 @@ async fn resolve(
     ids.events
         .extend(new_events.iter().map(|(k, v)| (k.clone(), *v)));
 
+    Ok((ids, [new_sites, new_pages, new_agents, new_events]))
+}
+
+/// Dimension ids a batch inserted or looked up: sites, pages, agents, events.
+type NewIds = [HashMap<String, i64>; 4];
+
+/// Caches the ids a committed batch learnt (only then: an id inserted by a batch that rolled
+/// back does not exist).
+fn remember(dims: &Mutex<Dims>, new: NewIds) {
     let mut guard = dims.lock().unwrap_or_else(|e| e.into_inner());
     let dims = &mut *guard;
+    let [sites, pages, agents, events] = new;
     for (cache, new) in [
-        (&mut dims.sites, new_sites),
-        (&mut dims.pages, new_pages),
-        (&mut dims.agents, new_agents),
-        (&mut dims.events, new_events),
+        (&mut dims.sites, sites),
+        (&mut dims.pages, pages),
+        (&mut dims.agents, agents),
+        (&mut dims.events, events),
     ] {
         if cache.len() + new.len() > MAX_CACHED {
             cache.clear();
         }
         cache.extend(new);
     }
-    Ok(ids)
 }
 
 /// Inserts the missing values of a `(id, <column> UNIQUE)` dimension table and answers the ids
 /// of all of `values`.
 async fn fetch(
-    client: &deadpool_postgres::Client,
+    client: &deadpool_postgres::Transaction<'_>,
     table: &str,
     column: &str,
     values: HashSet<String>,
@@ -510,7 +522,7 @@ async fn fetch(
 }
 
 async fn select_ids(
-    client: &deadpool_postgres::Client,
+    client: &deadpool_postgres::Transaction<'_>,
     table: &str,
     column: &str,
     values: &[String],
