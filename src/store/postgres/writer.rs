@@ -367,8 +367,8 @@ struct Ids {
 }
 
 /// Looks up (or inserts) the ids of the batch's pages, sites, agents and events: from the cache
-/// when known, else with two statements per kind, inside the batch's transaction (one commit
-/// for all). Each kind is inserted in sorted order and the kinds in a fixed order, so two
+/// when known, else with one insert-or-select statement per kind, inside the batch's
+/// transaction (one commit for all). Each kind is inserted in sorted order and the kinds in a fixed order, so two
 /// nodes' batches adding the same new values wait for each other rather than deadlock.
 async fn resolve(
     client: &deadpool_postgres::Transaction<'_>,
@@ -442,7 +442,13 @@ async fn resolve(
             }
         }
     }
-    let new_sites = fetch(client, "sites", "name", want_sites).await?;
+    // Sites, agents and events in one round trip (pipelined on the connection, executed in
+    // this order), then pages, which need their sites' ids.
+    let (new_sites, new_agents, new_events) = tokio::try_join!(
+        fetch(client, "sites", "name", want_sites),
+        fetch(client, "agents", "ua", want_agents),
+        fetch(client, "events", "name", want_events),
+    )?;
     ids.sites
         .extend(new_sites.iter().map(|(k, v)| (k.clone(), *v)));
     let new_pages = if want_pages.is_empty() {
@@ -456,20 +462,20 @@ async fn resolve(
         let (urls, sites): (Vec<String>, Vec<i64>) = pairs.into_iter().unzip();
         let stmt = client
             .prepare_cached(
-                "INSERT INTO pages (url, site_id)
-                 SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
-                 ON CONFLICT (url) DO NOTHING",
+                "WITH v(url, site_id) AS (SELECT * FROM unnest($1::text[], $2::bigint[])),
+                 ins AS (INSERT INTO pages (url, site_id) SELECT * FROM v ORDER BY 1
+                         ON CONFLICT (url) DO NOTHING RETURNING url, id)
+                 SELECT url, id FROM ins
+                 UNION ALL SELECT p.url, p.id FROM pages p JOIN v ON p.url = v.url",
             )
             .await?;
-        client.execute(&stmt, &[&urls, &sites]).await?;
-        select_ids(client, "pages", "url", &urls).await?
+        let rows = client.query(&stmt, &[&urls, &sites]).await?;
+        complete(client, "pages", "url", &urls, rows).await?
     };
     ids.pages
         .extend(new_pages.iter().map(|(k, v)| (k.clone(), *v)));
-    let new_agents = fetch(client, "agents", "ua", want_agents).await?;
     ids.agents
         .extend(new_agents.iter().map(|(k, v)| (k.clone(), *v)));
-    let new_events = fetch(client, "events", "name", want_events).await?;
     ids.events
         .extend(new_events.iter().map(|(k, v)| (k.clone(), *v)));
 
@@ -513,12 +519,37 @@ async fn fetch(
     values.sort_unstable();
     let insert = client
         .prepare_cached(&format!(
-            "INSERT INTO {table} ({column}) SELECT unnest($1::text[]) ORDER BY 1
-             ON CONFLICT ({column}) DO NOTHING"
+            "WITH v(val) AS (SELECT unnest($1::text[])),
+             ins AS (INSERT INTO {table} ({column}) SELECT val FROM v ORDER BY 1
+                     ON CONFLICT ({column}) DO NOTHING RETURNING {column}, id)
+             SELECT {column}, id FROM ins
+             UNION ALL SELECT t.{column}, t.id FROM {table} t JOIN v ON t.{column} = v.val"
         ))
         .await?;
-    client.execute(&insert, &[&values]).await?;
-    select_ids(client, table, column, &values).await
+    let rows = client.query(&insert, &[&values]).await?;
+    complete(client, table, column, &values, rows).await
+}
+
+/// The ids an insert-or-select statement answered, completed: a value another transaction
+/// inserted and committed while the statement ran is in neither half of its answer (its
+/// snapshot predates it), so it is looked up again, in a new snapshot.
+async fn complete(
+    client: &deadpool_postgres::Transaction<'_>,
+    table: &str,
+    column: &str,
+    values: &[String],
+    rows: Vec<tokio_postgres::Row>,
+) -> Result<HashMap<String, i64>, Failure> {
+    let mut ids: HashMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    if ids.len() < values.len() {
+        let missing: Vec<String> = values
+            .iter()
+            .filter(|v| !ids.contains_key(*v))
+            .cloned()
+            .collect();
+        ids.extend(select_ids(client, table, column, &missing).await?);
+    }
+    Ok(ids)
 }
 
 async fn select_ids(
