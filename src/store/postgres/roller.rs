@@ -45,6 +45,8 @@ pub const ROLL_UP_EVERY: Duration = Duration::from_millis(100);
 pub const ELECT_EVERY: Duration = Duration::from_secs(1);
 /// Most visits counted in one roll-up transaction: a large import is rolled up in steps.
 const CHUNK: i64 = 200_000;
+/// A roll-up of at least this many visits refreshes the planner's statistics.
+const ANALYZE_AFTER: u64 = 100_000;
 
 /// The figures the roller keeps for `/metrics`.
 #[derive(Debug, Default)]
@@ -211,6 +213,13 @@ pub async fn roll_up(client: &mut Client) -> Result<u64, tokio_postgres::Error> 
         counted += count_in(&tx, lo, hi, clo, chi).await?;
         tx.commit().await?;
         if hi >= visits_to {
+            if counted >= ANALYZE_AFTER {
+                // A bulk import: refresh the planner's statistics now rather than when
+                // autovacuum gets to it. Without them, "visits above the watermark" is
+                // planned as a third of the table (measured: every read 110-200 ms at 3M
+                // visits until ANALYZE, 2 ms after).
+                client.batch_execute("ANALYZE").await?;
+            }
             return Ok(counted);
         }
     }
