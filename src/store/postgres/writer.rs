@@ -442,13 +442,13 @@ async fn resolve(
             }
         }
     }
-    // Sites, agents and events in one round trip (pipelined on the connection, executed in
-    // this order), then pages, which need their sites' ids.
-    let (new_sites, new_agents, new_events) = tokio::try_join!(
-        fetch(client, "sites", "name", want_sites),
-        fetch(client, "agents", "ua", want_agents),
-        fetch(client, "events", "name", want_events),
-    )?;
+    // One kind after the other, always in this order (then pages, which need their sites'
+    // ids). Pipelining the three was tried: a statement not yet prepared on one connection
+    // reaches the server later than the next one, the order differs between two nodes' batches
+    // adding the same new values, and they deadlock (seen at the start of the two-node run).
+    let new_sites = fetch(client, "sites", "name", want_sites).await?;
+    let new_agents = fetch(client, "agents", "ua", want_agents).await?;
+    let new_events = fetch(client, "events", "name", want_events).await?;
     ids.sites
         .extend(new_sites.iter().map(|(k, v)| (k.clone(), *v)));
     let new_pages = if want_pages.is_empty() {
