@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::Transaction;
+use futures_util::TryStreamExt;
 use rustc_hash::FxHashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, IsolationLevel, Row};
@@ -343,13 +344,15 @@ pub async fn summary(
     // Raw rows, not summed on the server: a GROUPING SETS query over (page, hour) and
     // (page, agent) was measured 7x slower than reading the window's rows (69 vs 9 ms for 29k
     // rows at 3M visits).
-    for row in query(
-        tx,
-        "SELECT hour, page_id, agent_id, visits FROM page_hour_agents WHERE hour >= $1",
-        &[&window.first_whole_hour],
-    )
-    .await?
-    {
+    // Streamed: a 30-day window is ~900k rows at 3M visits, ~200 MB if collected first.
+    let stmt = tx
+        .prepare_cached(
+            "SELECT hour, page_id, agent_id, visits FROM page_hour_agents WHERE hour >= $1",
+        )
+        .await?;
+    let rows = tx.query_raw(&stmt, [&window.first_whole_hour]).await?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(row) = rows.try_next().await? {
         let Some(&i) = index.get(&row.get::<_, i64>(1)) else {
             continue;
         };
