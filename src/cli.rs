@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::config::{CleanupArgs, ExportArgs, ImportArgs, ServeArgs};
+use crate::config::{CleanupArgs, CopyArgs, ExportArgs, ImportArgs, ServeArgs};
 use crate::domain::export::FilterParams;
 use crate::domain::import::{ImportReport, read_records};
 use crate::domain::{NewVisit, cleanup_cutoff, format_iso, now_millis};
 use crate::http::App;
-use crate::store::Store;
+use crate::store::{Dumped, Store};
 
 /// `footfall serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -153,7 +153,7 @@ pub async fn import_into(
 /// `footfall export`: streams to stdout.
 pub async fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let path = &args.db.db;
-    if !path.exists() {
+    if !Store::is_postgres(path) && !path.exists() {
         anyhow::bail!("no database at {}", path.display());
     }
     let filter = FilterParams {
@@ -201,4 +201,84 @@ pub async fn cleanup(args: &CleanupArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// Visits per commit of `footfall copy` on the receiving side.
+const COPY_BATCH: usize = 50_000;
+
+/// `footfall copy --from SRC --to DST`: everything SRC holds (visits with their events and
+/// times to the millisecond, pre-counted clicks) is added to DST, with a progress line on a
+/// terminal; then the totals are checked: DST must have grown by exactly what SRC holds.
+/// Writers to SRC should be stopped first (a visit recorded during the copy may be missed, and
+/// the check then says so).
+pub async fn copy(args: &CopyArgs) -> anyhow::Result<()> {
+    if !Store::is_postgres(&args.from) && !args.from.exists() {
+        anyhow::bail!("no database at {}", args.from.display());
+    }
+    let options = crate::store::Options {
+        durability: args.durability,
+        ..crate::store::Options::default()
+    };
+    let from = Store::open(&args.from, &options)?;
+    let to = Store::open(&args.to, &options)?;
+    let copied = copy_between(&from, &to, std::io::stderr().is_terminal()).await;
+    from.close().await;
+    to.close().await;
+    let (visits, clicks) = copied?;
+    println!("copied {visits} visits and {clicks} pre-counted clicks; the totals match");
+    Ok(())
+}
+
+/// Copies everything `from` holds into `to` and checks the totals; answers (visits, clicks).
+pub async fn copy_between(from: &Store, to: &Store, progress: bool) -> anyhow::Result<(i64, i64)> {
+    let (src_visits, src_clicks) = (from.stored_visits().await?, from.stored_clicks().await?);
+    let (dst_visits, dst_clicks) = (to.stored_visits().await?, to.stored_clicks().await?);
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut visits = 0i64;
+    let mut pending: Vec<NewVisit> = Vec::with_capacity(COPY_BATCH);
+    let mut parts = from.dump();
+    while let Some(part) = parts.recv().await {
+        match part? {
+            Dumped::Visits(batch) => {
+                pending.extend(batch);
+                if pending.len() >= COPY_BATCH {
+                    visits += to.import(std::mem::take(&mut pending)).await? as i64;
+                }
+            }
+            Dumped::Clicks(clicks) => {
+                // One call per instant, as POST /domains adds them.
+                let mut by_time: std::collections::BTreeMap<i64, Vec<(String, i64)>> =
+                    std::collections::BTreeMap::new();
+                for (at, site, n) in clicks {
+                    by_time.entry(at).or_default().push((site, n));
+                }
+                for (at, clicks) in by_time {
+                    to.add_clicks(at, clicks).await?;
+                }
+            }
+        }
+        if progress && last_progress.elapsed() > Duration::from_millis(500) {
+            last_progress = Instant::now();
+            let rate = visits as f64 / started.elapsed().as_secs_f64();
+            eprint!("\rcopied {visits} of {src_visits} visits ({rate:.0}/s)   ");
+        }
+    }
+    if !pending.is_empty() {
+        visits += to.import(pending).await? as i64;
+    }
+    if progress {
+        eprintln!("\rcopied {visits} of {src_visits} visits                ");
+    }
+    let (now_visits, now_clicks) = (to.stored_visits().await?, to.stored_clicks().await?);
+    if now_visits - dst_visits != src_visits || now_clicks - dst_clicks != src_clicks {
+        anyhow::bail!(
+            "the totals do not match: the source holds {src_visits} visits and {src_clicks} \
+             clicks, the destination gained {} visits and {} clicks (was the source written \
+             to during the copy?)",
+            now_visits - dst_visits,
+            now_clicks - dst_clicks
+        );
+    }
+    Ok((src_visits, src_clicks))
 }

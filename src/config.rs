@@ -45,13 +45,18 @@ pub enum Command {
     Export(ExportArgs),
     /// Delete visits older than N days (and their share of every rollup), e.g. from cron.
     Cleanup(CleanupArgs),
+    /// Copy everything one database holds into another (SQLite file or PostgreSQL URL, either
+    /// direction): visits with their events, and pre-counted clicks; then check the totals.
+    Copy(CopyArgs),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// SQLite file of the recorded visits; the rollups derived from them live beside it, in
     /// `<name>.rollups.<ext>` (`serve`, `import` and `cleanup` create both, with their folder,
-    /// when missing; `export` reads the visits file only, which must exist).
+    /// when missing; `export` reads the visits file only, which must exist). Or a PostgreSQL
+    /// URL, `postgres://user:pass@host:5432/dbname` (libpq style; the database and its schema
+    /// are created when missing): any number of nodes may share one.
     #[arg(long, env = "FOOTFALL_DB", default_value = "data/visits.db")]
     pub db: PathBuf,
     /// `normal`: a committed visit survives a crash of the process (WAL, synchronous=NORMAL).
@@ -269,6 +274,19 @@ impl ServeArgs {
         args.db.db = db.into();
         args
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
+    /// The database to copy from: an SQLite file or a PostgreSQL URL (read, not changed).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The database to copy into (created when missing); what it holds already is kept.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Durability of the SQLite side's commits (see `serve --durability`).
+    #[arg(long, env = "FOOTFALL_DURABILITY", value_enum, default_value_t = Durability::Normal)]
+    pub durability: Durability,
 }
 
 #[derive(Debug, Clone, Args)]

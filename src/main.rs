@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
         Command::Import(args) => one_thread()?.block_on(footfall::cli::import(&args)),
         Command::Export(args) => one_thread()?.block_on(footfall::cli::export(&args)),
         Command::Cleanup(args) => one_thread()?.block_on(footfall::cli::cleanup(&args)),
+        Command::Copy(args) => one_thread()?.block_on(footfall::cli::copy(&args)),
     }
 }
 

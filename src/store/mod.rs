@@ -3,7 +3,9 @@
 //! Every method speaks in domain terms (visits, pages, sites, periods) and answers domain
 //! values ([`model`]) or a [`StoreError`]; nothing outside this module names SQL, rusqlite or
 //! r2d2. A `Store` is an enum of backends: one fixed set, matched in each method, with no
-//! boxing and no generic state. Only SQLite ([`sqlite`]) exists today.
+//! boxing and no generic state: SQLite ([`sqlite`], the embedded default) and PostgreSQL
+//! ([`postgres`], for N stateless nodes on one database). `--db` picks one: a `postgres://` or
+//! `postgresql://` URL is PostgreSQL, anything else an SQLite file path.
 //!
 //! What every backend promises:
 //! - A write method returns `Ok` only once what it wrote is committed (durable per
@@ -13,6 +15,7 @@
 //! - [`Store::close`] commits everything queued before it returns.
 
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::Path;
@@ -81,23 +84,54 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The export's output: ~64 KiB chunks of the chosen format, produced as they are read.
 pub type ExportStream = tokio::sync::mpsc::Receiver<Bytes>;
 
+/// A part of everything a store holds, as `footfall copy` moves it.
+#[derive(Debug)]
+pub enum Dumped {
+    /// Stored visits (times to the millisecond, events, dimensions), oldest first.
+    Visits(Vec<NewVisit>),
+    /// Pre-counted clicks: (time, site, clicks).
+    Clicks(Vec<(UnixMillis, String, i64)>),
+}
+
+/// The output of [`Store::dump`]: parts in batches, produced as they are read; an error ends it.
+pub type DumpStream = tokio::sync::mpsc::Receiver<Result<Dumped>>;
+
 /// The storage of one footfall node.
 #[derive(Debug)]
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
 }
 
 impl Store {
-    /// Opens (creating it when missing) the database `db` names: a file path, for SQLite.
-    /// Starts the backend's workers; [`Self::close`] stops them.
+    /// Opens (creating it when missing) the database `db` names: a PostgreSQL URL
+    /// ([`is_postgres`]) or an SQLite file path. Starts the backend's workers; [`Self::close`]
+    /// stops them. PostgreSQL needs to be called inside a tokio runtime.
     pub fn open(db: &Path, options: &Options) -> anyhow::Result<Self> {
-        Ok(Self::Sqlite(sqlite::SqliteStore::open(db, options)?))
+        match db.to_str().filter(|db| postgres::is_url(db)) {
+            Some(url) => Ok(Self::Postgres(postgres::PostgresStore::open(url, options)?)),
+            None => Ok(Self::Sqlite(sqlite::SqliteStore::open(db, options)?)),
+        }
+    }
+
+    /// Whether `db` (a `--db` value) names a PostgreSQL database rather than an SQLite file.
+    pub fn is_postgres(db: &Path) -> bool {
+        db.to_str().is_some_and(postgres::is_url)
+    }
+
+    /// The backend's name, as `/health` reports it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
     }
 
     /// Records one visit; answers it back (unchanged) once committed.
     pub async fn record(&self, visit: NewVisit) -> Result<NewVisit> {
         match self {
             Self::Sqlite(s) => s.record(visit).await,
+            Self::Postgres(s) => s.record(visit).await,
         }
     }
 
@@ -105,6 +139,7 @@ impl Store {
     pub async fn record_many(&self, visits: Vec<NewVisit>) -> Result<usize> {
         match self {
             Self::Sqlite(s) => s.record_many(visits).await,
+            Self::Postgres(s) => s.record_many(visits).await,
         }
     }
 
@@ -128,6 +163,7 @@ impl Store {
     ) -> Result<Vec<bool>> {
         match self {
             Self::Sqlite(s) => s.record_events(events, forget_before).await,
+            Self::Postgres(s) => s.record_events(events, forget_before).await,
         }
     }
 
@@ -135,6 +171,7 @@ impl Store {
     pub async fn count_page(&self, page_id: &str) -> Result<i64> {
         match self {
             Self::Sqlite(s) => s.count_page(page_id).await,
+            Self::Postgres(s) => s.count_page(page_id).await,
         }
     }
 
@@ -142,6 +179,7 @@ impl Store {
     pub async fn page_count(&self, page_id: &str) -> Result<PageCount> {
         match self {
             Self::Sqlite(s) => s.page_count(page_id).await,
+            Self::Postgres(s) => s.page_count(page_id).await,
         }
     }
 
@@ -149,6 +187,7 @@ impl Store {
     pub async fn add_clicks(&self, at: UnixMillis, clicks: Vec<(String, i64)>) -> Result<()> {
         match self {
             Self::Sqlite(s) => s.add_clicks(at, clicks).await,
+            Self::Postgres(s) => s.add_clicks(at, clicks).await,
         }
     }
 
@@ -161,6 +200,7 @@ impl Store {
     ) -> Result<Summary> {
         match self {
             Self::Sqlite(s) => s.summary(now, hours, limit).await,
+            Self::Postgres(s) => s.summary(now, hours, limit).await,
         }
     }
 
@@ -168,6 +208,7 @@ impl Store {
     pub async fn url_stats(&self, url: PageUrl, now: UnixMillis, hours: i64) -> Result<UrlStats> {
         match self {
             Self::Sqlite(s) => s.url_stats(url, now, hours).await,
+            Self::Postgres(s) => s.url_stats(url, now, hours).await,
         }
     }
 
@@ -175,6 +216,7 @@ impl Store {
     pub async fn site_stats(&self) -> Result<SiteStats> {
         match self {
             Self::Sqlite(s) => s.site_stats().await,
+            Self::Postgres(s) => s.site_stats().await,
         }
     }
 
@@ -188,6 +230,7 @@ impl Store {
     ) -> Result<Vec<(u32, i64)>> {
         match self {
             Self::Sqlite(s) => s.breakdown(site, event, period).await,
+            Self::Postgres(s) => s.breakdown(site, event, period).await,
         }
     }
 
@@ -201,6 +244,7 @@ impl Store {
     ) -> Result<Vec<(String, i64)>> {
         match self {
             Self::Sqlite(s) => s.top_sites(now, minutes, limit).await,
+            Self::Postgres(s) => s.top_sites(now, minutes, limit).await,
         }
     }
 
@@ -209,6 +253,7 @@ impl Store {
     pub fn export(&self, filter: ExportFilter, format: ExportFormat) -> ExportStream {
         match self {
             Self::Sqlite(s) => s.export(filter, format),
+            Self::Postgres(s) => s.export(filter, format),
         }
     }
 
@@ -217,6 +262,7 @@ impl Store {
     pub async fn import(&self, visits: Vec<NewVisit>) -> Result<usize> {
         match self {
             Self::Sqlite(s) => s.import(visits).await,
+            Self::Postgres(s) => s.import(visits).await,
         }
     }
 
@@ -224,6 +270,24 @@ impl Store {
     pub async fn cleanup(&self, cutoff: UnixMillis) -> Result<u64> {
         match self {
             Self::Sqlite(s) => s.cleanup(cutoff).await,
+            Self::Postgres(s) => s.cleanup(cutoff).await,
+        }
+    }
+
+    /// Streams everything the store holds (visits, then clicks) in batches, for `footfall copy`.
+    /// Dropping the stream stops the read.
+    pub fn dump(&self) -> DumpStream {
+        match self {
+            Self::Sqlite(s) => s.dump(),
+            Self::Postgres(s) => s.dump(),
+        }
+    }
+
+    /// The sum of the pre-counted clicks stored (what `footfall copy` checks).
+    pub async fn stored_clicks(&self) -> Result<i64> {
+        match self {
+            Self::Sqlite(s) => s.stored_clicks().await,
+            Self::Postgres(s) => s.stored_clicks().await,
         }
     }
 
@@ -231,6 +295,7 @@ impl Store {
     pub async fn health(&self) -> Result<()> {
         match self {
             Self::Sqlite(s) => s.health().await,
+            Self::Postgres(s) => s.health().await,
         }
     }
 
@@ -238,6 +303,7 @@ impl Store {
     pub async fn stored_visits(&self) -> Result<i64> {
         match self {
             Self::Sqlite(s) => s.stored_visits().await,
+            Self::Postgres(s) => s.stored_visits().await,
         }
     }
 
@@ -246,6 +312,7 @@ impl Store {
     pub async fn rollup_mismatches(&self) -> Result<Vec<String>> {
         match self {
             Self::Sqlite(s) => s.rollup_mismatches().await,
+            Self::Postgres(s) => s.rollup_mismatches().await,
         }
     }
 
@@ -253,6 +320,7 @@ impl Store {
     pub fn update_gauges(&self) {
         match self {
             Self::Sqlite(s) => s.update_gauges(),
+            Self::Postgres(s) => s.update_gauges(),
         }
     }
 
@@ -260,6 +328,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
         }
     }
 }

@@ -88,6 +88,8 @@ pub enum ServedVia {
     Cache,
     /// Read from SQLite.
     Sqlite,
+    /// Read from PostgreSQL (the node cannot prove a copy of its own current).
+    Postgres,
 }
 
 impl ServedVia {
@@ -95,6 +97,7 @@ impl ServedVia {
         match self {
             Self::Cache => "cache",
             Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
         }
     }
 }

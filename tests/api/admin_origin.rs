@@ -529,3 +529,16 @@ fn serve_without_a_token_warns_once_that_admin_is_loopback_only_and_proxies_must
     assert!(!log.contains("no admin token"), "{log}");
     assert!(!log.contains("s3cret"), "{log}");
 }
+
+crate::on_postgres!(
+    a_cross_site_page_cannot_read_the_export_without_a_token,
+    a_foreign_origin_cannot_delete_visits_without_a_token,
+    a_cross_site_page_cannot_import_or_add_clicks_without_a_token,
+    a_dns_rebound_host_cannot_read_or_delete_without_a_token,
+    a_preflight_from_another_origin_for_an_admin_route_is_refused_without_cors_headers,
+    local_scripts_and_footfalls_own_pages_keep_admin_without_a_token,
+    recording_stays_open_to_every_origin,
+    public_analytics_stay_readable_cross_origin_while_post_domains_does_not,
+    with_a_token_the_token_works_from_anywhere_and_admin_routes_stay_without_cors,
+    serve_without_a_token_warns_once_that_admin_is_loopback_only_and_proxies_must_forward,
+);

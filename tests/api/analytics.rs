@@ -747,3 +747,22 @@ async fn cli_cleanup_beside_a_running_server_shows_in_its_answers() {
     assert_eq!(reply.status(), 200);
     assert_eq!(stats().await["total_visits"], kept + 1);
 }
+
+crate::on_postgres!(
+    analytics_equal_a_brute_force_count_before_and_after_cleanup,
+    an_empty_database_answers_zeros_and_nulls,
+    stats_url_accepts_raw_encoded_query_string_and_collapsed_forms,
+    hours_and_limit_are_validated,
+    summary_limit_keeps_the_most_visited_pages,
+    export_filters_match_the_truth_in_every_format,
+    malformed_export_filters_are_422_never_ignored,
+    an_export_imports_back_into_an_empty_server_identically,
+    import_reports_bad_records_by_line_and_imports_the_rest,
+    cleanup_validates_days_and_defaults_to_30,
+    admin_endpoints_need_the_token_when_one_is_set,
+    without_a_token_admin_endpoints_answer_loopback_clients_only,
+    the_admin_token_never_shows_in_debug_output,
+    cli_export_and_cleanup_work_beside_the_data,
+    since_the_last_representable_instant_exports_nothing,
+    cli_cleanup_beside_a_running_server_shows_in_its_answers,
+);

@@ -197,3 +197,9 @@ async fn a_zmq_publisher_that_is_not_there_yet_shows_on_health_and_is_retried() 
     publish_until_counted(&mut socket, "", &probe, &app).await;
     app.stop_buses(stopper).await;
 }
+
+crate::on_postgres!(
+    record_events_skips_ids_already_recorded_in_earlier_calls_and_the_same_one,
+    an_id_is_forgotten_once_its_window_is_over,
+    zmq_events_are_counted_and_a_bad_one_or_another_topic_is_not,
+);

@@ -540,7 +540,7 @@ async fn two_nodes_on_one_durable_consumer_count_each_message_once() {
     let footfall_url = format!("nats://footfall:f@127.0.0.1:{port}");
     let (first, first_stopper) = TestApp::with_buses(stream.configure(&footfall_url));
     // The second node: another server on the same database file.
-    let mut args = footfall::config::ServeArgs::for_db(&first.db);
+    let mut args = footfall::config::ServeArgs::for_db(crate::common::db_arg(&first.db));
     stream.configure(&footfall_url)(&mut args);
     let second = footfall::http::App::build(&args).unwrap();
     let (second_stopper, stop) = footfall::bus::Stop::channel();
@@ -574,3 +574,12 @@ async fn two_nodes_on_one_durable_consumer_count_each_message_once() {
     assert_eq!(first.stored_visits().await, n as i64);
     assert!(first.rollup_mismatches().await.is_empty());
 }
+
+crate::on_postgres!(
+    nats_events_published_twice_are_counted_once,
+    nats_order_events_show_in_the_order_breakdown,
+    a_bad_nats_event_is_acknowledged_counted_and_stops_nothing,
+    kill_9_mid_stream_then_restart_counts_every_event_exactly_once,
+    messages_redelivered_after_their_commit_are_not_counted_again,
+    two_nodes_on_one_durable_consumer_count_each_message_once,
+);

@@ -1,5 +1,12 @@
 //! Shared test harness: an in-process app driven with `oneshot`, and a real server process for
 //! the tests that need a socket, a signal or a `kill -9`.
+//!
+//! **Backends.** Every test runs on SQLite as written. A test listed in its module's
+//! `on_postgres!` also runs, as `postgres::<name>` (ignored: needs PostgreSQL), on a fresh
+//! PostgreSQL database: [`on_postgres`] runs the test's function with this thread's
+//! [`db_arg`] mapping every database path the test makes (TestApp's, a server process's, a CLI
+//! command's) to a database of its own on `FOOTFALL_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432`), and drops those databases afterwards.
 
 #![allow(dead_code)]
 
@@ -68,7 +75,7 @@ impl TestApp {
     pub fn with(configure: impl FnOnce(&mut ServeArgs)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("visits.db");
-        let mut args = ServeArgs::for_db(&db);
+        let mut args = ServeArgs::for_db(db_arg(&db));
         args.rate_limit_per_minute = 0;
         args.bulk_rate_limit_per_minute = 0;
         args.ip_rate_per_second = 0;
@@ -125,6 +132,16 @@ impl TestApp {
             .values()
             .map(|v| v.as_i64().unwrap())
             .sum()
+    }
+
+    /// An app built elsewhere (another node on a shared database), keeping `dir` alive.
+    pub fn from_parts(app: App, db: PathBuf, dir: TempDir) -> Self {
+        Self {
+            router: app.router,
+            state: app.state,
+            db,
+            _dir: dir,
+        }
     }
 
     /// Sends a request from `peer` (as the TCP peer address).
@@ -232,7 +249,7 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(
 
 /// Opens the database `db` as the server would (to look at it after a server process ended).
 pub fn open_store(db: &Path) -> Store {
-    Store::open(db, &Options::default()).unwrap()
+    Store::open(&db_arg(db), &Options::default()).unwrap()
 }
 
 /// A port nobody listens on right now.
@@ -263,7 +280,7 @@ impl ServerProcess {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_footfall"))
             .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--db"])
-            .arg(db)
+            .arg(db_arg(db))
             .args(extra)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -328,7 +345,7 @@ pub fn footfall_cli(args: &[&str], db: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_footfall"))
         .args(args)
         .arg("--db")
-        .arg(db)
+        .arg(db_arg(db))
         .output()
         .unwrap()
 }
@@ -432,4 +449,115 @@ pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
             matches.then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The PostgreSQL backend
+
+/// The PostgreSQL server the `postgres::` tests use (a server URL, no database).
+pub fn test_postgres() -> String {
+    std::env::var("FOOTFALL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+thread_local! {
+    /// `Some` while a test runs on PostgreSQL: each database path it made, and its URL.
+    static POSTGRES_DBS: std::cell::RefCell<Option<Vec<(PathBuf, String)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `sql` on the test server's `postgres` database, from a thread of its own (callers may
+/// be inside a runtime, or not).
+pub fn postgres_admin(sql: String) {
+    let server = test_postgres();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) =
+                tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {server}: {e}"));
+            tokio::spawn(connection);
+            client.batch_execute(&sql).await.unwrap();
+        });
+    })
+    .join()
+    .unwrap();
+}
+
+/// A new, empty database on the test server; answers its URL.
+pub fn fresh_postgres_db() -> String {
+    let name = format!("footfall_test_{:016x}", rand::random::<u64>());
+    postgres_admin(format!("CREATE DATABASE {name}"));
+    format!("{}/{name}", test_postgres())
+}
+
+/// Drops a database made by [`fresh_postgres_db`], whoever is still connected.
+pub fn drop_postgres_db(url: &str) {
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    postgres_admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
+
+/// What a test passes as `--db` for the database path `path`: the path itself on SQLite; on
+/// PostgreSQL ([`on_postgres`]), a database of its own, made at the first mention.
+pub fn db_arg(path: &Path) -> PathBuf {
+    POSTGRES_DBS.with(|dbs| {
+        let mut dbs = dbs.borrow_mut();
+        let Some(dbs) = dbs.as_mut() else {
+            return path.to_owned();
+        };
+        if let Some((_, url)) = dbs.iter().find(|(p, _)| p == path) {
+            return PathBuf::from(url);
+        }
+        let url = fresh_postgres_db();
+        dbs.push((path.to_owned(), url.clone()));
+        PathBuf::from(url)
+    })
+}
+
+/// Whether the running test is on PostgreSQL.
+pub fn on_postgres_now() -> bool {
+    POSTGRES_DBS.with(|dbs| dbs.borrow().is_some())
+}
+
+/// Runs the test function `test` (a `#[tokio::test]`, which builds its own runtime on this
+/// thread) on PostgreSQL, then drops the databases it made, also when it panicked.
+pub fn on_postgres(test: fn()) {
+    struct Cleanup;
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let dbs = POSTGRES_DBS
+                .with(|dbs| dbs.borrow_mut().take())
+                .unwrap_or_default();
+            for (_, url) in dbs {
+                drop_postgres_db(&url);
+            }
+        }
+    }
+    POSTGRES_DBS.with(|dbs| *dbs.borrow_mut() = Some(Vec::new()));
+    let _cleanup = Cleanup;
+    test();
+}
+
+/// The PostgreSQL variants of a module's tests: `on_postgres!(a, b)` adds `postgres::a` and
+/// `postgres::b`, each running the test of that name on a fresh PostgreSQL database. A test
+/// left out is SQLite-only (the module says why).
+#[macro_export]
+macro_rules! on_postgres {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[test]
+                #[ignore = "needs PostgreSQL"]
+                fn $name() {
+                    $crate::common::on_postgres(super::$name);
+                }
+            )*
+        }
+    };
 }

@@ -60,3 +60,8 @@ async fn configured_cors_origins_are_the_only_ones_allowed() {
         .await;
     assert_eq!(header(&refused, "access-control-allow-origin"), None);
 }
+
+crate::on_postgres!(
+    a_cors_preflight_for_post_visit_is_allowed_from_any_origin_by_default,
+    configured_cors_origins_are_the_only_ones_allowed,
+);

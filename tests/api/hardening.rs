@@ -610,3 +610,18 @@ async fn the_openapi_document_lists_the_refusals_the_fuzzer_found() {
         .await;
     refused(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE, "domains");
 }
+
+crate::on_postgres!(
+    malformed_json_bodies_are_422_and_store_nothing,
+    invalid_utf8_anywhere_is_refused_or_ignored_never_a_5xx,
+    a_body_over_one_mib_is_413_json,
+    deeply_nested_json_is_refused_without_exhausting_the_stack,
+    nul_bytes_in_urls_names_and_ids_are_refused,
+    enormous_headers_and_query_strings_are_handled_in_process,
+    over_the_wire_huge_headers_and_garbage_get_a_4xx_and_the_server_lives_on,
+    every_numeric_parameter_out_of_range_is_a_4xx,
+    sql_looking_input_is_refused_and_stores_nothing,
+    a_valid_url_carrying_sql_is_stored_verbatim_and_never_executed,
+    two_thousand_concurrent_bad_requests_leave_the_server_working,
+    the_openapi_document_lists_the_refusals_the_fuzzer_found,
+);

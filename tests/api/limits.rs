@@ -581,3 +581,23 @@ async fn a_request_body_slower_than_the_timeout_is_answered_408_in_json() {
     assert_eq!(body, json!({ "detail": "Request timed out" }));
     assert_eq!(stored_visits(&db).await, 0);
 }
+
+crate::on_postgres!(
+    the_eleventh_visit_of_a_page_from_one_ip_in_a_minute_is_429_and_records_nothing,
+    the_legacy_get_form_is_limited_like_post_visit_and_shares_its_quota,
+    the_pixel_over_its_limit_still_answers_the_gif_but_records_nothing,
+    the_eleventh_count_of_a_page_counter_is_429_and_does_not_count,
+    bulk_items_over_twenty_a_minute_are_rejected_and_the_rest_recorded,
+    another_page_or_another_client_ip_has_its_own_quota,
+    a_limit_of_zero_is_no_limit,
+    hammering_health_from_one_ip_is_429_after_the_default_burst_and_other_ips_are_unaffected,
+    the_ceilings_retry_after_is_long_enough_to_get_through,
+    ipv6_clients_share_a_ceiling_per_slash_64,
+    an_untrusted_peer_rotating_forwarding_headers_is_still_limited_after_ten,
+    an_untrusted_peer_rotating_forwarding_headers_still_hits_the_ceiling,
+    behind_a_trusted_proxy_the_rightmost_untrusted_address_is_the_client,
+    behind_a_trusted_proxy_each_forwarded_client_has_its_own_ceiling,
+    past_the_key_cap_new_pages_are_refused_until_keys_expire,
+    the_server_purges_limiter_keys_whose_quota_has_refilled,
+    a_request_body_slower_than_the_timeout_is_answered_408_in_json,
+);

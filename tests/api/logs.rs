@@ -258,3 +258,11 @@ fn the_debug_form_of_the_serve_options_hides_the_admin_token() {
         "{shown}"
     );
 }
+
+// SQLite-only: `a_500_is_logged_with_its_cause_and_request_id` (it breaks the SQLite rollups file by hand to cause the 500).
+crate::on_postgres!(
+    json_logs_have_one_line_per_request_with_status_and_path_and_never_the_token,
+    text_logs_are_one_readable_line_per_request,
+    a_server_counts_the_log_lines_it_dropped_in_its_metrics,
+    the_debug_form_of_the_serve_options_hides_the_admin_token,
+);

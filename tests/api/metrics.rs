@@ -151,3 +151,9 @@ async fn histogram_samples_are_drained_even_when_nobody_scrapes() {
         "no upkeep thread among {names:?}"
     );
 }
+
+crate::on_postgres!(
+    metrics_show_requests_latency_visits_rate_limits_the_writer_and_the_database,
+    metric_labels_stay_bounded_whatever_clients_send,
+    histogram_samples_are_drained_even_when_nobody_scrapes,
+);

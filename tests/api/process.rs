@@ -241,3 +241,9 @@ async fn a_full_write_queue_answers_503_and_loses_no_acknowledged_visit() {
     }
     assert!(seen, "no 503 observed to check its headers");
 }
+
+crate::on_postgres!(
+    kill_9_loses_no_acknowledged_visit,
+    sigterm_drains_every_queued_visit_and_exits_0,
+    a_full_write_queue_answers_503_and_loses_no_acknowledged_visit,
+);

@@ -360,3 +360,22 @@ fn answers_arrive_whichever_runtime_the_writer_was_started_in() {
     drop(gone);
     record_32(&app, &runtime());
 }
+
+crate::on_postgres!(
+    post_visit_answers_the_original_shape_after_commit,
+    post_visit_accepts_text_plain_as_sent_by_send_beacon,
+    post_visit_rejects_other_content_types_with_415,
+    malformed_bodies_are_422_with_a_detail,
+    invalid_urls_are_400_invalid_url_format_and_record_nothing,
+    extra_keys_are_ignored_and_a_bad_event_is_422,
+    user_agent_defaults_to_unknown_and_is_cut_to_512_bytes,
+    legacy_get_records_and_omits_the_timestamp,
+    bulk_visits_records_every_item_in_one_answer,
+    bulk_over_100_items_records_nothing,
+    bulk_with_an_invalid_item_or_no_items_records_nothing,
+    bodies_over_one_mib_are_413,
+    unknown_paths_and_methods_answer_json,
+    health_reports_the_database,
+    openapi_documents_every_endpoint_and_docs_are_served_offline,
+    answers_arrive_whichever_runtime_the_writer_was_started_in,
+);

@@ -278,3 +278,9 @@ async fn recording_goes_on_without_redis_and_sharing_resumes_when_it_returns() {
     // Not one visit answered 200 was lost: 20 + 10 + 20 + 10, and the probes.
     assert_eq!(stored(&a, &b).await, 60 + probes);
 }
+
+crate::on_postgres!(
+    two_nodes_share_one_quota_per_ip_and_url_through_redis,
+    two_nodes_share_one_bulk_quota_through_redis,
+    recording_goes_on_without_redis_and_sharing_resumes_when_it_returns,
+);

@@ -31,3 +31,5 @@ async fn a_request_id_is_generated_when_absent_and_echoed_when_present() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(header(&reply, "x-request-id"), Some("trace-404"));
 }
+
+crate::on_postgres!(a_request_id_is_generated_when_absent_and_echoed_when_present,);

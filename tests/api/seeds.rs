@@ -376,3 +376,13 @@ async fn concurrent_requests_count_exactly_across_restarts_and_kill_9() {
         "after the last restart"
     );
 }
+
+// SQLite-only: `page_counters_count_exactly_and_say_where_the_answer_came_from` (it checks the SQLite cache and its "sqlite" answers; tests/api/scale_out.rs checks the PostgreSQL counters).
+crate::on_postgres!(
+    page_ids_are_validated,
+    breakdowns_list_every_segment_of_the_period_with_zeros,
+    impossible_dates_and_bad_names_are_422,
+    top_domains_rank_sites_over_the_trailing_period_and_count_clicks,
+    domain_periods_limits_and_bodies_are_validated,
+    concurrent_requests_count_exactly_across_restarts_and_kill_9,
+);

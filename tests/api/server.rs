@@ -131,3 +131,10 @@ async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
         "no longer accepting"
     );
 }
+
+crate::on_postgres!(
+    a_client_trickling_headers_is_cut_off_after_the_header_timeout,
+    an_idle_kept_alive_connection_is_closed_after_the_header_timeout,
+    a_request_sent_before_the_client_half_closes_is_still_answered,
+    shutdown_finishes_in_flight_requests_and_stops_accepting,
+);

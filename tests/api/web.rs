@@ -331,3 +331,21 @@ async fn the_openapi_document_describes_the_tracker_pixel_and_dashboard() {
         .collect();
     assert_eq!(names, ["url", "event"]);
 }
+
+crate::on_postgres!(
+    tracker_js_is_small_cacheable_javascript_with_a_strong_etag,
+    tracker_js_answers_304_to_a_matching_if_none_match,
+    the_pixel_records_a_valid_url_and_answers_the_gif,
+    the_pixel_records_the_client_ip_and_user_agent_like_post_visit,
+    the_pixel_with_an_invalid_url_answers_the_gif_and_records_nothing,
+    the_pixel_with_an_invalid_event_answers_the_gif_and_records_nothing,
+    the_pixel_without_url_records_the_referer,
+    the_pixel_with_an_unreadable_query_records_nothing_not_even_the_referer,
+    the_pixel_without_url_or_referer_answers_the_gif_and_records_nothing,
+    the_pixel_event_counts_in_the_breakdown,
+    the_pixel_over_its_rate_limit_still_answers_the_gif_but_records_nothing,
+    a_head_request_for_the_pixel_records_nothing,
+    the_dashboard_is_html_that_loads_nothing_from_another_origin,
+    the_dashboard_files_revalidate_with_their_etag,
+    the_openapi_document_describes_the_tracker_pixel_and_dashboard,
+);

@@ -28,5 +28,6 @@ pub fn conn(app: &TestApp) -> rusqlite::Connection {
 pub fn sqlite(app: &TestApp) -> &footfall::store::sqlite::SqliteStore {
     match app.store() {
         footfall::store::Store::Sqlite(store) => store,
+        other => panic!("not an SQLite store: {other:?}"),
     }
 }

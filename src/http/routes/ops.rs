@@ -19,13 +19,15 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"status": "healthy", "timestamp": "2025-07-28T11:30:00", "database": "connected"}))]
+#[schema(example = json!({"status": "healthy", "timestamp": "2025-07-28T11:30:00", "database": "connected", "backend": "sqlite"}))]
 pub struct HealthResponse {
     /// `healthy` or `unhealthy`.
     pub status: &'static str,
     pub timestamp: String,
     /// `connected` or `disconnected`.
     pub database: &'static str,
+    /// `sqlite` or `postgres` (API.md §10).
+    pub backend: &'static str,
     /// Why the database is unusable (only when unhealthy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -55,7 +57,7 @@ pub struct SubscriberHealth {
     responses(
         (status = 200, description = "Healthy", body = HealthResponse),
         (status = 503, description = "The database cannot be read", body = HealthResponse,
-            example = json!({"status": "unhealthy", "timestamp": "2025-07-28T11:30:00", "database": "disconnected", "detail": "..."})),
+            example = json!({"status": "unhealthy", "timestamp": "2025-07-28T11:30:00", "database": "disconnected", "backend": "postgres", "detail": "..."})),
     ))]
 pub async fn health(State(state): State<AppState>) -> Response {
     let probe = state.store.health().await;
@@ -78,6 +80,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             status: "healthy",
             timestamp,
             database: "connected",
+            backend: state.store.backend(),
             detail: None,
             subscribers: subscribers(),
         })
@@ -88,6 +91,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
                 status: "unhealthy",
                 timestamp,
                 database: "disconnected",
+                backend: state.store.backend(),
                 detail: Some(format!("{err:#}")),
                 subscribers: subscribers(),
             }),

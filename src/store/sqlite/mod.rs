@@ -20,11 +20,13 @@
 //! - [`cleanup`]: the two-file protocol of deleting old visits.
 //! - [`queries`]: analytics reads, each answered from rollups plus the tail.
 //! - [`export`]: the streaming cursor behind `/all-visits` and `footfall export`.
+//! - [`dump`]: everything the file holds, for `footfall copy`.
 
 pub mod calendar;
 pub mod checkpointer;
 pub mod cleanup;
 pub mod counters;
+pub mod dump;
 pub mod export;
 pub mod ingest;
 pub mod queries;

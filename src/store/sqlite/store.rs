@@ -211,6 +211,31 @@ impl SqliteStore {
         self.writer.cleanup(cutoff).await
     }
 
+    /// Reads everything on a blocking thread through a small channel (see `dump`).
+    pub fn dump(&self) -> crate::store::DumpStream {
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = pool
+                .get()
+                .map_err(anyhow::Error::from)
+                .and_then(|conn| super::dump::dump(&conn, &sender).map_err(anyhow::Error::from));
+            if let Err(err) = result {
+                let _ = sender.blocking_send(Err(StoreError::Internal(err)));
+            }
+        });
+        receiver
+    }
+
+    pub async fn stored_clicks(&self) -> Result<i64> {
+        self.read(|conn| {
+            conn.query_row("SELECT coalesce(sum(clicks), 0) FROM clicks", [], |r| {
+                r.get(0)
+            })
+        })
+        .await
+    }
+
     pub async fn health(&self) -> Result<()> {
         self.read(|conn| conn.query_row("SELECT count(*) FROM totals", [], |r| r.get::<_, i64>(0)))
             .await

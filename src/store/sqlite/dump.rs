@@ -1,0 +1,70 @@
+//! Everything the visits file holds, as `footfall copy` moves it: the visits (time to the
+//! millisecond, with event and dimensions), oldest first, then the pre-counted clicks.
+
+use rusqlite::Connection;
+use tokio::sync::mpsc;
+
+use super::rollups::millis_of;
+use crate::domain::{NewVisit, PageUrl, ip_from_bytes};
+use crate::store::{Dumped, Result};
+
+/// Visits per batch handed to the reader.
+const BATCH: i64 = 10_000;
+
+/// Sends the file's contents to `sink` in batches; stops early when the reader has gone.
+pub fn dump(conn: &Connection, sink: &mpsc::Sender<Result<Dumped>>) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT v.id, p.url, v.ip, a.ua, e.name FROM visits v
+         JOIN pages p ON p.id = v.page_id JOIN agents a ON a.id = v.agent_id
+         JOIN events e ON e.id = v.event_id
+         WHERE v.id > ?1 ORDER BY v.id LIMIT ?2",
+    )?;
+    let mut after = i64::MIN;
+    loop {
+        let mut batch = Vec::new();
+        let mut rows = stmt.query(rusqlite::params![after, BATCH])?;
+        let mut read = 0;
+        while let Some(row) = rows.next()? {
+            read += 1;
+            after = row.get(0)?;
+            let (Some(url), Some(ip)) = (
+                PageUrl::parse(&row.get::<_, String>(1)?),
+                ip_from_bytes(&row.get::<_, Vec<u8>>(2)?),
+            ) else {
+                // Cannot be stored here: the copy's final check reports the difference.
+                continue;
+            };
+            let mut visit = NewVisit::pageview(url, ip, row.get(3)?, millis_of(after));
+            let event: String = row.get(4)?;
+            if event != visit.event {
+                visit.event = event.into();
+            }
+            batch.push(visit);
+        }
+        drop(rows);
+        if !batch.is_empty() && sink.blocking_send(Ok(Dumped::Visits(batch))).is_err() {
+            return Ok(());
+        }
+        if read < BATCH {
+            break;
+        }
+    }
+    let clicks = conn
+        .prepare(
+            "SELECT c.minute, s.name, c.clicks FROM clicks c JOIN sites s ON s.id = c.site_id
+             ORDER BY c.seq",
+        )?
+        .query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? * 60_000, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for chunk in clicks.chunks(BATCH as usize) {
+        if sink
+            .blocking_send(Ok(Dumped::Clicks(chunk.to_vec())))
+            .is_err()
+        {
+            break;
+        }
+    }
+    Ok(())
+}
