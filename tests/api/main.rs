@@ -7,6 +7,8 @@ mod browser;
 mod common;
 mod cors;
 mod hardening;
+mod import_layouts;
+mod legacy;
 mod limits;
 mod logs;
 mod metrics;
