@@ -37,6 +37,7 @@ pub struct VisitRequest {
     pub url: String,
     /// Event name, `[a-z0-9_-]{1,64}`; `pageview` when absent.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub event: Option<String>,
 }
 
@@ -226,7 +227,8 @@ pub async fn record_visit(
 /// Record a page visit (legacy GET form).
 #[utoipa::path(get, path = "/", tag = "recording", params(
         ("url" = String, Query, description = "The visited page's URL"),
-        ("event" = Option<String>, Query, description = "Event name; `pageview` when absent")),
+        ("event" = Option<String>, Query, description = "Event name; `pageview` when absent",
+            pattern = "^[a-z0-9_-]{1,64}$")),
     responses(
         (status = 200, description = "Recorded and committed", body = LegacyVisitResponse),
         (status = 400, description = "Invalid URL", body = crate::http::routes::ErrorBody),
@@ -268,7 +270,9 @@ pub async fn record_visit_legacy(
 /// Items over their rate limit are counted in `visits_rejected`; the others are recorded in one
 /// commit. More than 100 items records nothing.
 #[utoipa::path(post, path = "/bulk-visits", tag = "recording",
-    request_body(content = Vec<VisitRequest>, example = json!([{"url": "https://example.com/page1"}, {"url": "https://example.com/page2"}])),
+    request_body(content(
+        (Vec<VisitRequest> = "application/json", example = json!([{"url": "https://example.com/page1"}, {"url": "https://example.com/page2"}])),
+        (Vec<VisitRequest> = "text/plain"))),
     responses(
         (status = 200, description = "Recorded and committed", body = BulkVisitResponse),
         (status = 400, description = "Too many items or an invalid URL; nothing recorded", body = crate::http::routes::ErrorBody,
@@ -329,7 +333,8 @@ fn page_id_param(raw: &str) -> Result<&str> {
 
 /// Count a visit on a per-page counter.
 #[utoipa::path(post, path = "/visit/{page_id}", tag = "counters",
-    params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`")),
+    params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`",
+        pattern = "^[A-Za-z0-9._~-]{1,256}$")),
     responses(
         (status = 200, description = "Counted and committed", body = PageVisitResponse),
         (status = 422, description = "Invalid page id", body = crate::http::routes::ErrorBody),
@@ -355,7 +360,8 @@ pub async fn count_page_visit(
 
 /// The exact visit count of a per-page counter.
 #[utoipa::path(get, path = "/visits/{page_id}", tag = "counters",
-    params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`")),
+    params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`",
+        pattern = "^[A-Za-z0-9._~-]{1,256}$")),
     responses(
         (status = 200, description = "The committed count", body = PageCountResponse),
         (status = 422, description = "Invalid page id", body = crate::http::routes::ErrorBody),
