@@ -5,6 +5,7 @@ mod admin_origin;
 mod analytics;
 mod browser;
 mod common;
+mod contract;
 mod cors;
 mod hardening;
 mod import_layouts;
