@@ -41,6 +41,23 @@ impl FilterParams {
     /// Validates the parameters. Every malformed value is an error naming it: a filter is never
     /// silently ignored (the original service returned everything on a bad `range`).
     pub fn parse(&self) -> Result<ExportFilter, String> {
+        // Every parameter is checked, also those `range` takes precedence over: a malformed
+        // value is never silently ignored.
+        let start_date = self
+            .start_date
+            .as_deref()
+            .map(|s| parse_date(s).ok_or("start_date must be a valid YYYY-MM-DD date"))
+            .transpose()?;
+        let end_date = self
+            .end_date
+            .as_deref()
+            .map(|s| parse_date(s).ok_or("end_date must be a valid YYYY-MM-DD date"))
+            .transpose()?;
+        let since = self
+            .since
+            .as_deref()
+            .map(|s| parse_timestamp(s).ok_or("since must be a valid timestamp"))
+            .transpose()?;
         let mut from: UnixMillis = 0;
         let mut to: Option<UnixMillis> = None;
         if let Some(range) = self.range.as_deref() {
@@ -50,17 +67,14 @@ impl FilterParams {
             from = parse_timestamp(start).ok_or("range START is not a valid date or timestamp")?;
             to = Some(parse_timestamp(end).ok_or("range END is not a valid date or timestamp")?);
         } else {
-            if let Some(start) = self.start_date.as_deref() {
-                let date = parse_date(start).ok_or("start_date must be a valid YYYY-MM-DD date")?;
+            if let Some(date) = start_date {
                 from = from.max(date_start_millis(date));
             }
-            if let Some(end) = self.end_date.as_deref() {
-                let date = parse_date(end).ok_or("end_date must be a valid YYYY-MM-DD date")?;
+            if let Some(date) = end_date {
                 let next = date.succ_opt().ok_or("end_date is out of range")?;
                 to = Some(date_start_millis(next));
             }
-            if let Some(since) = self.since.as_deref() {
-                let since = parse_timestamp(since).ok_or("since must be a valid timestamp")?;
+            if let Some(since) = since {
                 from = from.max(since + 1);
             }
         }

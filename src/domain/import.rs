@@ -91,11 +91,32 @@ pub fn parse_record(value: &Value) -> Result<NewVisit, String> {
     })
 }
 
+/// How an import body is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// JSONL or a JSON array, told apart by the first non-blank byte (files, `text/plain`).
+    Detect,
+    /// One JSON array (`application/json`): anything else is malformed.
+    JsonArray,
+    /// JSONL (`application/x-ndjson`): every line is a record, even one starting with `[`.
+    Jsonl,
+}
+
 /// Reads records from `reader`, JSONL or a JSON array (told apart by the first non-blank
 /// byte), calling `each(line, record)` in order. An unreadable stream is an `Err`; bad records
 /// are passed as `Err` to `each`.
 pub fn read_records(
+    reader: impl BufRead,
+    each: impl FnMut(usize, Result<NewVisit, String>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    read_records_as(reader, Layout::Detect, each)
+}
+
+/// [`read_records`] with the layout given (an HTTP body's media type says which it is, so a
+/// body is never read as the other kind).
+pub fn read_records_as(
     mut reader: impl BufRead,
+    layout: Layout,
     mut each: impl FnMut(usize, Result<NewVisit, String>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let first = loop {
@@ -109,9 +130,15 @@ pub fn read_records(
             }
         }
     };
+    let array = match layout {
+        Layout::Detect => first == Some(b'['),
+        Layout::JsonArray => true,
+        Layout::Jsonl => false,
+    };
     match first {
+        None if layout == Layout::JsonArray => Err(anyhow::anyhow!("the JSON array is missing")),
         None => Ok(()),
-        Some(b'[') => {
+        Some(_) if array => {
             let values: Vec<Value> = serde_json::from_reader(reader)
                 .map_err(|e| anyhow::anyhow!("the JSON array is malformed: {e}"))?;
             for (i, value) in values.iter().enumerate() {
@@ -189,6 +216,26 @@ mod tests {
         assert_eq!(ok[1].event, "order");
         assert_eq!(ok[0].at, ok[1].at);
         assert_eq!(bad.iter().map(|b| b.0).collect::<Vec<_>>(), vec![3, 5]);
+    }
+
+    #[test]
+    fn a_declared_layout_is_never_read_as_the_other() {
+        let read = |input: &str, layout| {
+            let mut lines = Vec::new();
+            read_records_as(input.as_bytes(), layout, |line, r| {
+                lines.push((line, r.is_ok()));
+                Ok(())
+            })
+            .map(|()| lines)
+        };
+        // A JSONL line that starts with `[` is a bad record, not an array.
+        assert_eq!(read("[]\n", Layout::Jsonl).unwrap(), vec![(1, false)]);
+        assert_eq!(read("[]", Layout::Detect).unwrap(), vec![]);
+        // A JSON body must be one array.
+        for bad in ["{}", "", "  ", "5", "[1] [2]"] {
+            assert!(read(bad, Layout::JsonArray).is_err(), "{bad:?}");
+        }
+        assert_eq!(read(" [5]", Layout::JsonArray).unwrap(), vec![(1, false)]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Utc};
 
 /// Milliseconds since the Unix epoch, UTC. The unit of every stored time.
 pub type UnixMillis = i64;
@@ -27,26 +27,138 @@ pub fn now_millis() -> UnixMillis {
     Utc::now().timestamp_millis()
 }
 
-/// Parses a timestamp in any accepted form: ISO (`2025-07-28T10:30:00`, fractional seconds
-/// allowed), SPACE (`2025-07-28 10:30:00`), RFC 3339 with `Z` or an offset, a bare date
-/// (midnight), or unix seconds. Naive forms are UTC. `None` when malformed or outside
+/// Parses a timestamp in any accepted form (docs/API.md, "Timestamps"): a calendar date and
+/// time as exports of real systems write them — `-` or `/` between year, month and day (in that
+/// order), `T` or a space before the time, one or two digits for month, day, hour, minute and
+/// second, seconds optional, fractional seconds of up to 9 digits, then nothing (UTC), `Z`, or an
+/// offset `±HH:MM`, `±HHMM` or `±HH` (optionally after a space) — a bare date (midnight), or
+/// unix seconds. `None` when malformed, impossible (`2025-02-30`, `24:00`) or outside
 /// 1970..=2248 (the range visit ids can represent).
 pub fn parse_timestamp(raw: &str) -> Option<UnixMillis> {
     let raw = raw.trim();
-    let millis = if let Ok(dt) = DateTime::parse_from_rfc3339(raw) {
-        dt.timestamp_millis()
-    } else if let Some(naive) = parse_naive(raw) {
-        Utc.from_utc_datetime(&naive).timestamp_millis()
-    } else if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?)
-            .timestamp_millis()
-    } else if raw.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !raw.is_empty() {
+    let millis = if let Some(millis) = parse_calendar(raw) {
+        millis
+    } else if !raw.is_empty()
+        && raw.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && raw.bytes().any(|b| b.is_ascii_digit())
+    {
         let seconds: f64 = raw.parse().ok()?;
         (seconds * 1000.0).round() as i64
     } else {
         return None;
     };
     (0..=MAX_MILLIS).contains(&millis).then_some(millis)
+}
+
+/// A cursor over the bytes of a timestamp, for the small grammar [`parse_timestamp`] accepts.
+/// Hand-written because chrono's format strings need one pattern per combination of separators,
+/// widths and offset forms (dozens), and still accept some that are not wanted.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    /// Consumes `byte` if it is next.
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.peek() == Some(byte);
+        self.at += usize::from(found);
+        found
+    }
+
+    /// Consumes `min..=max` digits and returns their value and count.
+    fn digits(&mut self, min: usize, max: usize) -> Option<(u32, usize)> {
+        let start = self.at;
+        let mut value: u32 = 0;
+        while self.at - start < max {
+            match self.peek() {
+                Some(b @ b'0'..=b'9') => {
+                    value = value * 10 + u32::from(b - b'0');
+                    self.at += 1;
+                }
+                _ => break,
+            }
+        }
+        let count = self.at - start;
+        (count >= min).then_some((value, count))
+    }
+
+    fn done(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+}
+
+/// The calendar forms of [`parse_timestamp`], as unix milliseconds (not range-checked).
+fn parse_calendar(raw: &str) -> Option<UnixMillis> {
+    let mut c = Cursor {
+        bytes: raw.as_bytes(),
+        at: 0,
+    };
+    let (year, _) = c.digits(4, 4)?;
+    let sep = c.peek().filter(|b| matches!(b, b'-' | b'/'))?;
+    c.at += 1;
+    let (month, _) = c.digits(1, 2)?;
+    if !c.eat(sep) {
+        return None;
+    }
+    let (day, _) = c.digits(1, 2)?;
+    let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    if c.done() {
+        return Some(date_start_millis(date));
+    }
+    if !(c.eat(b'T') || c.eat(b't') || c.eat(b' ')) {
+        return None;
+    }
+    let (hour, _) = c.digits(1, 2)?;
+    if !c.eat(b':') {
+        return None;
+    }
+    let (minute, _) = c.digits(1, 2)?;
+    let (mut second, mut nanos) = (0, 0);
+    if c.eat(b':') {
+        second = c.digits(1, 2)?.0;
+        if c.eat(b'.') {
+            let (fraction, width) = c.digits(1, 9)?;
+            nanos = fraction * 10u32.pow(9 - u32::try_from(width).ok()?);
+        }
+    }
+    // Leap seconds (`:60`) are refused: `from_hms_nano_opt` takes them only as nanos ≥ 1e9.
+    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+    let local = NaiveDateTime::new(date, time).and_utc().timestamp_millis();
+    let offset_seconds = parse_offset(&mut c)?;
+    c.done().then(|| local - i64::from(offset_seconds) * 1000)
+}
+
+/// The offset after a time, in seconds east of UTC: nothing (UTC), `Z`, or `±HH[[:]MM]`,
+/// optionally after one space. `None` when malformed.
+fn parse_offset(c: &mut Cursor<'_>) -> Option<i32> {
+    if c.done() {
+        return Some(0);
+    }
+    c.eat(b' ');
+    if c.eat(b'Z') || c.eat(b'z') {
+        return Some(0);
+    }
+    let sign = match c.peek()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    c.at += 1;
+    let (hours, _) = c.digits(2, 2)?;
+    let minutes = if c.eat(b':') {
+        c.digits(2, 2)?.0
+    } else {
+        c.digits(2, 2).map_or(0, |(m, _)| m)
+    };
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    Some(sign * i32::try_from(hours * 3600 + minutes * 60).ok()?)
 }
 
 /// Unix seconds (integer or fractional) as a timestamp; `None` out of range.
@@ -58,12 +170,6 @@ pub fn timestamp_from_unix_seconds(seconds: f64) -> Option<UnixMillis> {
     (0.0..=MAX_MILLIS as f64)
         .contains(&millis)
         .then_some(millis as i64)
-}
-
-fn parse_naive(raw: &str) -> Option<NaiveDateTime> {
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|fmt| NaiveDateTime::parse_from_str(raw, fmt).ok())
 }
 
 /// Parses a `YYYY-MM-DD` date; `None` for anything else, impossible dates included.
@@ -196,9 +302,78 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_accept_the_layouts_of_real_exports() {
+        let want = 1_753_698_600_000; // 2025-07-28T10:30:00Z
+        for raw in [
+            "2025/07/28 10:30:00",
+            "2025/7/28 10:30:00",
+            "2025-7-28T10:30:00",
+            "2025-07-28 10:30",
+            "2025-07-28t10:30:00z",
+            "2025-07-28 10:30:00 +00:00",
+            "2025-07-28 12:30:00+0200",
+            "2025-07-28 12:30:00+02",
+            "2025-07-28T05:00:00-05:30",
+            "2025/07/28T10:30:00.000Z",
+            "  2025-07-28 10:30:00  ",
+        ] {
+            assert_eq!(parse_timestamp(raw), Some(want), "{raw}");
+        }
+        let nine = 1_753_693_503_000; // 2025-07-28T09:05:03Z
+        for raw in [
+            "2025-07-28 9:5:3",
+            "2025/07/28 9:05:03",
+            "2025-07-28T09:05:3Z",
+        ] {
+            assert_eq!(parse_timestamp(raw), Some(nine), "{raw}");
+        }
+        for (raw, millis) in [
+            ("2025-07-28T10:30:00.5", 500),
+            ("2025-07-28T10:30:00.25Z", 250),
+            ("2025-07-28 10:30:00.123456", 123),
+            ("2025-07-28 10:30:00.999999999+00:00", 999),
+        ] {
+            assert_eq!(parse_timestamp(raw), Some(want + millis), "{raw}");
+        }
+        assert_eq!(parse_timestamp("2025/07/28"), Some(1_753_660_800_000));
+        assert_eq!(
+            parse_timestamp("2024-02-29 00:00:00"),
+            Some(1_709_164_800_000)
+        );
+    }
+
+    #[test]
+    fn impossible_or_ambiguous_timestamps_are_refused() {
+        for bad in [
+            "2025-02-29 10:00:00",
+            "2025/04/31",
+            "2025-07-28 24:00:00",
+            "2025-07-28 10:60:00",
+            "2025-07-28 10:30:60",
+            "2025-07-28 10:30:00+24:00",
+            "2025-07-28 10:30:00+02:60",
+            "2025-07-28 10:30:00+2",
+            "2025-07-28/10:30:00",
+            "2025-07/28 10:30:00",
+            "28/07/2025 10:30:00",
+            "07/28/2025",
+            "2025-07-28 10",
+            "2025-07-28 10:30:00.",
+            "2025-07-28 10:30:00.1234567890",
+            "2025-07-28 10:30:00 UTC",
+            "2025-07-28 10:30:00Z junk",
+            "2025-007-28",
+            "1969-12-31 23:59:59",
+            ".",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn formatting_matches_chrono() {
         for millis in [0, 951_782_400_000, 1_753_698_600_999, 4_102_444_799_000] {
-            let dt = DateTime::from_timestamp_millis(millis).unwrap();
+            let dt = chrono::DateTime::from_timestamp_millis(millis).unwrap();
             assert_eq!(
                 format_space(millis),
                 dt.format("%Y-%m-%d %H:%M:%S").to_string()

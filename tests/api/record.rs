@@ -162,25 +162,6 @@ async fn user_agent_defaults_to_unknown_and_is_cut_to_512_bytes() {
 }
 
 #[tokio::test]
-async fn legacy_get_records_and_omits_the_timestamp() {
-    let app = TestApp::new();
-    let reply = app.get("/?url=https%3A%2F%2Fa.com%2Flegacy").await;
-    assert_eq!(reply.status, StatusCode::OK);
-    let body = reply.json();
-    assert_eq!(body["url"], "https://a.com/legacy");
-    assert_eq!(body["status"], "recorded");
-    assert!(body.get("timestamp").is_none());
-    assert_eq!(app.total_visits("https://a.com/legacy").await, 1);
-
-    let reply = app.get("/").await;
-    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(reply.detail().contains("url"));
-    let reply = app.get("/?url=nope").await;
-    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    assert_eq!(reply.detail(), "Invalid URL format");
-}
-
-#[tokio::test]
 async fn bulk_visits_records_every_item_in_one_answer() {
     let app = TestApp::new();
     let items: Vec<Value> = (0..100)
@@ -369,7 +350,6 @@ crate::on_postgres!(
     invalid_urls_are_400_invalid_url_format_and_record_nothing,
     extra_keys_are_ignored_and_a_bad_event_is_422,
     user_agent_defaults_to_unknown_and_is_cut_to_512_bytes,
-    legacy_get_records_and_omits_the_timestamp,
     bulk_visits_records_every_item_in_one_answer,
     bulk_over_100_items_records_nothing,
     bulk_with_an_invalid_item_or_no_items_records_nothing,

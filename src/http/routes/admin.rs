@@ -11,9 +11,9 @@
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
-use axum::http::StatusCode;
-use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::export::{ExportFilter, ExportFormat, FilterParams};
-use crate::domain::import::{ImportReport, read_records};
+use crate::domain::import::{ImportReport, Layout, read_records_as};
 use crate::domain::{canonical_ip, cleanup_cutoff, format_iso, now_millis, parse_site};
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
@@ -187,10 +187,10 @@ pub struct ExportQuery {
     /// `START,END` (dates or timestamps; START inclusive, END exclusive); overrides the others.
     pub range: Option<String>,
     /// Most visits to return.
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: Option<i64>,
     /// Visits to skip first.
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub offset: Option<i64>,
     /// `json` (default), `jsonl` or `csv`.
     #[param(inline, value_type = Option<ExportFormatParam>)]
@@ -273,9 +273,13 @@ pub struct ExportedVisits {
 
 /// Import visits (JSONL or a JSON array), each batch of 5,000 committed as one transaction.
 #[utoipa::path(post, path = "/import", tag = "admin", security(("bearer" = [])),
-    request_body(content = String, description = "JSONL, or a JSON array, of `{url, ip|ip_address, user_agent, timestamp[, event]}`",
-        content_type = "application/x-ndjson",
-        example = "{\"url\":\"https://example.com/page\",\"ip\":\"192.168.1.1\",\"user_agent\":\"Mozilla/5.0\",\"timestamp\":\"2025-07-28 10:30:00\"}\n"),
+    request_body(description = "Records `{url, ip|ip_address, user_agent, timestamp[, event]}`: JSONL (`application/x-ndjson`; every line a record, bad lines skipped) or one JSON array (`application/json`; anything but an array is 422). With another or no media type the layout is told by the first non-blank byte. An empty JSONL body imports nothing.",
+        content(
+            (ImportJsonl = "application/x-ndjson",
+                example = "{\"url\":\"https://example.com/page\",\"ip\":\"192.168.1.1\",\"user_agent\":\"Mozilla/5.0\",\"timestamp\":\"2025-07-28 10:30:00\"}\n"),
+            (ImportArray = "application/json",
+                example = json!([{"url": "https://example.com/page", "ip": "192.168.1.1", "user_agent": "Mozilla/5.0", "timestamp": "2025-07-28 10:30:00"}])),
+        )),
     responses(
         (status = 200, description = "What was imported and what was skipped", body = ImportReport),
         (status = 401, description = "Missing or wrong admin token", body = crate::http::routes::ErrorBody),
@@ -285,12 +289,14 @@ pub struct ExportedVisits {
 pub async fn import_visits(
     _: Admin,
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ImportReport>> {
+    let layout = import_layout(&headers);
     let mut report = ImportReport::default();
     let mut chunks: Vec<Vec<_>> = vec![Vec::new()];
     let parsed = tokio::task::spawn_blocking(move || {
-        let result = read_records(body.as_ref(), |line, record| {
+        let result = read_records_as(body.as_ref(), layout, |line, record| {
             match record {
                 Ok(visit) => {
                     let chunk = chunks.last_mut().expect("never empty");
@@ -314,10 +320,37 @@ pub async fn import_visits(
     Ok(Json(report))
 }
 
+/// The layout an import body's media type declares (parameters such as `charset` ignored).
+fn import_layout(headers: &HeaderMap) -> Layout {
+    let media_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match media_type.as_deref() {
+        Some("application/json") => Layout::JsonArray,
+        Some("application/x-ndjson" | "application/jsonl") => Layout::Jsonl,
+        _ => Layout::Detect,
+    }
+}
+
+/// The `application/x-ndjson` body of `POST /import`: any text, one record a line.
+#[derive(ToSchema)]
+#[schema(value_type = String)]
+#[allow(dead_code)]
+pub struct ImportJsonl(String);
+
+/// The `application/json` body of `POST /import`: one array of records (each checked and
+/// skipped when bad, like a JSONL line).
+#[derive(ToSchema)]
+#[schema(value_type = Vec<serde_json::Value>)]
+#[allow(dead_code)]
+pub struct ImportArray(Vec<serde_json::Value>);
+
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct CleanupQuery {
     /// Delete visits older than this many days (at least 1).
-    #[param(default = 30, minimum = 1)]
+    #[param(default = 30, minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub days: Option<i64>,
 }
 
@@ -365,7 +398,7 @@ pub struct DomainClicksResponse {
 }
 
 /// Largest pre-counted click count per site and request.
-const MAX_CLICKS: i64 = 1_000_000_000;
+pub const MAX_CLICKS: i64 = 1_000_000_000;
 
 /// Add pre-counted clicks per site at a unix time (seed 000's body format).
 #[utoipa::path(post, path = "/domains", tag = "sites", security(("bearer" = [])),
@@ -393,8 +426,15 @@ pub async fn add_domain_clicks(
     for (key, value) in body.iter().filter(|(k, _)| k.as_str() != "timestamp") {
         let site = parse_site(key)
             .ok_or_else(|| ApiError::validation(format!("{key:?} is not a valid site name")))?;
+        // An integer, also when written with a zero fraction (`5.0`), as JSON Schema counts it.
         let n = value
             .as_i64()
+            .or_else(|| {
+                value
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..=MAX_CLICKS as f64).contains(f))
+                    .map(|f| f as i64)
+            })
             .filter(|n| (0..=MAX_CLICKS).contains(n))
             .ok_or_else(|| {
                 ApiError::validation(format!(

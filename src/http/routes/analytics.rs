@@ -33,7 +33,7 @@ pub struct SummaryQuery {
     #[param(default = 24, minimum = 1, maximum = 8760)]
     pub hours: Option<i64>,
     /// Only the N most visited pages.
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub limit: Option<i64>,
 }
 
@@ -122,8 +122,7 @@ fn percent_decode(raw: &str) -> Option<String> {
 /// Analytics of one page. `{url}` may be percent-encoded (needed for a URL with a query
 /// string) or raw; an unknown page answers zeros.
 #[utoipa::path(get, path = "/stats/{url}", tag = "analytics",
-    params(("url" = String, Path, description = "The page URL, percent-encoded or raw",
-        pattern = "^[hH][tT][tT][pP][sS]?(:|%3[aA])"), HoursQuery),
+    params(("url" = String, Path, description = "The page URL, percent-encoded or raw"), HoursQuery),
     responses(
         (status = 200, description = "The page's analytics", body = UrlStatsResponse),
         (status = 400, description = "Invalid URL", body = crate::http::routes::ErrorBody,

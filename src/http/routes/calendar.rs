@@ -17,24 +17,30 @@ pub const MAX_DOMAINS: usize = 1_000;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/breakdown/{site}/{event}/{year}", get(get_breakdown))
+        .route("/breakdown/{site}/{event}/{year}", get(get_year_breakdown))
         .route(
             "/breakdown/{site}/{event}/{year}/{month}",
-            get(get_breakdown),
+            get(get_month_breakdown),
         )
         .route(
             "/breakdown/{site}/{event}/{year}/{month}/{day}",
-            get(get_breakdown),
+            get(get_day_breakdown),
         )
         .route(
             "/breakdown/{site}/{event}/{year}/{month}/{day}/{hour}",
-            get(get_breakdown),
+            get(get_hour_breakdown),
         )
         .route("/domains/{period}", get(get_top_domains))
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(get_breakdown, get_top_domains))]
+#[openapi(paths(
+    get_year_breakdown,
+    get_month_breakdown,
+    get_day_breakdown,
+    get_hour_breakdown,
+    get_top_domains
+))]
 pub struct CalendarDoc;
 
 #[derive(Debug, Deserialize)]
@@ -72,24 +78,96 @@ fn number<T: std::str::FromStr>(raw: Option<&str>, what: &str) -> Result<Option<
     .transpose()
 }
 
-/// Visits of a site (or `all`) and event per segment of a year, month, day or hour (UTC).
-#[utoipa::path(get, path = "/breakdown/{site}/{event}/{year}/{month}/{day}/{hour}", tag = "sites",
-    params(
-        ("site" = String, Path, description = "Site (host without `www.`), or `all`",
-            min_length = 1, max_length = 253, pattern = r"^[!-.0-~]+$"),
+// One documented operation per depth: OpenAPI path parameters are always required, so the
+// optional tail of the route is four paths, each with its own handler. The site pattern leaves
+// out `%`, which the code takes but a client cannot send unambiguously in a path (clients
+// leave a `%` followed by hex digits as it is, and the server decodes it).
+
+/// Visits of a site (or `all`) and event per month of a year (UTC), every month present.
+#[utoipa::path(get, path = "/breakdown/{site}/{event}/{year}", tag = "sites",
+    params(("site" = String, Path, description = "Site (host without `www.`), or `all`",
+            min_length = 1, max_length = 253, pattern = r"^[!-$&-.0-~]+$"),
+        ("event" = String, Path, description = "Event name, e.g. `pageview`",
+            pattern = r"^[a-z0-9_-]{1,64}$"),
+        ("year" = i32, Path, description = "Year", minimum = 1970, maximum = 2200)),
+    responses(
+        (status = 200, description = "Months 1-12", body = BreakdownResponse),
+        (status = 422, description = "Bad name or year", body = crate::http::routes::ErrorBody),
+    ))]
+pub async fn get_year_breakdown(
+    state: State<AppState>,
+    path: Path<BreakdownPath>,
+) -> Result<Json<BreakdownResponse>> {
+    get_breakdown(state, path).await
+}
+
+/// Visits of a site (or `all`) and event per day of a month (UTC), every day present.
+#[utoipa::path(get, path = "/breakdown/{site}/{event}/{year}/{month}", tag = "sites",
+    params(("site" = String, Path, description = "Site (host without `www.`), or `all`",
+            min_length = 1, max_length = 253, pattern = r"^[!-$&-.0-~]+$"),
         ("event" = String, Path, description = "Event name, e.g. `pageview`",
             pattern = r"^[a-z0-9_-]{1,64}$"),
         ("year" = i32, Path, description = "Year", minimum = 1970, maximum = 2200),
-        ("month" = Option<u32>, Path, description = "Month 1-12 (optional, with the parts after it)",
-            minimum = 1, maximum = 12),
-        ("day" = Option<u32>, Path, description = "Day of month (optional)", minimum = 1, maximum = 31),
-        ("hour" = Option<u32>, Path, description = "Hour 0-23 (optional)", minimum = 0, maximum = 23),
-    ),
+        ("month" = u32, Path, description = "Month", minimum = 1, maximum = 12)),
     responses(
-        (status = 200, description = "Every segment of the period", body = BreakdownResponse),
-        (status = 422, description = "Impossible date or bad name", body = crate::http::routes::ErrorBody),
+        (status = 200, description = "Days 1-N", body = BreakdownResponse),
+        (status = 422, description = "Bad name or date", body = crate::http::routes::ErrorBody),
     ))]
-pub async fn get_breakdown(
+pub async fn get_month_breakdown(
+    state: State<AppState>,
+    path: Path<BreakdownPath>,
+) -> Result<Json<BreakdownResponse>> {
+    get_breakdown(state, path).await
+}
+
+/// Visits of a site (or `all`) and event per hour of a day (UTC), every hour present.
+///
+/// A day the month does not have (February 30) is `422`: the document cannot tie `day` to
+/// `month`, so it allows 1-31.
+#[utoipa::path(get, path = "/breakdown/{site}/{event}/{year}/{month}/{day}", tag = "sites",
+    params(("site" = String, Path, description = "Site (host without `www.`), or `all`",
+            min_length = 1, max_length = 253, pattern = r"^[!-$&-.0-~]+$"),
+        ("event" = String, Path, description = "Event name, e.g. `pageview`",
+            pattern = r"^[a-z0-9_-]{1,64}$"),
+        ("year" = i32, Path, description = "Year", minimum = 1970, maximum = 2200),
+        ("month" = u32, Path, description = "Month", minimum = 1, maximum = 12),
+        ("day" = u32, Path, description = "Day of the month", minimum = 1, maximum = 31)),
+    responses(
+        (status = 200, description = "Hours 0-23", body = BreakdownResponse),
+        (status = 422, description = "Bad name, or a date that does not exist", body = crate::http::routes::ErrorBody),
+    ))]
+pub async fn get_day_breakdown(
+    state: State<AppState>,
+    path: Path<BreakdownPath>,
+) -> Result<Json<BreakdownResponse>> {
+    get_breakdown(state, path).await
+}
+
+/// Visits of a site (or `all`) and event per minute of an hour (UTC), every minute present.
+///
+/// A day the month does not have (February 30) is `422`, as for a day's breakdown.
+#[utoipa::path(get, path = "/breakdown/{site}/{event}/{year}/{month}/{day}/{hour}", tag = "sites",
+    params(("site" = String, Path, description = "Site (host without `www.`), or `all`",
+            min_length = 1, max_length = 253, pattern = r"^[!-$&-.0-~]+$"),
+        ("event" = String, Path, description = "Event name, e.g. `pageview`",
+            pattern = r"^[a-z0-9_-]{1,64}$"),
+        ("year" = i32, Path, description = "Year", minimum = 1970, maximum = 2200),
+        ("month" = u32, Path, description = "Month", minimum = 1, maximum = 12),
+        ("day" = u32, Path, description = "Day of the month", minimum = 1, maximum = 31),
+        ("hour" = u32, Path, description = "Hour", minimum = 0, maximum = 23)),
+    responses(
+        (status = 200, description = "Minutes 0-59", body = BreakdownResponse),
+        (status = 422, description = "Bad name, or a date that does not exist", body = crate::http::routes::ErrorBody),
+    ))]
+pub async fn get_hour_breakdown(
+    state: State<AppState>,
+    path: Path<BreakdownPath>,
+) -> Result<Json<BreakdownResponse>> {
+    get_breakdown(state, path).await
+}
+
+/// Visits of a site (or `all`) and event per segment of a year, month, day or hour (UTC).
+async fn get_breakdown(
     State(state): State<AppState>,
     Path(path): Path<BreakdownPath>,
 ) -> Result<Json<BreakdownResponse>> {

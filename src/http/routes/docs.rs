@@ -3,6 +3,9 @@
 //! ReDoc at `/redoc`, whose script comes from its CDN as in the original service.
 
 use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use bytes::Bytes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_redoc::{Redoc, Servable};
@@ -57,12 +60,27 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The document served at `/openapi.json`: [`openapi`] with the constraints of
+/// [`super::contract`] (added after the merge: they reach into every module's operations).
+pub fn openapi_json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi()).expect("the document is JSON");
+    super::contract::patch(&mut doc);
+    doc
+}
+
 pub fn router() -> Router<AppState> {
-    let doc = openapi();
-    let swagger = SwaggerUi::new("/docs")
-        .url("/openapi.json", doc.clone())
-        .config(Config::from("/openapi.json").validator_url("none"));
+    let doc = openapi_json();
+    let body = Bytes::from(serde_json::to_vec(&doc).expect("the document is JSON"));
+    let swagger =
+        SwaggerUi::new("/docs").config(Config::from("/openapi.json").validator_url("none"));
     Router::new()
+        .route(
+            "/openapi.json",
+            get(move || {
+                let body = body.clone();
+                async move { ([(CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
         .merge(swagger)
         .merge(Redoc::with_url("/redoc", doc))
 }

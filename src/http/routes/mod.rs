@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod analytics;
 pub mod calendar;
+mod contract;
 pub mod docs;
 mod edge;
 pub mod ops;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::NewVisit;
-use crate::domain::{IsoTime, PageUrl, event_or_default, now_millis, parse_page_id};
+use crate::domain::{IsoTime, PageUrl, event_or_default, format_space, now_millis, parse_page_id};
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, Result};
@@ -37,6 +37,7 @@ pub struct VisitRequest {
     pub url: String,
     /// Event name, `[a-z0-9_-]{1,64}`; `pageview` when absent.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub event: Option<String>,
 }
 
@@ -53,22 +54,62 @@ pub struct VisitResponse<'a> {
     /// Always `recorded`.
     pub status: &'static str,
     /// When the visit was recorded (ISO, UTC).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub timestamp: Option<IsoTime>,
+    #[schema(value_type = String, pattern = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")]
+    pub timestamp: IsoTime,
 }
 
 impl<'a> VisitResponse<'a> {
-    /// The answer for `visit`, with its time or without (the legacy `GET /` answers none).
-    fn of(visit: &'a NewVisit, with_time: bool) -> Self {
+    /// The answer for `visit`.
+    fn of(visit: &'a NewVisit) -> Self {
         Self {
             url: visit.url.as_str(),
             ip: visit.ip,
             user_agent: &visit.user_agent,
             status: "recorded",
-            timestamp: with_time.then_some(IsoTime(visit.at)),
+            timestamp: IsoTime(visit.at),
         }
     }
+}
+
+/// The answer of the legacy `GET /?url=`: the keys of both versions of the original service.
+/// The first sent `url`, `ip`, `user_agent` and `status`; the later one `message`, `timestamp`
+/// (SPACE form) and `visits`, the page's committed visits as a string with thousands
+/// separators, which its clients print as they are.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"url": "https://example.com/page", "ip": "192.168.1.1",
+    "user_agent": "Mozilla/5.0...", "status": "recorded", "message": "Visit recorded!",
+    "timestamp": "2025-07-28 10:30:00", "visits": "1,234"}))]
+pub struct LegacyVisitResponse {
+    pub url: String,
+    #[schema(value_type = String)]
+    pub ip: IpAddr,
+    pub user_agent: String,
+    /// Always `recorded`.
+    pub status: &'static str,
+    /// Always `Visit recorded!`.
+    pub message: &'static str,
+    /// When the visit was recorded (SPACE form, UTC).
+    #[schema(pattern = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")]
+    pub timestamp: String,
+    /// The page's committed visits, this one included, with thousands separators.
+    #[schema(pattern = r"^\d{1,3}(,\d{3})*$")]
+    pub visits: String,
+}
+
+/// `n` with a comma between each group of three digits: `1234567` → `1,234,567`.
+pub fn with_thousands_separators(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -180,17 +221,16 @@ pub async fn record_visit(
 ) -> Result<Response> {
     let recording = Recording::parse(body.url, body.event.as_deref(), ip, user_agent)?;
     let visit = record_one(&state, recording).await?;
-    Ok(Json(VisitResponse::of(&visit, true)).into_response())
+    Ok(Json(VisitResponse::of(&visit)).into_response())
 }
 
 /// Record a page visit (legacy GET form).
 #[utoipa::path(get, path = "/", tag = "recording", params(
         ("url" = String, Query, description = "The visited page's URL"),
-        ("event" = Option<String>, Query, description = "Event name; `pageview` when absent")),
+        ("event" = Option<String>, Query, description = "Event name; `pageview` when absent",
+            pattern = "^[a-z0-9_-]{1,64}$")),
     responses(
-        (status = 200, description = "Recorded and committed", body = VisitResponse,
-            example = json!({"url": "https://example.com/page", "ip": "192.168.1.1",
-                "user_agent": "Mozilla/5.0...", "status": "recorded"})),
+        (status = 200, description = "Recorded and committed", body = LegacyVisitResponse),
         (status = 400, description = "Invalid URL", body = crate::http::routes::ErrorBody),
         (status = 422, description = "Missing url", body = crate::http::routes::ErrorBody),
         (status = 429, description = "Rate limited", body = crate::http::routes::ErrorBody),
@@ -207,7 +247,22 @@ pub async fn record_visit_legacy(
         .ok_or_else(|| ApiError::validation("Query parameter url is required"))?;
     let recording = Recording::parse(url, query.event.as_deref(), ip, user_agent)?;
     let visit = record_one(&state, recording).await?;
-    Ok(Json(VisitResponse::of(&visit, false)).into_response())
+    // Read after the commit, so the count includes this visit. The window (one hour) does not
+    // matter: only the all-time total is used.
+    let stats = state
+        .store
+        .url_stats(visit.url.clone(), visit.at, 1)
+        .await?;
+    Ok(Json(LegacyVisitResponse {
+        url: visit.url.as_str().to_owned(),
+        ip: visit.ip,
+        user_agent: visit.user_agent,
+        status: "recorded",
+        message: "Visit recorded!",
+        timestamp: format_space(visit.at),
+        visits: with_thousands_separators(stats.total_visits),
+    })
+    .into_response())
 }
 
 /// Record up to 100 visits at once.
@@ -215,7 +270,9 @@ pub async fn record_visit_legacy(
 /// Items over their rate limit are counted in `visits_rejected`; the others are recorded in one
 /// commit. More than 100 items records nothing.
 #[utoipa::path(post, path = "/bulk-visits", tag = "recording",
-    request_body(content = Vec<VisitRequest>, example = json!([{"url": "https://example.com/page1"}, {"url": "https://example.com/page2"}])),
+    request_body(content(
+        (Vec<VisitRequest> = "application/json", example = json!([{"url": "https://example.com/page1"}, {"url": "https://example.com/page2"}])),
+        (Vec<VisitRequest> = "text/plain"))),
     responses(
         (status = 200, description = "Recorded and committed", body = BulkVisitResponse),
         (status = 400, description = "Too many items or an invalid URL; nothing recorded", body = crate::http::routes::ErrorBody,
@@ -276,7 +333,8 @@ fn page_id_param(raw: &str) -> Result<&str> {
 
 /// Count a visit on a per-page counter.
 #[utoipa::path(post, path = "/visit/{page_id}", tag = "counters",
-    params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`")),
+    params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`",
+        pattern = "^[A-Za-z0-9._~-]{1,256}$")),
     responses(
         (status = 200, description = "Counted and committed", body = PageVisitResponse),
         (status = 422, description = "Invalid page id", body = crate::http::routes::ErrorBody),
@@ -302,7 +360,8 @@ pub async fn count_page_visit(
 
 /// The exact visit count of a per-page counter.
 #[utoipa::path(get, path = "/visits/{page_id}", tag = "counters",
-    params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`")),
+    params(("page_id" = String, Path, description = "1-256 characters of `[A-Za-z0-9._~-]`",
+        pattern = "^[A-Za-z0-9._~-]{1,256}$")),
     responses(
         (status = 200, description = "The committed count", body = PageCountResponse),
         (status = 422, description = "Invalid page id", body = crate::http::routes::ErrorBody),
@@ -317,4 +376,27 @@ pub async fn page_visit_count(
         count: counted.count,
         served_via: counted.served_via.as_str(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_thousands_separators;
+
+    #[test]
+    fn thousands_are_separated_by_commas() {
+        for (n, want) in [
+            (0, "0"),
+            (7, "7"),
+            (999, "999"),
+            (1_000, "1,000"),
+            (1_234, "1,234"),
+            (12_345, "12,345"),
+            (123_456, "123,456"),
+            (1_234_567, "1,234,567"),
+            (-1_234, "-1,234"),
+            (i64::MIN, "-9,223,372,036,854,775,808"),
+        ] {
+            assert_eq!(with_thousands_separators(n), want, "{n}");
+        }
+    }
 }
