@@ -258,12 +258,12 @@ impl Store {
     }
 
     /// Stores visits from a file or another system (their own times, possibly long past),
-    /// in one transaction; answers once they are committed and counted.
+    /// in one transaction; answers once they are committed and counted. Both backends take
+    /// them through the writer like recorded visits ([`Self::record_many`]): their ids are
+    /// drawn like any other's, and those below the rollups' watermark are answered after the
+    /// roll-up that counts them.
     pub async fn import(&self, visits: Vec<NewVisit>) -> Result<usize> {
-        match self {
-            Self::Sqlite(s) => s.import(visits).await,
-            Self::Postgres(s) => s.import(visits).await,
-        }
+        self.record_many(visits).await
     }
 
     /// Deletes the visits before `cutoff`, with their share of every figure; answers how many.

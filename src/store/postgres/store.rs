@@ -298,12 +298,6 @@ impl PostgresStore {
         receiver
     }
 
-    /// Imported visits go through the writer like recorded ones: their ids are drawn like any
-    /// other's, so visits of any age are rolled up alike.
-    pub async fn import(&self, visits: Vec<NewVisit>) -> Result<usize> {
-        self.record_many(visits).await
-    }
-
     pub async fn cleanup(&self, cutoff: UnixMillis) -> Result<u64> {
         on_store!(self, |inner| {
             let mut client = inner.pool.get().await.map_err(pool_error)?;

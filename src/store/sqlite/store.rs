@@ -200,13 +200,6 @@ impl SqliteStore {
         receiver
     }
 
-    /// Imported visits go through the writer like recorded ones; those below the rollups'
-    /// watermark (most of an import of old data) are answered after the roll-up that counts
-    /// them.
-    pub async fn import(&self, visits: Vec<NewVisit>) -> Result<usize> {
-        self.record_many(visits).await
-    }
-
     pub async fn cleanup(&self, cutoff: UnixMillis) -> Result<u64> {
         self.writer.cleanup(cutoff).await
     }
