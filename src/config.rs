@@ -17,7 +17,7 @@ use crate::store::{self, Durability};
 #[command(
     name = "footfall",
     version,
-    about = "Page-visit analytics server on an embedded SQLite database"
+    about = "Page-visit analytics server on an embedded SQLite file, or on PostgreSQL for several nodes"
 )]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {

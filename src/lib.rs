@@ -1,4 +1,5 @@
-//! footfall: a page-visit analytics server on an embedded SQLite database.
+//! footfall: a page-visit analytics server on an embedded SQLite file, or on PostgreSQL for
+//! several nodes.
 //!
 //! Visits arrive over HTTP, are validated, rate-limited and handed to the [`store::Store`]; on
 //! SQLite a single writer thread commits them in groups before anyone is told "recorded". A
