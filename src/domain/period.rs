@@ -1,7 +1,7 @@
 //! Calendar periods: a breakdown's year, month, day or hour, and the trailing periods of the
 //! top-sites ranking.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 
 use super::UnixMillis;
 
@@ -45,6 +45,21 @@ impl Period {
         super::date_start_millis(self.start_date())
             + i64::from(self.hour.unwrap_or(0)) * super::HOUR_MS
     }
+}
+
+/// The first instant of a month (UTC); `month` is 1–12 of a year `Period::new` accepts.
+pub fn month_start(year: i32, month: u32) -> UnixMillis {
+    super::date_start_millis(NaiveDate::from_ymd_opt(year, month, 1).expect("valid month"))
+}
+
+/// The number of days of a month (28–31).
+pub fn days_in_month(year: i32, month: u32) -> u32 {
+    let next = if month == 12 {
+        NaiveDate::from_ymd_opt(year + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(year, month + 1, 1)
+    };
+    next.and_then(|d| d.pred_opt()).map_or(31, |d| d.day())
 }
 
 /// The trailing periods of `/domains/{period}`, in minutes.

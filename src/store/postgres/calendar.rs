@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 
-use chrono::{Datelike, NaiveDate};
 use deadpool_postgres::Transaction;
 use tokio_postgres::Error;
 
 use super::queries::{progress, query, tail};
-use crate::domain::period::Period;
+use crate::domain::period::{Period, days_in_month, month_start};
 use crate::domain::{DAY_MS, HOUR_MS, MINUTE_MS, UnixMillis};
 
 /// Site id of the pseudo-site that sums every site.
@@ -128,19 +127,6 @@ pub async fn breakdown(
         }
     }
     Ok(out)
-}
-
-fn month_start(year: i32, month: u32) -> UnixMillis {
-    crate::domain::date_start_millis(NaiveDate::from_ymd_opt(year, month, 1).expect("valid month"))
-}
-
-fn days_in_month(year: i32, month: u32) -> u32 {
-    let next = if month == 12 {
-        NaiveDate::from_ymd_opt(year + 1, 1, 1)
-    } else {
-        NaiveDate::from_ymd_opt(year, month + 1, 1)
-    };
-    next.and_then(|d| d.pred_opt()).map_or(31, |d| d.day())
 }
 
 /// The sites with the most visits (all events, clicks included) in the minutes

@@ -3,13 +3,12 @@
 //! hour rows, an hour's 60 minute rows; never the raw visits (except the tail not yet rolled
 //! up, at most 50,000 visits under load: see `rollups.sql`).
 
-use chrono::{Datelike, NaiveDate};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ingest::tail;
 use super::rollups::{ALL_SITES, DAY_MS, HOUR_MS, MINUTE_MS, millis_of};
 use crate::domain::UnixMillis;
-use crate::domain::period::Period;
+use crate::domain::period::{Period, days_in_month, month_start};
 
 /// Per-segment counts of a period: (segment label, count), every segment present, in order.
 /// `site` `None` counts every site.
@@ -102,19 +101,6 @@ pub fn breakdown(
     drop(rows);
     drop(stmt);
     Ok(out)
-}
-
-fn month_start(year: i32, month: u32) -> UnixMillis {
-    crate::domain::date_start_millis(NaiveDate::from_ymd_opt(year, month, 1).expect("valid month"))
-}
-
-fn days_in_month(year: i32, month: u32) -> u32 {
-    let next = if month == 12 {
-        NaiveDate::from_ymd_opt(year + 1, 1, 1)
-    } else {
-        NaiveDate::from_ymd_opt(year, month + 1, 1)
-    };
-    next.and_then(|d| d.pred_opt()).map_or(31, |d| d.day())
 }
 
 /// The id of a site name (`None`: the all-sites rollup); `None` when never seen.
