@@ -5,13 +5,12 @@
 //! reported with its line (JSONL) or position (array) and skipped; the others go on.
 
 use std::io::BufRead;
-use std::net::IpAddr;
 
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::domain::NewVisit;
+use crate::domain::{NewVisit, Source, Visitor};
 use crate::domain::{
     PageUrl, clean_user_agent, event_or_default, parse_timestamp, timestamp_from_unix_seconds,
 };
@@ -53,10 +52,9 @@ pub fn parse_record(value: &Value) -> Result<NewVisit, String> {
         None => return Err("url is missing".into()),
     };
     let ip = match obj.get("ip").or_else(|| obj.get("ip_address")) {
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<IpAddr>()
-            .map_err(|_| format!("ip {s:?} is not an IP address"))?,
+        Some(Value::String(s)) => {
+            Visitor::parse(s.trim()).ok_or_else(|| format!("ip {s:?} is not an IP address"))?
+        }
         Some(_) => return Err("ip must be a string".into()),
         None => return Err("ip is missing".into()),
     };
@@ -81,9 +79,15 @@ pub fn parse_record(value: &Value) -> Result<NewVisit, String> {
         Some(Value::String(s)) => Some(s),
         Some(_) => return Err("event must be a string".into()),
     })?;
+    let referrer = match obj.get("referrer") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Err("referrer must be a string".into()),
+    };
     Ok(NewVisit {
+        source: Source::of(&url, referrer),
         url,
-        ip: crate::domain::canonical_ip(ip),
+        ip,
         user_agent,
         event,
         at,

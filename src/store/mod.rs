@@ -27,8 +27,8 @@ use crate::domain::period::Period;
 use crate::domain::{IdentifiedVisit, NewVisit, PageUrl, UnixMillis};
 
 pub use model::{
-    DateRange, PageCount, PageSummary, RecentVisit, ServedVia, SiteRecentVisit, SiteStats, Summary,
-    UrlStats,
+    DateRange, Devices, Hourly, PageCount, PageSummary, RecentVisit, ServedVia, SiteRecentVisit,
+    SiteStats, Sources, Summary, UrlStats,
 };
 
 /// How much a commit survives (SQLite's `synchronous`): `normal` survives a crash of the
@@ -245,6 +245,60 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.top_sites(now, minutes, limit).await,
             Self::Postgres(s) => s.top_sites(now, minutes, limit).await,
+        }
+    }
+
+    /// Where the visits of the last `hours` to `site` (or every site, for `None`) came from:
+    /// referrers and UTM tags, at most `limit` of each (API.md §12). An unknown site is empty.
+    pub async fn sources(
+        &self,
+        now: UnixMillis,
+        hours: i64,
+        site: Option<String>,
+        limit: usize,
+    ) -> Result<Sources> {
+        match self {
+            Self::Sqlite(s) => s.sources(now, hours, site, limit).await,
+            Self::Postgres(s) => s.sources(now, hours, site, limit).await,
+        }
+    }
+
+    /// What the visitors of the last `hours` to `site` (or every site) used: browsers and
+    /// OS families (at most `limit` of each) and device types (API.md §12).
+    pub async fn devices(
+        &self,
+        now: UnixMillis,
+        hours: i64,
+        site: Option<String>,
+        limit: usize,
+    ) -> Result<Devices> {
+        match self {
+            Self::Sqlite(s) => s.devices(now, hours, site, limit).await,
+            Self::Postgres(s) => s.devices(now, hours, site, limit).await,
+        }
+    }
+
+    /// Visits per hour of `site` (or every site) over the last `hours`, with the site's
+    /// all-time totals (API.md §12).
+    pub async fn hourly(
+        &self,
+        now: UnixMillis,
+        hours: i64,
+        site: Option<String>,
+    ) -> Result<Hourly> {
+        match self {
+            Self::Sqlite(s) => s.hourly(now, hours, site).await,
+            Self::Postgres(s) => s.hourly(now, hours, site).await,
+        }
+    }
+
+    /// The salt of `--ip-mode hashed` for `day` (days since the epoch, UTC): created on first
+    /// use, the same on every node of one database. Salts of days before `day - 1` are deleted
+    /// in the same call, so yesterday's pseudonyms cannot be recomputed the day after.
+    pub async fn daily_salt(&self, day: i64) -> Result<[u8; 16]> {
+        match self {
+            Self::Sqlite(s) => s.daily_salt(day).await,
+            Self::Postgres(s) => s.daily_salt(day).await,
         }
     }
 

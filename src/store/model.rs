@@ -108,3 +108,39 @@ pub struct PageCount {
     pub count: i64,
     pub served_via: ServedVia,
 }
+
+/// Where the visits of a window came from (API.md §12): each list most first, at most the
+/// `limit` asked for, ties by name. Visits recorded before sources were stored count under
+/// `(unknown)` in every list; a visit without a UTM tag counts in no UTM list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// Referrer hosts, `(direct)` included.
+    pub referrers: Vec<(String, i64)>,
+    pub utm_source: Vec<(String, i64)>,
+    pub utm_medium: Vec<(String, i64)>,
+    pub utm_campaign: Vec<(String, i64)>,
+}
+
+/// What the visitors of a window used (API.md §12): browsers and OS families most first, at
+/// most the `limit` asked for, ties by name; every device type of
+/// [`crate::domain::DEVICE_TYPES`] in that order (zeros included), then `(unknown)` when
+/// visits recorded before devices were stored fall in the window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Devices {
+    pub browsers: Vec<(String, i64)>,
+    pub os: Vec<(String, i64)>,
+    pub device_types: Vec<(String, i64)>,
+}
+
+/// Visits per hour of one site (or all sites) for a dashboard's chart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hourly {
+    /// (hour number since the epoch, visits) in the window, in order; empty hours left out.
+    pub by_hour: Vec<(i64, i64)>,
+    /// All retained visits of the site (not limited by the window), like `/summary`'s
+    /// per-page `total_visits`.
+    pub total_visits: i64,
+    /// Distinct visitors (IPs, or pseudonyms under `--ip-mode hashed`) over all retained
+    /// visits of the site.
+    pub unique_ips: i64,
+}

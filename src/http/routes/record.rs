@@ -11,8 +11,8 @@ use axum::{Router, debug_handler};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::NewVisit;
 use crate::domain::{IsoTime, PageUrl, event_or_default, format_space, now_millis, parse_page_id};
+use crate::domain::{NewVisit, Source, Visitor};
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, Result};
@@ -39,6 +39,10 @@ pub struct VisitRequest {
     #[serde(default)]
     #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub event: Option<String>,
+    /// Where the visitor came from (`document.referrer`): only its host is kept; absent,
+    /// unreadable or the page's own site counts as `(direct)`.
+    #[serde(default)]
+    pub referrer: Option<String>,
 }
 
 // Borrows from the stored visit: built on every `POST /visit`, it copies nothing. (A plain
@@ -48,8 +52,9 @@ pub struct VisitRequest {
     "user_agent": "Mozilla/5.0...", "status": "recorded", "timestamp": "2025-07-28T10:30:00"}))]
 pub struct VisitResponse<'a> {
     pub url: &'a str,
+    /// The client address, or under `--ip-mode hashed` the pseudonym stored for it.
     #[schema(value_type = String)]
-    pub ip: IpAddr,
+    pub ip: Visitor,
     pub user_agent: &'a str,
     /// Always `recorded`.
     pub status: &'static str,
@@ -82,7 +87,7 @@ impl<'a> VisitResponse<'a> {
 pub struct LegacyVisitResponse {
     pub url: String,
     #[schema(value_type = String)]
-    pub ip: IpAddr,
+    pub ip: Visitor,
     pub user_agent: String,
     /// Always `recorded`.
     pub status: &'static str,
@@ -118,6 +123,9 @@ pub struct UrlQuery {
     pub url: Option<String>,
     /// Event name; `pageview` when absent.
     pub event: Option<String>,
+    /// `/pixel.gif` only: the referring page (`document.referrer`), as `referrer` in `POST /visit`.
+    #[serde(rename = "ref")]
+    pub referrer: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -146,10 +154,11 @@ pub struct PageCountResponse {
     pub served_via: &'static str,
 }
 
-/// A validated recording request: page, event and who sent it.
+/// A validated recording request: page, event, where it came from and who sent it.
 pub struct Recording {
     pub url: PageUrl,
     pub event: Cow<'static, str>,
+    pub source: Source,
     pub ip: IpAddr,
     pub user_agent: String,
 }
@@ -158,12 +167,14 @@ impl Recording {
     pub fn parse(
         url: String,
         event: Option<&str>,
+        referrer: Option<&str>,
         ip: ClientIp,
         UserAgent(user_agent): UserAgent,
     ) -> Result<Self> {
         let url = PageUrl::parse_owned(url).ok_or_else(ApiError::invalid_url)?;
         let event = event_or_default(event).map_err(ApiError::validation)?;
         Ok(Self {
+            source: Source::of(&url, referrer),
             url,
             event,
             ip: ip.0,
@@ -174,9 +185,10 @@ impl Recording {
     pub fn into_visit(self, at: i64) -> NewVisit {
         NewVisit {
             url: self.url,
-            ip: self.ip,
+            ip: self.ip.into(),
             user_agent: self.user_agent,
             event: self.event,
+            source: self.source,
             at,
             stamped_on_arrival: true,
         }
@@ -219,7 +231,13 @@ pub async fn record_visit(
     user_agent: UserAgent,
     BeaconJson(body): BeaconJson<VisitRequest>,
 ) -> Result<Response> {
-    let recording = Recording::parse(body.url, body.event.as_deref(), ip, user_agent)?;
+    let recording = Recording::parse(
+        body.url,
+        body.event.as_deref(),
+        body.referrer.as_deref(),
+        ip,
+        user_agent,
+    )?;
     let visit = record_one(&state, recording).await?;
     Ok(Json(VisitResponse::of(&visit)).into_response())
 }
@@ -245,7 +263,7 @@ pub async fn record_visit_legacy(
     let url = query
         .url
         .ok_or_else(|| ApiError::validation("Query parameter url is required"))?;
-    let recording = Recording::parse(url, query.event.as_deref(), ip, user_agent)?;
+    let recording = Recording::parse(url, query.event.as_deref(), None, ip, user_agent)?;
     let visit = record_one(&state, recording).await?;
     // Read after the commit, so the count includes this visit. The window (one hour) does not
     // matter: only the all-time total is used.
@@ -298,7 +316,16 @@ pub async fn record_bulk_visits(
     }
     let recordings = items
         .into_iter()
-        .map(|item| Recording::parse(item.url, item.event.as_deref(), ip, user_agent.clone()))
+        .map(|item| {
+            let referrer = item.referrer.as_deref();
+            Recording::parse(
+                item.url,
+                item.event.as_deref(),
+                referrer,
+                ip,
+                user_agent.clone(),
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     let at = now_millis();
     // One check for all the items: with Redis, one round trip.

@@ -249,7 +249,13 @@ async fn record_pixel_visit(
             .map(str::to_owned)
             .ok_or_else(|| ApiError::validation("no url parameter and no Referer header"))?,
     };
-    let recording = Recording::parse(url, query.event.as_deref(), ip, UserAgent::of(headers))?;
+    let recording = Recording::parse(
+        url,
+        query.event.as_deref(),
+        query.referrer.as_deref(),
+        ip,
+        UserAgent::of(headers),
+    )?;
     record_one(state, recording).await?;
     Ok(())
 }

@@ -257,6 +257,40 @@ impl PostgresStore {
             .await)
     }
 
+    // Placeholders of API.md §12, replaced by the backend's dimensions module.
+    pub async fn sources(
+        &self,
+        _now: UnixMillis,
+        _hours: i64,
+        _site: Option<String>,
+        _limit: usize,
+    ) -> Result<crate::store::Sources> {
+        Err(anyhow::anyhow!("sources: not built yet").into())
+    }
+
+    pub async fn devices(
+        &self,
+        _now: UnixMillis,
+        _hours: i64,
+        _site: Option<String>,
+        _limit: usize,
+    ) -> Result<crate::store::Devices> {
+        Err(anyhow::anyhow!("devices: not built yet").into())
+    }
+
+    pub async fn hourly(
+        &self,
+        _now: UnixMillis,
+        _hours: i64,
+        _site: Option<String>,
+    ) -> Result<crate::store::Hourly> {
+        Err(anyhow::anyhow!("hourly: not built yet").into())
+    }
+
+    pub async fn daily_salt(&self, _day: i64) -> Result<[u8; 16]> {
+        Err(anyhow::anyhow!("daily_salt: not built yet").into())
+    }
+
     pub async fn site_stats(&self) -> Result<SiteStats> {
         read!(self, |tx| queries::site_stats(tx).await)
     }

@@ -21,9 +21,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
 use super::error::{is_retryable, pool_error, store_error};
-use crate::domain::{
-    DEFAULT_EVENT, IdentifiedVisit, NewVisit, UnixMillis, ip_to_bytes, now_millis,
-};
+use crate::domain::{DEFAULT_EVENT, IdentifiedVisit, NewVisit, UnixMillis, now_millis};
 use crate::store::{Result, StoreError};
 
 /// Writer tasks per node: one gathering while the others commit.
@@ -330,7 +328,7 @@ async fn commit(pool: &Pool, dims: &Mutex<Dims>, batch: &[WriteOp]) -> Result<Co
             let page = ids.pages[v.url.as_str()];
             let agent = ids.agents[v.user_agent.as_str()];
             let event = ids.events[v.event.as_ref()];
-            let ip = ip_to_bytes(v.ip);
+            let ip = v.ip.to_bytes();
             writer
                 .as_mut()
                 .write(&[&v.at, &page, &ip, &agent, &event])

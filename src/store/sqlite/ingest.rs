@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::data_version;
 use super::rollups::{id_at, millis_of, read_progress};
-use crate::domain::{DEFAULT_EVENT, EventId, NewVisit, PageUrl, UnixMillis, ip_to_bytes};
+use crate::domain::{DEFAULT_EVENT, EventId, NewVisit, PageUrl, UnixMillis};
 
 /// Dimension caches are cleared when they grow past this many entries: memory stays bounded
 /// whatever number of distinct URLs and agents arrives.
@@ -80,7 +80,7 @@ impl Ingest {
         let page_id = self.page_id(conn, &visit.url)?;
         let agent_id = self.agent_id(conn, &visit.user_agent)?;
         let event_id = self.event_id(conn, &visit.event)?;
-        let ip = ip_to_bytes(visit.ip);
+        let ip = visit.ip.to_bytes();
         let mut at = visit.at;
         if visit.stamped_on_arrival {
             let newest = millis_of(self.highest_id(conn)?);
