@@ -6,25 +6,28 @@
   var tag = document.currentScript;
   if (!tag || !tag.src || !window.URL) return;
   var opt = tag.dataset || {};
-  // Relative to the script, so a server behind a path prefix works too.
+  // Relative to the script: a server behind a path prefix works too.
   var endpoint = new URL('visit', tag.src).href;
   if (navigator.webdriver && opt.allowAutomation == null) return;
   var local = /^(localhost|127(\.\d+){3}|\[::1\])$/.test(location.hostname);
   if (local && opt.allowLocal == null) return;
+  // An SPA view's referrer is the view before it (own site: direct), not the first one.
+  var ref = document.referrer;
   var last;
 
   function record() {
     // The server drops the #fragment: a hash change is the same page.
     var url = location.href.split('#')[0];
     if (url === last || !/^https?:/.test(url)) return;
+    if (last) ref = last;
     last = url;
-    var visit = { url: location.href };
+    var visit = { url: location.href, referrer: ref };
     if (opt.event) visit.event = opt.event;
     var body = JSON.stringify(visit);
-    // text/plain keeps both a "simple" cross-origin request: no CORS preflight.
+    // text/plain keeps it a "simple" cross-origin request: no CORS preflight.
     try {
       if (navigator.sendBeacon(endpoint, new Blob([body], { type: 'text/plain' }))) return;
-    } catch (e) { /* no sendBeacon: fetch below */ }
+    } catch (e) { /* no sendBeacon */ }
     if (window.fetch) {
       fetch(endpoint, {
         method: 'POST', body: body, keepalive: true, credentials: 'omit',
@@ -36,9 +39,9 @@
   var push = history.pushState;
   if (push) {
     history.pushState = function () {
-      var result = push.apply(this, arguments);
+      var r = push.apply(this, arguments);
       record();
-      return result;
+      return r;
     };
   }
   addEventListener('popstate', record);

@@ -176,6 +176,8 @@ fn etag_matches(request: &HeaderMap, etag: &HeaderValue) -> bool {
 /// `<script defer src="https://stats.example.com/tracker.js"></script>` records the page with
 /// `POST /visit` (`navigator.sendBeacon`, else `fetch` with `keepalive`, both as `text/plain`
 /// so no CORS preflight is needed), and again on every `history.pushState` and `popstate`.
+/// The first visit carries `document.referrer` as `referrer`; an SPA navigation carries the
+/// view before it (this site, so the server counts it as direct).
 /// Attributes on the tag: `data-event="order"` names the event; `data-allow-local` records
 /// `localhost`/`127.0.0.1` pages (skipped by default); `data-allow-automation` records even
 /// when `navigator.webdriver` is set (skipped by default; for browser tests).
