@@ -252,8 +252,13 @@ async fn the_dashboard_is_html_that_loads_nothing_from_another_origin() {
         "hourly-chart",
         "top-pages",
         "top-sites",
-        "user-agents",
         "recent-visits",
+        "site",
+        "referrers",
+        "utm-campaign",
+        "device-types",
+        "browsers",
+        "token-form",
     ] {
         assert!(html.contains(&format!("id=\"{id}\"")), "the page has #{id}");
     }
@@ -289,9 +294,21 @@ async fn the_dashboard_is_html_that_loads_nothing_from_another_origin() {
     }
     let script = &files[1].1;
     assert!(!script.contains("innerHTML"), "values go in as text only");
-    for api in ["'stats'", "'summary?hours='", "'domains/day'"] {
+    for api in [
+        "'stats'",
+        "'hourly'",
+        "'sources'",
+        "'devices'",
+        "'domains/day",
+    ] {
         assert!(script.contains(api), "the script calls {api}");
     }
+    // Issue 24: the chart comes from /hourly, not from the whole of /summary.
+    assert!(!script.contains("'summary"), "the script does not call /summary");
+    assert!(
+        script.contains("'Bearer '"),
+        "the script sends the analytics token"
+    );
 }
 
 #[tokio::test]

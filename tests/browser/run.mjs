@@ -7,7 +7,7 @@
 // Environment: FOOTFALL_BIN     the footfall binary (default: the newer of target/release and
 //                               target/debug)
 //              CHROMIUM         the browser (default /usr/bin/chromium)
-//              FOOTFALL_SCREENSHOT  where the 1280×900 dashboard screenshot goes
+//              FOOTFALL_SCREENSHOT  where the dashboard screenshot (1280 px wide, whole page) goes
 //                               (default docs/dashboard.png; the cargo wrapper sets a temp path)
 // Prints one line per test and a last line "N passed, M failed"; exits 1 on any failure.
 
@@ -103,19 +103,19 @@ const servers = [];
  * Starts `footfall serve` on `db` and waits until /health answers. The free port is probed
  * first, but the Rust tests bind ports in parallel: a port taken in between is tried again.
  */
-async function startFootfall(db) {
+async function startFootfall(db, args = []) {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startFootfallOnce(db);
+      return await startFootfallOnce(db, args);
     } catch (err) {
       if (attempt >= 5 || !String(err).includes('Address already in use')) throw err;
     }
   }
 }
 
-async function startFootfallOnce(db) {
+async function startFootfallOnce(db, args) {
   const port = await freePort();
-  const child = spawn(BIN, ['serve', '--bind', `127.0.0.1:${port}`, '--db', db], {
+  const child = spawn(BIN, ['serve', '--bind', `127.0.0.1:${port}`, '--db', db, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';
@@ -166,30 +166,47 @@ const PAGES = [
   'https://shop.example/',
   'https://shop.example/products',
   'https://shop.example/cart',
-  'https://blog.example.org/post-1',
+  'https://blog.example.org/post-1?utm_source=newsletter&utm_medium=email&utm_campaign=launch',
   'https://www.example.com/',
 ];
+// The sites of PAGES as the server names them (host without www.), in the selector's order.
+const SITES = ['blog.example.org', 'example.com', 'shop.example'];
 const AGENTS = [
   'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36',
   'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) Gecko/20100101 Firefox/127.0',
   'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1',
+  'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)',
+];
+// API.md §12's device type of each agent.
+const AGENT_TYPES = ['desktop', 'desktop', 'mobile', 'bot'];
+// Referrers by visit (i % 3), with the host the server keeps: a link from another site, one
+// whose www. is dropped, and a link from the page's own site, which counts as direct.
+const REFERRERS = [
+  { referrer: () => 'https://news.ycombinator.com/item?id=1', host: 'news.ycombinator.com' },
+  { referrer: () => 'https://www.google.com/search?q=x', host: 'google.com' },
+  { referrer: (url) => new URL('/elsewhere', url).href, host: '(direct)' },
 ];
 const IPS = 8;
 
 /**
- * 48 visits spread over the last 23 hours (more in recent hours, every page, IP and agent
- * used) and 12 more of the first page 3 to 6 days ago, which only the 7 d and 30 d views
- * include: the first page is then the top page (10 + 12 visits), the others have 10 each.
+ * 48 visits spread over the last 23 hours (more in recent hours, every page, IP, agent and
+ * referrer used) and 12 more of the first page 3 to 6 days ago without a referrer, which only
+ * the 7 d and 30 d views include: the first page is then the top page (10 + 12 visits).
+ * Each visit keeps its expected dimensions (`site`, `ref`, `type`) for the assertions.
  */
 function fixture(now) {
   const visits = [];
   for (let i = 0; i < 48; i++) {
     const hoursAgo = Math.max(0, 22 - Math.floor(Math.sqrt(i * 10.5)));
+    const url = PAGES[i % PAGES.length];
+    const source = REFERRERS[i % REFERRERS.length];
     visits.push({
-      url: PAGES[i % PAGES.length],
+      url,
       ip: `203.0.113.${(i % IPS) + 1}`,
       user_agent: AGENTS[i % AGENTS.length],
+      referrer: source.referrer(url),
       timestamp: isoSeconds(now - hoursAgo * HOUR - (5 + (i % 50)) * 60_000),
+      expect: { ref: source.host, type: AGENT_TYPES[i % AGENTS.length] },
     });
   }
   for (let i = 0; i < 12; i++) {
@@ -198,9 +215,39 @@ function fixture(now) {
       ip: `203.0.113.${(i % IPS) + 1}`,
       user_agent: AGENTS[0],
       timestamp: isoSeconds(now - (72 + i * 6) * HOUR),
+      expect: { ref: '(direct)', type: AGENT_TYPES[0] },
     });
   }
-  return { visits, lastDay: 48, total: 60, uniqueIps: IPS, pages: PAGES.length, sites: 3, agents: AGENTS.length };
+  for (const v of visits) {
+    const host = new URL(v.url).hostname;
+    v.expect.site = host.replace(/^www\./, '');
+    v.expect.at = Date.parse(`${v.timestamp}Z`);
+    v.expect.utm = Object.fromEntries(new URL(v.url).searchParams);
+  }
+  return { visits, now, lastDay: 48, total: 60, uniqueIps: IPS, pages: PAGES.length, sites: SITES.length };
+}
+
+/** The fixture's visits of the last `hours` (of `site`, or of all sites), as the API counts them. */
+function expected(hours, site) {
+  const all = fx.visits.filter((v) => !site || v.expect.site === site);
+  const inWindow = all.filter((v) => v.expect.at >= fx.now - hours * HOUR);
+  const tally = (key) => {
+    const out = {};
+    for (const v of inWindow) {
+      const name = key(v);
+      if (name != null) out[name] = (out[name] || 0) + 1;
+    }
+    return out;
+  };
+  return {
+    total: all.length,
+    inWindow: inWindow.length,
+    uniqueIps: new Set(all.map((v) => v.ip)).size,
+    referrers: tally((v) => v.expect.ref),
+    utm_source: tally((v) => v.expect.utm.utm_source),
+    utm_campaign: tally((v) => v.expect.utm.utm_campaign),
+    device_types: { desktop: 0, mobile: 0, tablet: 0, bot: 0, ...tally((v) => v.expect.type) },
+  };
 }
 
 // ---------------------------------------------------------------- browser
@@ -240,7 +287,9 @@ async function openPage() {
     if (msg.type() === 'error') problems.push(`console: ${msg.text()}`);
   });
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
-  page.on('request', (req) => requests.push({ method: req.method(), url: req.url(), headers: req.headers() }));
+  page.on('request', (req) =>
+    requests.push({ method: req.method(), url: req.url(), headers: req.headers(), body: req.postData() }),
+  );
   return { page, problems, requests };
 }
 
@@ -257,6 +306,49 @@ const bars = (page) =>
     sum: rects.reduce((total, rect) => total + Number(rect.getAttribute('data-count')), 0),
     drawn: rects.filter((rect) => Number(rect.getAttribute('height')) > 0).length,
   }));
+
+/** A ranking list (`ol` of the dashboard) as {label: count}, checking it is highest first. */
+async function ranking(page, id) {
+  const rows = await page.$$eval(`#${id} li`, (items) =>
+    items.map((li) => [li.querySelector('.label').textContent, Number(li.querySelector('.count').getAttribute('data-value'))]),
+  );
+  return Object.fromEntries(rows);
+}
+
+/** The lists of the sources and devices panels, as the page shows them. */
+async function panels(page) {
+  const out = {};
+  for (const id of ['referrers', 'utm-source', 'utm-medium', 'utm-campaign', 'browsers', 'os', 'device-types']) {
+    out[id] = await ranking(page, id);
+  }
+  return out;
+}
+
+/** The same lists as the API answers them for `query` (e.g. `?hours=24&site=x&limit=10`). */
+async function apiPanels(base, query, headers = {}) {
+  const get = async (path) => {
+    const res = await fetch(`${base}/${path}${query}`, { headers });
+    assert.equal(res.status, 200, `GET /${path}${query}: ${res.status}`);
+    return res.json();
+  };
+  const sources = await get('sources');
+  const devices = await get('devices');
+  return {
+    referrers: sources.referrers,
+    'utm-source': sources.utm_source,
+    'utm-medium': sources.utm_medium,
+    'utm-campaign': sources.utm_campaign,
+    browsers: devices.browsers,
+    os: devices.os,
+    'device-types': devices.device_types,
+  };
+}
+
+/** The dashboard's calls for figures (not its own files), as URLs. */
+const DATA_PATHS = ['/stats', '/hourly', '/sources', '/devices', '/domains/day'];
+const dataCalls = (requests, base) =>
+  requests.filter((r) => r.url.startsWith(base)).map((r) => ({ ...r, parsed: new URL(r.url) }))
+    .filter((r) => DATA_PATHS.includes(r.parsed.pathname));
 
 async function selectRange(page, hours, expectedBars) {
   await page.click(`.range button[data-hours="${hours}"]`);
@@ -313,6 +405,7 @@ const SITE_PAGES = {
 // ---------------------------------------------------------------- the tests
 
 let dash; // footfall with the fixture
+let dashDb; // its database, which a second footfall with --analytics-token also serves
 let fx;
 let site; // origin of the test site
 let trackerServer; // footfall the test site reports to
@@ -322,17 +415,34 @@ test('the dashboard shows the totals, the pages and an hourly chart of the impor
   await page.setViewportSize({ width: 1280, height: 900 });
   await page.goto(`${dash.base}/dashboard`);
   await waitForDashboard(page);
+  const day1 = expected(24);
 
   assert.equal(await figure(page, '#total-visits'), fx.total);
   assert.equal(await page.textContent('#total-visits'), String(fx.total));
   assert.equal(await figure(page, '#unique-visitors'), fx.uniqueIps);
   assert.equal(await figure(page, '#window-visits'), fx.lastDay);
-  assert.equal(await figure(page, '#page-count'), fx.pages);
+  assert.equal(await figure(page, '#bot-visits'), day1.device_types.bot);
   assert.equal(await page.locator('#top-pages li').count(), fx.pages);
   assert.equal(await page.locator('#top-sites li').count(), fx.sites);
-  assert.equal(await page.locator('#user-agents li').count(), fx.agents);
   assert.equal(await page.locator('#recent-visits li').count(), 10);
   assert.ok(await page.locator('#empty').isHidden(), 'the "No visits yet" notice is hidden');
+
+  // The sources and devices panels show the fixture's referrers, campaign and device types,
+  // and exactly what /sources and /devices answer.
+  const shown = await panels(page);
+  assert.deepEqual(shown.referrers, day1.referrers);
+  assert.deepEqual(shown['utm-source'], day1.utm_source);
+  assert.deepEqual(shown['utm-campaign'], day1.utm_campaign);
+  assert.deepEqual(shown['device-types'], day1.device_types);
+  for (const browser of ['Chrome', 'Firefox', 'Safari']) {
+    assert.ok(shown.browsers[browser] > 0, `${browser} among the browsers: ${JSON.stringify(shown.browsers)}`);
+  }
+  for (const os of ['Linux', 'macOS', 'iOS']) {
+    assert.ok(shown.os[os] > 0, `${os} among the OS: ${JSON.stringify(shown.os)}`);
+  }
+  assert.deepEqual(shown, await apiPanels(dash.base, '?hours=24&limit=10'));
+  // The chart comes from /hourly: the 18 MB /summary of a big database is not loaded.
+  assert.deepEqual(requests.filter((r) => new URL(r.url).pathname === '/summary').map((r) => r.url), []);
 
   const day = await bars(page);
   assert.ok(day.count >= 24 && day.count <= 25, `24 h chart has ${day.count} bars`);
@@ -348,13 +458,14 @@ test('the dashboard shows the totals, the pages and an hourly chart of the impor
   assert.equal(first.count, 10 + 12);
 
   mkdirSync(dirname(SCREENSHOT), { recursive: true });
-  await page.screenshot({ path: SCREENSHOT });
+  await page.screenshot({ path: SCREENSHOT, fullPage: true });
 
   await selectRange(page, 168, 168);
   const week = await bars(page);
   assert.ok(week.count >= 168 && week.count <= 169, `7 d chart has ${week.count} bars`);
   assert.equal(week.sum, fx.total);
   assert.equal(await figure(page, '#window-visits'), fx.total);
+  assert.deepEqual(await ranking(page, 'referrers'), expected(168).referrers);
 
   await selectRange(page, 720, 720);
   assert.equal((await bars(page)).sum, fx.total);
@@ -362,6 +473,119 @@ test('the dashboard shows the totals, the pages and an hourly chart of the impor
   const foreign = requests.filter((r) => !r.url.startsWith(dash.base) && !r.url.startsWith('data:'));
   assert.deepEqual(foreign.map((r) => r.url), [], 'the dashboard requests nothing from another origin');
   assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('the site selector lists the sites and filters every panel; its requests carry &site=', async () => {
+  const { page, problems, requests } = await openPage();
+  await page.goto(`${dash.base}/dashboard`);
+  await waitForDashboard(page);
+  assert.deepEqual(await page.$$eval('#site option', (options) => options.map((o) => o.value)), ['', ...SITES]);
+
+  const shop = 'shop.example';
+  const want = expected(24, shop);
+  const before = requests.length;
+  await page.selectOption('#site', shop);
+  await eventually(`the figures of ${shop}`, async () => (await figure(page, '#total-visits')) === want.total);
+  assert.equal(await figure(page, '#unique-visitors'), want.uniqueIps);
+  assert.equal(await figure(page, '#window-visits'), want.inWindow);
+  assert.equal((await bars(page)).sum, want.inWindow);
+  const calls = dataCalls(requests.slice(before), dash.base);
+  for (const path of ['/hourly', '/sources', '/devices']) {
+    const call = calls.find((c) => c.parsed.pathname === path);
+    assert.ok(call, `a ${path} call after choosing ${shop}`);
+    assert.equal(call.parsed.searchParams.get('site'), shop, call.url);
+    assert.equal(call.parsed.searchParams.get('hours'), '24', call.url);
+  }
+  const shown = await panels(page);
+  assert.deepEqual(shown.referrers, want.referrers);
+  assert.deepEqual(shown['device-types'], want.device_types);
+  assert.deepEqual(shown['utm-campaign'], {}, 'the campaign is on another site');
+  assert.deepEqual(shown, await apiPanels(dash.base, `?hours=24&site=${shop}&limit=10`));
+  const pages = Object.keys(await ranking(page, 'top-pages'));
+  assert.deepEqual(pages.sort(), PAGES.filter((url) => url.startsWith(`https://${shop}/`)).sort());
+  const recent = await page.$$eval('#recent-visits li .url', (links) => links.map((a) => a.textContent));
+  assert.ok(recent.length > 0 && recent.every((url) => url.startsWith(`https://${shop}/`)), recent.join(' '));
+
+  // The 7 d view keeps the site; the view lives in the address, so a reload keeps both.
+  await selectRange(page, 168, 168);
+  assert.equal(await figure(page, '#window-visits'), expected(168, shop).inWindow);
+  assert.equal(new URL(page.url()).hash, `#hours=168&site=${shop}`);
+  await page.reload();
+  await waitForDashboard(page);
+  assert.equal(await page.inputValue('#site'), shop);
+  assert.equal(await figure(page, '#window-visits'), expected(168, shop).inWindow);
+
+  // www.example.com is the site example.com.
+  await page.selectOption('#site', 'example.com');
+  await eventually('the figures of example.com', async () =>
+    (await figure(page, '#total-visits')) === expected(168, 'example.com').total);
+
+  // Back to all sites: no site parameter at all.
+  const again = requests.length;
+  await page.selectOption('#site', '');
+  await eventually('the figures of all sites', async () => (await figure(page, '#total-visits')) === fx.total);
+  const unfiltered = dataCalls(requests.slice(again), dash.base);
+  assert.ok(unfiltered.length >= 3);
+  assert.ok(unfiltered.every((c) => !c.parsed.searchParams.has('site')), unfiltered.map((c) => c.url).join(' '));
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+const ANALYTICS_TOKEN = 'dashboard-test-token';
+
+test('with --analytics-token the dashboard asks for the token, keeps it, sends it, and forgets it', async () => {
+  const locked = await startFootfall(dashDb, ['--analytics-token', ANALYTICS_TOKEN]);
+  // The server does refuse an anonymous read: the prompt below is the answer to a real 401.
+  assert.equal((await fetch(`${locked.base}/hourly`)).status, 401);
+  const { page, problems, requests } = await openPage();
+  await page.goto(`${locked.base}/dashboard`);
+  await page.waitForSelector('#auth:not([hidden])');
+  assert.ok(await page.locator('#figures').isHidden(), 'no figures without the token');
+  assert.ok(await page.locator('#token-error').isHidden(), 'nothing refused yet');
+  assert.ok(await page.locator('#forget-token').isHidden(), 'no token to forget');
+  assert.ok(dataCalls(requests, locked.base).every((r) => !r.headers.authorization));
+
+  // A wrong token is refused, and the prompt says so.
+  await page.fill('#token', 'not-the-token');
+  await page.click('#token-form button[type="submit"]');
+  await page.waitForSelector('#token-error:not([hidden])');
+  assert.ok(await page.locator('#auth').isVisible());
+
+  const before = requests.length;
+  await page.fill('#token', ANALYTICS_TOKEN);
+  await page.press('#token', 'Enter');
+  await waitForDashboard(page);
+  assert.ok(await page.locator('#auth').isHidden());
+  assert.equal(await figure(page, '#total-visits'), fx.total);
+  assert.deepEqual(await ranking(page, 'referrers'), expected(24).referrers);
+  const sent = dataCalls(requests.slice(before), locked.base);
+  assert.deepEqual([...new Set(sent.map((c) => c.parsed.pathname))].sort(), [...DATA_PATHS].sort());
+  for (const call of sent) assert.equal(call.headers.authorization, `Bearer ${ANALYTICS_TOKEN}`, call.url);
+
+  // Kept in this browser: a reload shows the figures without asking, the site filter too.
+  await page.reload();
+  await waitForDashboard(page);
+  assert.ok(await page.locator('#auth').isHidden());
+  assert.equal(await page.evaluate(() => localStorage.getItem('footfall.analyticsToken')), ANALYTICS_TOKEN);
+  const beforeSite = requests.length;
+  await page.selectOption('#site', 'blog.example.org');
+  await eventually('the figures of blog.example.org', async () =>
+    (await figure(page, '#total-visits')) === expected(24, 'blog.example.org').total);
+  for (const call of dataCalls(requests.slice(beforeSite), locked.base)) {
+    assert.equal(call.headers.authorization, `Bearer ${ANALYTICS_TOKEN}`, call.url);
+  }
+
+  // Forgotten: gone from storage, and the next load asks again.
+  await page.click('#forget-token');
+  await page.waitForSelector('#auth:not([hidden])');
+  assert.equal(await page.evaluate(() => localStorage.getItem('footfall.analyticsToken')), null);
+  assert.ok(await page.locator('#token-error').isHidden());
+  assert.ok(await page.locator('#forget-token').isHidden());
+  await page.reload();
+  await page.waitForSelector('#auth:not([hidden])');
+  // Chromium logs each 401 answer as a console error; anything else is a problem.
+  assert.deepEqual(problems.filter((p) => !/status of 401/.test(p)), []);
   await page.close();
 });
 
@@ -393,8 +617,8 @@ test('on an empty database the dashboard says "No visits yet" and shows recorded
   assert.ok(await page.locator('#top-pages + .none').isVisible());
   assert.match(await page.textContent('#hourly-chart'), /No visits in this period/);
 
-  // Anyone can record any URL and user agent: the page must show them, never run them.
-  const evilUrl = 'https://evil.example/<img src=x onerror="window.pwned=1">';
+  // Anyone can record any URL, user agent and campaign: the page must show them, never run them.
+  const evilUrl = 'https://evil.example/<img src=x onerror="window.pwned=1">?utm_campaign=<script>window.pwned=3</script>';
   const res = await fetch(`${empty.base}/visit`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json', 'User-Agent': '<script>window.pwned=2</script>' },
@@ -405,7 +629,9 @@ test('on an empty database the dashboard says "No visits yet" and shows recorded
   await waitForDashboard(page);
   assert.equal(await figure(page, '#total-visits'), 1);
   assert.equal(await page.textContent('#top-pages li .label'), evilUrl);
-  assert.equal(await page.textContent('#user-agents li .label'), '<script>window.pwned=2</script>');
+  const campaigns = Object.keys(await ranking(page, 'utm-campaign'));
+  assert.equal(campaigns.length, 1);
+  assert.match(campaigns[0], /<script>window\.pwned=3<\/script>|%3Cscript%3E/i);
   assert.equal(await page.locator('main img, main script').count(), 0);
   assert.equal(await page.evaluate(() => window.pwned), undefined);
   assert.ok(await page.locator('#empty').isHidden());
@@ -415,24 +641,36 @@ test('on an empty database the dashboard says "No visits yet" and shows recorded
 
 test('the tracker on another origin records the page with a preflight-free text/plain POST', async () => {
   const { page, problems, requests } = await openPage();
-  await page.goto(`${site}/page.html`);
+  // Arriving from a link on another site: document.referrer is that page (cut to its origin
+  // by Chromium's default referrer policy), and the tracker sends it.
+  await page.goto(`${site}/page.html`, { referer: 'https://news.example.net/item?id=7' });
   await waitForVisits(trackerServer.base, `${site}/page.html`, 1);
   const visit = await getJson(`${trackerServer.base}/stats/${encodeURIComponent(`${site}/page.html`)}`);
   assert.equal(visit.recent_visits[0].user_agent, await page.evaluate(() => navigator.userAgent));
   const toVisit = requests.filter((r) => r.url === `${trackerServer.base}/visit`);
   assert.deepEqual(toVisit.map((r) => r.method), ['POST'], 'one POST /visit and no OPTIONS preflight');
   assert.match(toVisit[0].headers['content-type'], /^text\/plain/);
+  const body = JSON.parse(toVisit[0].body);
+  assert.equal(body.url, `${site}/page.html`);
+  assert.equal(body.referrer, await page.evaluate(() => document.referrer));
+  assert.match(body.referrer, /^https:\/\/news\.example\.net\//);
+  // The server kept the referrer's host (the only visit so far with a referrer).
+  const sources = await getJson(`${trackerServer.base}/sources?hours=1`);
+  assert.equal(sources.referrers['news.example.net'], 1, JSON.stringify(sources));
   assert.deepEqual(problems, []);
   await page.close();
 });
 
 test('the tracker records SPA navigation: pushState and the back button', async () => {
-  const { page, problems } = await openPage();
+  const { page, problems, requests } = await openPage();
   const start = `${site}/spa.html`;
   await page.goto(start);
   await waitForVisits(trackerServer.base, start, 1);
   await page.evaluate(() => history.pushState({}, '', '/spa/next?tab=2'));
   await waitForVisits(trackerServer.base, `${site}/spa/next?tab=2`, 1);
+  // The first view came from nowhere; the SPA view's referrer is the view before it.
+  const sent = requests.filter((r) => r.url === `${trackerServer.base}/visit`).map((r) => JSON.parse(r.body));
+  assert.deepEqual(sent.map((v) => [v.url, v.referrer]), [[start, ''], [`${site}/spa/next?tab=2`, start]]);
   // A fragment change is the same page (the server drops #fragments): not a new visit.
   await page.evaluate(() => history.pushState({}, '', '/spa/next?tab=2#details'));
   await page.goBack(); // back to /spa/next?tab=2 (same page: nothing)
@@ -623,11 +861,11 @@ async function main() {
   onCleanup(() => rmSync(dir, { recursive: true, force: true }));
   fx = fixture(Date.now());
   const jsonl = join(dir, 'fixture.jsonl');
-  writeFileSync(jsonl, fx.visits.map((v) => JSON.stringify(v)).join('\n') + '\n');
-  const db = join(dir, 'visits.db');
-  execFileSync(BIN, ['import', jsonl, '--db', db], { stdio: 'pipe' });
+  writeFileSync(jsonl, fx.visits.map(({ expect, ...v }) => JSON.stringify(v)).join('\n') + '\n');
+  dashDb = join(dir, 'visits.db');
+  execFileSync(BIN, ['import', jsonl, '--db', dashDb], { stdio: 'pipe' });
 
-  dash = await startFootfall(db);
+  dash = await startFootfall(dashDb);
   trackerServer = await startFootfall(join(dir, 'tracker.db'));
   site = await startSite(trackerServer.base, SITE_PAGES);
   await launchBrowser();

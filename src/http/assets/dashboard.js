@@ -1,6 +1,7 @@
-// footfall dashboard: fetches /stats, /summary and /domains/day from this server and draws the
-// page. Every value from the API goes into the page as text (textContent, SVG attributes),
-// never as markup: URLs and user agents are whatever anyone chose to record.
+// footfall dashboard: fetches /stats, /hourly, /sources, /devices and /domains/day from this
+// server, for all sites or the chosen one, and draws the page. Every value from the API goes
+// into the page as text (textContent, SVG attributes), never as markup: URLs, referrers and
+// campaign tags are whatever anyone chose to record.
 (function () {
   'use strict';
 
@@ -11,6 +12,8 @@
   var RANGE_NAMES = { 24: 'last 24 h', 168: 'last 7 days', 720: 'last 30 days' };
 
   var hours = 24;
+  var site = ''; // '' is every site
+  var awaitingToken = false; // a 401 came back: nothing is fetched until a token is given
   var latest = null; // the last successful answers, redrawn on resize
   var loading = false;
   var numbers = new Intl.NumberFormat();
@@ -30,10 +33,35 @@
     return node;
   }
 
-  // Relative URLs, so a dashboard served under a path prefix calls the same prefix.
+  // The analytics token (API.md §12, --analytics-token), kept in this browser's local storage.
+  // Storage can be refused (private modes, policies): then the token lasts as long as the tab.
+  var TOKEN_KEY = 'footfall.analyticsToken';
+  var token = readToken();
+
+  function readToken() {
+    try { return localStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  }
+
+  function storeToken(value) {
+    token = value;
+    try {
+      if (value == null) localStorage.removeItem(TOKEN_KEY);
+      else localStorage.setItem(TOKEN_KEY, value);
+    } catch (e) { /* kept in memory only */ }
+    $('forget-token').hidden = value == null;
+  }
+
+  // A 401: the server wants a token, or another one.
+  function Unauthorized() { this.message = 'the analytics token is missing or wrong'; }
+
+  // Relative URLs, so a dashboard served under a path prefix calls the same prefix. Every data
+  // call carries the token when there is one.
   function getJson(path) {
-    return fetch(path, { headers: { Accept: 'application/json' }, cache: 'no-store' })
+    var headers = { Accept: 'application/json' };
+    if (token) headers.Authorization = 'Bearer ' + token;
+    return fetch(path, { headers: headers, cache: 'no-store' })
       .then(function (res) {
+        if (res.status === 401) throw new Unauthorized();
         if (!res.ok) throw new Error(path + ': HTTP ' + res.status);
         // The server's clock anchors the chart, so a skewed client clock cannot shift it.
         var date = Date.parse(res.headers.get('Date') || '');
@@ -67,11 +95,11 @@
     return a;
   }
 
-  // A ranked list of [label, count] pairs with a bar relative to the first.
+  // A ranked list of [label, count] pairs with a bar relative to the largest.
   function drawRanking(id, entries, asLinks) {
     var list = $(id);
     list.replaceChildren();
-    var top = entries.length ? entries[0][1] : 0;
+    var top = entries.reduce(function (max, e) { return Math.max(max, e[1]); }, 0);
     entries.forEach(function (entry) {
       var item = el('li');
       item.appendChild(asLinks ? link(entry[0], 'label') : el('span', 'label', entry[0]));
@@ -107,23 +135,32 @@
       .sort(function (a, b) { return b[1] - a[1] || (a[0] < b[0] ? -1 : 1); });
   }
 
-  // Sums every page's by_hour and user_agents of a /summary answer.
-  function sumSummary(summary) {
-    var byHour = {};
-    var agents = {};
-    var inWindow = 0;
-    Object.keys(summary.data || {}).forEach(function (url) {
-      var page = summary.data[url];
-      Object.keys(page.by_hour || {}).forEach(function (key) {
-        var at = parseUtc(key);
-        byHour[at] = (byHour[at] || 0) + page.by_hour[key];
-        inWindow += page.by_hour[key];
-      });
-      Object.keys(page.user_agents || {}).forEach(function (agent) {
-        agents[agent] = (agents[agent] || 0) + page.user_agents[agent];
-      });
+  // The site a page URL belongs to, as the server names it: the host without `www.`.
+  function siteOf(url) {
+    var host;
+    try { host = new URL(url).hostname.toLowerCase(); } catch (e) { return null; }
+    return /^www\../.test(host) ? host.slice(4) : host;
+  }
+
+  function query(params) {
+    var parts = [];
+    for (var name in params) {
+      if (params[name] !== '' && params[name] != null) {
+        parts.push(name + '=' + encodeURIComponent(params[name]));
+      }
+    }
+    return parts.length ? '?' + parts.join('&') : '';
+  }
+
+  function hourMap(byHour) {
+    var out = {};
+    var sum = 0;
+    Object.keys(byHour || {}).forEach(function (key) {
+      var n = Number(byHour[key]) || 0;
+      out[parseUtc(key)] = n;
+      sum += n;
     });
-    return { byHour: byHour, agents: agents, inWindow: inWindow };
+    return { byMs: out, sum: sum };
   }
 
   // One bucket per hour the window touches, zeros included. The window is "now minus N hours",
@@ -219,24 +256,70 @@
     box.replaceChildren(chart);
   }
 
+  // The selector's sites: yesterday's active ones (cheap: /domains/day), the sites of the
+  // all-time top pages and of the newest visits, and the chosen one, so it never vanishes.
+  function drawSiteChoices(stats, domains) {
+    var names = {};
+    Object.keys(domains.domains || {}).forEach(function (name) { names[name] = true; });
+    Object.keys(stats.popular_pages || {}).concat((stats.recent_visits || []).map(function (v) {
+      return v.url;
+    })).forEach(function (url) {
+      var name = siteOf(url);
+      if (name) names[name] = true;
+    });
+    if (site) names[site] = true;
+    var sorted = Object.keys(names).sort();
+    var select = $('site');
+    var shown = Array.prototype.slice.call(select.options, 1).map(function (o) { return o.value; });
+    // Rebuilt only when the list changed, so an open drop-down is not closed under the user.
+    if (shown.join('\n') === sorted.join('\n')) return;
+    select.replaceChildren(el('option', null, 'All sites'));
+    select.options[0].value = '';
+    sorted.forEach(function (name) {
+      var option = el('option', null, name);
+      option.value = name;
+      select.appendChild(option);
+    });
+    select.value = site;
+  }
+
   function render() {
     if (!latest) return;
     var stats = latest.stats;
-    var sums = sumSummary(latest.summary);
-    var pages = sortedEntries(stats.popular_pages);
-    setFigure('total-visits', stats.total_visits || 0);
-    setFigure('unique-visitors', stats.unique_visitors || 0);
-    setFigure('window-visits', sums.inWindow);
-    setFigure('page-count', Object.keys(latest.summary.data || {}).length);
+    var hourly = latest.hourly;
+    var perHour = hourMap(hourly.by_hour);
+    var types = latest.devices.device_types || {};
+    var mine = function (url) { return !latest.site || siteOf(url) === latest.site; };
+    setFigure('total-visits', hourly.total_visits || 0);
+    setFigure('unique-visitors', hourly.unique_ips || 0);
+    setFigure('window-visits', perHour.sum);
+    setFigure('bot-visits', Number(types.bot) || 0);
     $('empty').hidden = (stats.total_visits || 0) > 0;
     Array.prototype.forEach.call(document.querySelectorAll('.window-label'), function (node) {
       node.textContent = RANGE_NAMES[latest.hours];
     });
-    drawChart(hourBuckets(sums.byHour, latest.now, latest.hours), latest.hours);
+    drawChart(hourBuckets(perHour.byMs, latest.now, latest.hours), latest.hours);
+
+    var sources = latest.sources;
+    drawRanking('referrers', sortedEntries(sources.referrers), false);
+    drawRanking('utm-source', sortedEntries(sources.utm_source), false);
+    drawRanking('utm-medium', sortedEntries(sources.utm_medium), false);
+    drawRanking('utm-campaign', sortedEntries(sources.utm_campaign), false);
+    // Device types in the server's fixed order (desktop, mobile, tablet, bot), zeros included.
+    var typeEntries = Object.keys(types).map(function (k) { return [k, Number(types[k]) || 0]; });
+    drawRanking('device-types', perHour.sum ? typeEntries : [], false);
+    drawRanking('browsers', sortedEntries(latest.devices.browsers), false);
+    drawRanking('os', sortedEntries(latest.devices.os), false);
+
+    // /stats knows the all-time top 100 pages and the newest 10 visits of all sites: a chosen
+    // site shows its share of those (per-page figures per site would need /summary's weight).
+    var pages = sortedEntries(stats.popular_pages).filter(function (e) { return mine(e[0]); });
+    $('pages-note').textContent = latest.site ? 'all time, among the top 100 of all sites' : 'all time';
+    $('recent-note').textContent = latest.site ? 'among the newest 10 of all sites' : '';
     drawRanking('top-pages', pages.slice(0, LIST_LIMIT), true);
+    drawRecent((stats.recent_visits || []).filter(function (v) { return mine(v.url); }));
     drawRanking('top-sites', sortedEntries(latest.domains.domains).slice(0, LIST_LIMIT), false);
-    drawRanking('user-agents', sortedEntries(sums.agents).slice(0, LIST_LIMIT), false);
-    drawRecent(stats.recent_visits || []);
+    drawSiteChoices(stats, latest.domains);
   }
 
   function showStatus(text, isError) {
@@ -245,41 +328,105 @@
     status.classList.toggle('error', !!isError);
   }
 
+  // Asks for the token; `refused` when the one sent was wrong.
+  function askForToken(refused) {
+    awaitingToken = true;
+    $('auth').hidden = false;
+    $('figures').hidden = true;
+    $('token-error').hidden = !refused;
+    showStatus('Waiting for the analytics token', true);
+    $('token').focus();
+  }
+
   function refresh() {
-    if (loading) return;
+    if (loading || awaitingToken) return;
     loading = true;
-    var wanted = hours;
-    Promise.all([getJson('stats'), getJson('summary?hours=' + wanted), getJson('domains/day')])
+    var wanted = { hours: hours, site: site };
+    var span = query({ hours: wanted.hours, site: wanted.site });
+    var ranked = query({ hours: wanted.hours, site: wanted.site, limit: LIST_LIMIT });
+    Promise.all([
+      getJson('stats'), getJson('hourly' + span), getJson('sources' + ranked),
+      getJson('devices' + ranked), getJson('domains/day?limit=1000')
+    ])
       .then(function (answers) {
         var now = answers[1].now;
         latest = {
-          stats: answers[0].body, summary: answers[1].body, domains: answers[2].body,
-          hours: wanted, now: isNaN(now) ? Date.now() : now
+          stats: answers[0].body, hourly: answers[1].body, sources: answers[2].body,
+          devices: answers[3].body, domains: answers[4].body,
+          hours: wanted.hours, site: wanted.site, now: isNaN(now) ? Date.now() : now
         };
+        $('auth').hidden = true;
+        $('figures').hidden = false;
         render();
         showStatus('Updated ' + new Date().toLocaleTimeString());
         document.body.setAttribute('data-loaded', 'true');
       })
       .catch(function (err) {
+        if (err instanceof Unauthorized) {
+          askForToken(token != null);
+          return;
+        }
         showStatus('Could not load the figures (' + err.message + '); retrying in 30 s', true);
       })
       .then(function () {
         loading = false;
-        // The range changed while the answers were on their way: fetch the new one.
-        if (wanted !== hours) refresh();
+        // The range or site changed while the answers were on their way: fetch the new one.
+        if (!awaitingToken && (wanted.hours !== hours || wanted.site !== site)) refresh();
       });
   }
 
-  function selectRange(button) {
-    hours = Number(button.getAttribute('data-hours'));
+  // The range and site live in the address (#hours=168&site=example.com): a view can be
+  // bookmarked, and a reload keeps it.
+  function readAddress() {
+    var params = new URLSearchParams(location.hash.slice(1));
+    var wanted = Number(params.get('hours'));
+    hours = RANGE_NAMES[wanted] ? wanted : 24;
+    site = params.get('site') || '';
+  }
+
+  function writeAddress() {
+    history.replaceState(null, '', '#' + query({ hours: hours, site: site }).slice(1));
+  }
+
+  function showRange() {
     Array.prototype.forEach.call(document.querySelectorAll('.range button'), function (b) {
-      b.setAttribute('aria-pressed', String(b === button));
+      b.setAttribute('aria-pressed', String(Number(b.getAttribute('data-hours')) === hours));
     });
-    refresh();
   }
 
   Array.prototype.forEach.call(document.querySelectorAll('.range button'), function (button) {
-    button.addEventListener('click', function () { selectRange(button); });
+    button.addEventListener('click', function () {
+      hours = Number(button.getAttribute('data-hours'));
+      showRange();
+      writeAddress();
+      refresh();
+    });
+  });
+
+  $('site').addEventListener('change', function () {
+    site = $('site').value;
+    writeAddress();
+    refresh();
+  });
+
+  $('token-form').addEventListener('submit', function (event) {
+    event.preventDefault();
+    var value = $('token').value.trim();
+    if (!value) return;
+    storeToken(value);
+    $('token').value = '';
+    awaitingToken = false;
+    $('token-error').hidden = true;
+    showStatus('Loading…');
+    refresh();
+  });
+
+  $('forget-token').addEventListener('click', function () {
+    storeToken(null);
+    latest = null;
+    document.body.removeAttribute('data-loaded');
+    showStatus('Token forgotten');
+    refresh();
   });
 
   var resizeTimer;
@@ -291,5 +438,10 @@
   // A hidden tab does not poll; it catches up as soon as it is shown again.
   setInterval(function () { if (!document.hidden) refresh(); }, REFRESH_MS);
   document.addEventListener('visibilitychange', function () { if (!document.hidden) refresh(); });
+  readAddress();
+  showRange();
+  if (site) $('site').appendChild(el('option', null, site)).value = site;
+  $('site').value = site;
+  storeToken(token);
   refresh();
 })();

@@ -284,12 +284,15 @@ fn pixel_response() -> Response {
     response
 }
 
-/// The dashboard: totals, visits per hour (24 h / 7 d / 30 d), top pages, top sites, user
-/// agents and recent visits, refreshed every 30 s.
+/// The dashboard: totals, visits per hour (24 h / 7 d / 30 d), sources (referrers, UTM tags),
+/// devices (types, browsers, OS), top pages, recent visits and top sites, for all sites or the
+/// one chosen, refreshed every 30 s.
 ///
 /// One HTML page from the binary with its own script and style sheet (`/dashboard/app.js`,
-/// `/dashboard/app.css`); it calls `/stats`, `/summary` and `/domains/day` and loads nothing
-/// from any other origin.
+/// `/dashboard/app.css`); it calls `/stats`, `/hourly`, `/sources`, `/devices` and
+/// `/domains/day` and loads nothing from any other origin. When they answer `401`
+/// (`--analytics-token`), it asks for the token, keeps it in the browser's local storage and
+/// sends it as `Authorization: Bearer` until the user forgets it.
 #[utoipa::path(get, path = "/dashboard", tag = "dashboard",
     responses(
         (status = 200, description = "The dashboard page", body = String, content_type = "text/html",
