@@ -304,7 +304,10 @@ async fn the_dashboard_is_html_that_loads_nothing_from_another_origin() {
         assert!(script.contains(api), "the script calls {api}");
     }
     // Issue 24: the chart comes from /hourly, not from the whole of /summary.
-    assert!(!script.contains("'summary"), "the script does not call /summary");
+    assert!(
+        !script.contains("'summary"),
+        "the script does not call /summary"
+    );
     assert!(
         script.contains("'Bearer '"),
         "the script sends the analytics token"
