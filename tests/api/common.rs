@@ -99,7 +99,13 @@ impl TestApp {
         });
         let (stopper, stop) = footfall::bus::Stop::channel();
         let args = configured.expect("configured");
-        footfall::bus::start(&args.bus, &app.state.store, &app.state.buses, &stop);
+        footfall::bus::start(
+            &args.bus,
+            &app.state.store,
+            &app.state.privacy,
+            &app.state.buses,
+            &stop,
+        );
         (app, stopper)
     }
 
@@ -218,7 +224,7 @@ impl TestApp {
     /// Imports JSONL through the same code as `footfall import`.
     pub async fn import_jsonl(&self, jsonl: &str) -> footfall::domain::import::ImportReport {
         let reader = std::io::Cursor::new(jsonl.as_bytes().to_vec());
-        footfall::cli::import_into(self.store(), reader, false)
+        footfall::cli::import_into(self.store(), &Default::default(), reader, false)
             .await
             .unwrap()
     }
