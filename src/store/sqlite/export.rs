@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 
 use super::rollups::{id_at, millis_of};
 use crate::domain::export::{ExportFilter, ExportFormat};
-use crate::domain::{DEFAULT_EVENT, MAX_MILLIS, UnixMillis, ip_from_bytes, write_space};
+use crate::domain::{DEFAULT_EVENT, MAX_MILLIS, UnixMillis, Visitor, write_space};
 
 /// Size at which a chunk is handed to the sink.
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -76,7 +76,8 @@ impl<'c> Names<'c> {
 struct Row {
     id: i64,
     page_id: i64,
-    ip: Option<IpAddr>,
+    /// `None` for a blob no visitor is stored as (never written by footfall).
+    ip: Option<Visitor>,
     agent_id: i64,
     event_id: i64,
 }
@@ -110,7 +111,11 @@ impl<S: FnMut(Bytes) -> bool> Renderer<'_, S> {
     fn row(&mut self, row: &Row) -> rusqlite::Result<bool> {
         self.ip_buf.clear();
         match row.ip {
-            Some(ip) => push_ip(&mut self.ip_buf, ip),
+            Some(Visitor::Ip(ip)) => push_ip(&mut self.ip_buf, ip),
+            Some(pseudonym) => {
+                use std::fmt::Write;
+                let _ = write!(self.ip_buf, "{pseudonym}");
+            }
             None => self.ip_buf.push_str("unknown"),
         }
         let second = millis_of(row.id).div_euclid(1000);
@@ -242,7 +247,7 @@ pub fn export(
             Some(row) => Some(Row {
                 id: row.get(0)?,
                 page_id: row.get(1)?,
-                ip: row.get_ref(2)?.as_blob().ok().and_then(ip_from_bytes),
+                ip: row.get_ref(2)?.as_blob().ok().and_then(Visitor::from_bytes),
                 agent_id: row.get(3)?,
                 event_id: row.get(4)?,
             }),
