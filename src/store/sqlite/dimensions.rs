@@ -163,7 +163,8 @@ pub fn devices(
     let mut stmt =
         conn.prepare_cached("SELECT browser, os, device_type FROM devices WHERE id = ?1")?;
     for (id, n) in counts {
-        let values: [String; 3] = stmt.query_row([id], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?]))?;
+        let values: [String; 3] =
+            stmt.query_row([id], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?]))?;
         for (list, value) in lists.iter_mut().zip(values) {
             *list.entry(value).or_default() += n;
         }
@@ -243,4 +244,293 @@ fn site_totals(conn: &Connection, site: i64) -> rusqlite::Result<(i64, i64)> {
         &[&watermark, &site],
     )?;
     Ok((visits + tail, unique + new_ips))
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::domain::{Device, NewVisit, PageUrl, Source};
+    use crate::store::Durability;
+    use crate::store::sqlite::ingest::{Ingest, commit_visits};
+    use crate::store::sqlite::{WriteConns, cleanup, open_reader, open_writer, rollups};
+
+    pub const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    pub const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
+    pub const BOT: &str =
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+    /// An hour boundary the test times count from.
+    const H0: i64 = 1_700_000_000_000 / HOUR_MS * HOUR_MS;
+    const MIN: i64 = 60_000;
+    /// "Now" of the reads: 10:30 after `H0`; a 3-hour window starts inside hour 7.
+    const NOW: i64 = H0 + 10 * HOUR_MS + 30 * MIN;
+    const HOURS: i64 = 3;
+
+    pub fn visit(url: &str, ip: &str, ua: &str, referrer: Option<&str>, at: i64) -> NewVisit {
+        let url = PageUrl::parse(url).unwrap();
+        NewVisit {
+            source: Source::of(&url, referrer),
+            ..NewVisit::pageview(url, ip.parse().unwrap(), ua.into(), at)
+        }
+    }
+
+    /// Visits to two sites: one before the window (in the hour it starts in), the rest in it.
+    fn visits() -> Vec<NewVisit> {
+        let at = |hour: i64, minute: i64| H0 + hour * HOUR_MS + minute * MIN;
+        let tagged = "https://a.com/x?utm_source=news&utm_medium=email";
+        vec![
+            visit(
+                tagged,
+                "10.0.0.1",
+                CHROME,
+                Some("https://www.google.com/"),
+                at(7, 10),
+            ),
+            visit(
+                tagged,
+                "10.0.0.1",
+                CHROME,
+                Some("https://www.google.com/"),
+                at(7, 40),
+            ),
+            visit("https://a.com/y", "10.0.0.2", IPHONE, None, at(8, 5)),
+            visit(
+                "https://a.com/y",
+                "10.0.0.3",
+                IPHONE,
+                Some("news.ycombinator.com"),
+                at(9, 0),
+            ),
+            visit(
+                "https://b.com/",
+                "10.0.0.1",
+                BOT,
+                Some("https://google.com/"),
+                at(9, 30),
+            ),
+            visit(
+                "https://b.com/?utm_campaign=spring",
+                "10.0.0.4",
+                CHROME,
+                Some("https://a.com/"),
+                at(10, 10),
+            ),
+            visit(
+                "https://a.com/x",
+                "10.0.0.2",
+                CHROME,
+                Some("https://a.com/z"),
+                at(10, 20),
+            ),
+        ]
+    }
+
+    pub struct Db {
+        _dir: tempfile::TempDir,
+        pub db: PathBuf,
+        pub conns: WriteConns,
+        pub ingest: Ingest,
+    }
+
+    impl Db {
+        pub fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("v.db");
+            let conns = open_writer(&db, Durability::Normal).unwrap();
+            Self {
+                _dir: dir,
+                db,
+                conns,
+                ingest: Ingest::new(),
+            }
+        }
+
+        pub fn write(&mut self, visits: &[NewVisit]) {
+            commit_visits(&self.conns.raw, &mut self.ingest, visits.iter().cloned());
+        }
+
+        pub fn roll_up(&mut self) {
+            self.conns.roll_up().unwrap();
+        }
+
+        /// Every answer of this module for `site`, read as the server's pool reads.
+        fn answers(&self, site: Option<&str>, limit: usize) -> (Sources, Devices, Hourly) {
+            let conn = open_reader(&self.db).unwrap();
+            (
+                sources(&conn, NOW, HOURS, site, limit).unwrap(),
+                devices(&conn, NOW, HOURS, site, limit).unwrap(),
+                hourly(&conn, NOW, HOURS, site).unwrap(),
+            )
+        }
+
+        fn mismatches(&self) -> Vec<String> {
+            rollups::check(&open_reader(&self.db).unwrap()).unwrap()
+        }
+
+        /// `DELETE /cleanup` of the visits before `cutoff`, both steps, as the writer runs it.
+        fn cleanup(&mut self, cutoff: i64) -> u64 {
+            let conns = &mut self.conns;
+            cleanup::run(
+                &conns.raw,
+                cutoff,
+                || Ok(rollups::read_progress(&conns.rollups)?),
+                |cutoff| {
+                    Ok(conns.hints.transaction(&conns.rollups, |conn, hints| {
+                        rollups::take_out_before(conn, hints, cutoff)
+                    })?)
+                },
+            )
+            .unwrap()
+        }
+    }
+
+    fn list(items: &[(&str, i64)]) -> Vec<(String, i64)> {
+        items.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
+    }
+
+    /// `visits()` stored with the first `rolled` of them rolled up and the rest in the tail.
+    fn stored(rolled: usize) -> Db {
+        let all = visits();
+        let mut db = Db::new();
+        db.write(&all[..rolled]);
+        db.roll_up();
+        db.write(&all[rolled..]);
+        db
+    }
+
+    /// Every figure is the same whether the visits are rolled up, in the tail, or split
+    /// between the two, and is what the visits say: the one before the window's start is
+    /// left out, the one in its partial first hour counted.
+    #[test]
+    fn dimensions_count_the_same_in_the_rollups_and_the_tail() {
+        let bot = Device::parse(BOT);
+        let mut os = vec![("Windows", 3), ("iOS", 2), (bot.os.as_str(), 1)];
+        os.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let expected = (
+            Sources {
+                referrers: list(&[
+                    ("(direct)", 2),
+                    ("google.com", 2),
+                    ("a.com", 1),
+                    ("news.ycombinator.com", 1),
+                ]),
+                utm_source: list(&[("news", 1)]),
+                utm_medium: list(&[("email", 1)]),
+                utm_campaign: list(&[("spring", 1)]),
+            },
+            Devices {
+                browsers: list(&[("Chrome", 3), ("Safari", 2), ("Other", 1)]),
+                os: list(&os),
+                device_types: list(&[("desktop", 3), ("mobile", 2), ("tablet", 0), ("bot", 1)]),
+            },
+            Hourly {
+                by_hour: [(7, 1), (8, 1), (9, 2), (10, 2)]
+                    .map(|(h, n)| (H0 / HOUR_MS + h, n))
+                    .to_vec(),
+                total_visits: 7,
+                unique_ips: 4,
+            },
+        );
+        for rolled in [0, 1, 2, 4, 7] {
+            let db = stored(rolled);
+            assert_eq!(db.answers(None, 10), expected, "{rolled} rolled up");
+            assert!(db.mismatches().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_site_filter_counts_that_site_only_and_an_unknown_site_nothing() {
+        for rolled in [0, 3, 7] {
+            let db = stored(rolled);
+            let (sources, devices, hourly) = db.answers(Some("a.com"), 10);
+            assert_eq!(
+                sources.referrers,
+                list(&[
+                    ("(direct)", 2),
+                    ("google.com", 1),
+                    ("news.ycombinator.com", 1)
+                ])
+            );
+            assert_eq!(sources.utm_campaign, list(&[]));
+            assert_eq!(
+                devices.device_types,
+                list(&[("desktop", 2), ("mobile", 2), ("tablet", 0), ("bot", 0)])
+            );
+            let h = H0 / HOUR_MS;
+            assert_eq!(
+                hourly,
+                Hourly {
+                    by_hour: vec![(h + 7, 1), (h + 8, 1), (h + 9, 1), (h + 10, 1)],
+                    total_visits: 5,
+                    unique_ips: 3,
+                }
+            );
+            let (_, _, b) = db.answers(Some("b.com"), 10);
+            assert_eq!((b.total_visits, b.unique_ips), (2, 2));
+            assert_eq!(b.by_hour, vec![(h + 9, 1), (h + 10, 1)]);
+
+            let (sources, devices, hourly) = db.answers(Some("c.com"), 10);
+            assert_eq!(sources, Sources::default());
+            assert_eq!((devices.browsers.len(), devices.os.len()), (0, 0));
+            assert_eq!(
+                devices.device_types,
+                list(&[("desktop", 0), ("mobile", 0), ("tablet", 0), ("bot", 0)])
+            );
+            assert_eq!(hourly, Hourly::default());
+            // '' names the pseudo-site "all" in `sites`: not a site anyone asked for.
+            assert_eq!(db.answers(Some(""), 10).2, Hourly::default());
+        }
+    }
+
+    #[test]
+    fn lists_are_cut_to_the_limit_most_first_then_by_name() {
+        let db = stored(4);
+        let (sources, devices, _) = db.answers(None, 1);
+        assert_eq!(sources.referrers, list(&[("(direct)", 2)]));
+        assert_eq!(devices.browsers, list(&[("Chrome", 3)]));
+        // Device types are not a top list: all four, always.
+        assert_eq!(devices.device_types.len(), 4);
+        let (sources, devices, _) = db.answers(None, 0);
+        assert!(sources.referrers.is_empty() && devices.os.is_empty());
+    }
+
+    /// A cleanup takes its visits out of every new rollup exactly: the answers are those of a
+    /// store that only ever held the remaining visits, and a recount finds no difference.
+    #[test]
+    fn cleanup_keeps_every_dimension_exact() {
+        let cutoff = H0 + 9 * HOUR_MS;
+        let all = visits();
+        let kept: Vec<NewVisit> = all.iter().filter(|v| v.at >= cutoff).cloned().collect();
+        let mut only_kept = Db::new();
+        only_kept.write(&kept);
+        for rolled in [0, 5, 7] {
+            let mut db = stored(rolled);
+            assert_eq!(db.cleanup(cutoff), 3);
+            assert!(db.mismatches().is_empty(), "{:?}", db.mismatches());
+            for site in [None, Some("a.com"), Some("b.com")] {
+                assert_eq!(
+                    db.answers(site, 10),
+                    only_kept.answers(site, 10),
+                    "{site:?}, {rolled} rolled up"
+                );
+            }
+            let hourly = db.answers(Some("a.com"), 10).2;
+            assert_eq!((hourly.total_visits, hourly.unique_ips), (2, 2));
+            // What was taken out is gone from the tables, not kept as zeros.
+            let zeros: i64 = db
+                .conns
+                .rollups
+                .query_row(
+                    "SELECT (SELECT count(*) FROM site_hour_sources WHERE visits <= 0)
+                          + (SELECT count(*) FROM site_hour_devices WHERE visits <= 0)
+                          + (SELECT count(*) FROM site_totals WHERE visits <= 0)",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(zeros, 0);
+        }
+    }
 }

@@ -80,3 +80,52 @@ pub fn dump(conn: &Connection, sink: &mpsc::Sender<Result<Dumped>>) -> rusqlite:
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{UnixMillis, Visitor};
+    use crate::store::sqlite::dimensions::tests::{CHROME, Db, visit};
+    use crate::store::sqlite::open_reader;
+
+    /// A copy keeps each visit's visitor (a pseudonym too) and source; a visit stored before
+    /// sources were is copied as `(unknown)`.
+    #[test]
+    fn the_dump_carries_visitors_and_sources() {
+        let at: UnixMillis = 1_700_000_000_000;
+        let mut tagged = visit(
+            "https://a.com/?utm_source=mail&utm_campaign=x",
+            "10.0.0.1",
+            CHROME,
+            Some("https://www.google.com/"),
+            at,
+        );
+        tagged.ip = Visitor::Pseudonym(42);
+        let mut db = Db::new();
+        db.write(&[tagged.clone()]);
+        db.write(&[visit("https://a.com/", "10.0.0.2", CHROME, None, at + 1)]);
+        // As if stored before schema 4: the column default.
+        db.conns
+            .raw
+            .execute(
+                "UPDATE visits SET source_id = 0 WHERE ip = ?1",
+                [&[10u8, 0, 0, 2][..]],
+            )
+            .unwrap();
+
+        let (sender, mut receiver) = mpsc::channel(16);
+        dump(&open_reader(&db.db).unwrap(), &sender).unwrap();
+        drop(sender);
+        let mut visits = Vec::new();
+        while let Ok(part) = receiver.try_recv() {
+            if let Dumped::Visits(batch) = part.unwrap() {
+                visits.extend(batch);
+            }
+        }
+        assert_eq!(visits.len(), 2);
+        assert_eq!(visits[0].ip, Visitor::Pseudonym(42));
+        assert_eq!(visits[0].source, tagged.source);
+        assert_eq!(visits[0].source.referrer, "google.com");
+        assert_eq!(visits[1].source, Source::unknown());
+    }
+}

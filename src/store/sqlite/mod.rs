@@ -236,18 +236,23 @@ fn upgrade(
 /// new table, and right whatever the old file held.
 pub fn open_rollups(db: &Path, durability: Durability) -> anyhow::Result<Connection> {
     let conn = open_wal(&rollups_path(db), durability)?;
-    upgrade(&conn, "rollups file", ROLLUPS_SCHEMA_VERSION, |conn, version| {
-        if version > 0 {
-            tracing::info!(
-                from = version,
-                to = ROLLUPS_SCHEMA_VERSION,
-                "rebuilding the rollups file for its new schema"
-            );
-            drop_tables(conn).context("cannot empty the rollups file")?;
-        }
-        conn.execute_batch(ROLLUPS_SCHEMA)
-            .context("cannot apply rollups.sql")
-    })?;
+    upgrade(
+        &conn,
+        "rollups file",
+        ROLLUPS_SCHEMA_VERSION,
+        |conn, version| {
+            if version > 0 {
+                tracing::info!(
+                    from = version,
+                    to = ROLLUPS_SCHEMA_VERSION,
+                    "rebuilding the rollups file for its new schema"
+                );
+                drop_tables(conn).context("cannot empty the rollups file")?;
+            }
+            conn.execute_batch(ROLLUPS_SCHEMA)
+                .context("cannot apply rollups.sql")
+        },
+    )?;
     conn.execute("ATTACH DATABASE ?1 AS raw", [file_uri(db, "ro")])
         .with_context(|| format!("cannot attach {}", db.display()))?;
     Ok(conn)
@@ -256,7 +261,9 @@ pub fn open_rollups(db: &Path, durability: Durability) -> anyhow::Result<Connect
 /// Drops every table of `conn`'s main database (inside the caller's transaction).
 fn drop_tables(conn: &Connection) -> rusqlite::Result<()> {
     let tables: Vec<String> = conn
-        .prepare("SELECT name FROM main.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?
+        .prepare(
+            "SELECT name FROM main.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for table in tables {
@@ -357,4 +364,100 @@ pub fn file_size(path: &Path) -> u64 {
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{UNKNOWN, now_millis};
+    use crate::store::sqlite::dimensions::tests::{CHROME, visit};
+    use crate::store::sqlite::ingest::{Ingest, commit_visits};
+    use crate::store::sqlite::rollups::{HOUR_MS, id_at};
+
+    /// A database written by the previous release (visits file version 3, rollups file
+    /// version 1, their schemas as shipped) is brought up in place on open: its visits stay,
+    /// show as `(unknown)` in every dimension and count in `/hourly`, and the rollups file is
+    /// rebuilt so that every rollup, the new ones included, agrees with the raw rows.
+    #[test]
+    fn a_previous_release_database_upgrades_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("v.db");
+        let now = now_millis();
+        {
+            let old = Connection::open(&db).unwrap();
+            old.execute_batch(include_str!("testdata/visits_v3.sql"))
+                .unwrap();
+            old.execute_batch(
+                "PRAGMA user_version = 3;
+                 INSERT INTO sites (id, name) VALUES (1, 'a.com');
+                 INSERT INTO pages (id, url, site_id) VALUES (1, 'https://a.com/', 1);
+                 INSERT INTO agents (id, ua) VALUES (1, 'Old UA');",
+            )
+            .unwrap();
+            for (i, ip) in [[10u8, 0, 0, 1], [10, 0, 0, 2]].iter().enumerate() {
+                old.execute(
+                    "INSERT INTO visits (id, page_id, ip, agent_id, event_id)
+                     VALUES (?1, 1, ?2, 1, 1)",
+                    rusqlite::params![id_at(now - HOUR_MS + i as i64 * 1000), &ip[..]],
+                )
+                .unwrap();
+            }
+            // Its rollups as the previous release left them: everything counted (in the tables
+            // that release had).
+            let old = Connection::open(rollups_path(&db)).unwrap();
+            old.execute_batch(include_str!("testdata/rollups_v1.sql"))
+                .unwrap();
+            old.execute(
+                "UPDATE progress SET rolled_up_to = ?1",
+                [id_at(now - HOUR_MS + 2000)],
+            )
+            .unwrap();
+            old.execute_batch(
+                "PRAGMA user_version = 1;
+                 UPDATE totals SET visits = 2, unique_ips = 2;
+                 INSERT INTO page_totals VALUES (1, 2, 2);",
+            )
+            .unwrap();
+        }
+
+        let mut conns = open_writer(&db, Durability::Normal).unwrap();
+        let version = |conn: &Connection| -> i64 {
+            conn.pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(version(&conns.raw), SCHEMA_VERSION);
+        assert_eq!(version(&conns.rollups), ROLLUPS_SCHEMA_VERSION);
+        let reader = open_reader(&db).unwrap();
+        assert!(rollups::check(&reader).unwrap().is_empty());
+        let unknown = |n: i64| vec![(UNKNOWN.to_owned(), n)];
+        let sources = dimensions::sources(&reader, now, 24, None, 10).unwrap();
+        assert_eq!(sources.referrers, unknown(2));
+        assert_eq!(sources.utm_campaign, unknown(2));
+        let devices = dimensions::devices(&reader, now, 24, Some("a.com"), 10).unwrap();
+        assert_eq!((devices.browsers, devices.os), (unknown(2), unknown(2)));
+        assert_eq!(devices.device_types[4], (UNKNOWN.to_owned(), 2));
+        let hourly = dimensions::hourly(&reader, now, 24, None).unwrap();
+        assert_eq!((hourly.total_visits, hourly.unique_ips), (2, 2));
+        assert_eq!(hourly.by_hour.iter().map(|h| h.1).sum::<i64>(), 2);
+
+        // New visits are stored with their dimensions beside the old ones.
+        let mut ingest = Ingest::new();
+        let new = visit(
+            "https://a.com/",
+            "10.0.0.3",
+            CHROME,
+            Some("https://t.co/x"),
+            now,
+        );
+        commit_visits(&conns.raw, &mut ingest, [new]);
+        conns.roll_up().unwrap();
+        assert!(rollups::check(&reader).unwrap().is_empty());
+        let sources = dimensions::sources(&reader, now + 1, 24, Some("a.com"), 10).unwrap();
+        assert_eq!(
+            sources.referrers,
+            vec![(UNKNOWN.to_owned(), 2), ("t.co".to_owned(), 1)]
+        );
+        let hourly = dimensions::hourly(&reader, now + 1, 24, Some("a.com")).unwrap();
+        assert_eq!((hourly.total_visits, hourly.unique_ips), (3, 3));
+    }
 }

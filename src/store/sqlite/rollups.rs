@@ -580,8 +580,9 @@ fn apply_totals(
          ON CONFLICT ({key}) DO UPDATE
          SET visits = visits + excluded.visits, unique_ips = unique_ips + excluded.unique_ips"
     ))?;
-    let mut delete =
-        conn.prepare_cached(&format!("DELETE FROM {table} WHERE {key} = ?1 AND visits <= 0"))?;
+    let mut delete = conn.prepare_cached(&format!(
+        "DELETE FROM {table} WHERE {key} = ?1 AND visits <= 0"
+    ))?;
     let mut sorted: Vec<(i64, TotalsDelta)> = deltas.iter().map(|(&k, &d)| (k, d)).collect();
     sorted.sort_unstable_by_key(|&(k, _)| k);
     for (k, d) in sorted {

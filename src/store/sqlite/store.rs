@@ -179,7 +179,12 @@ impl SqliteStore {
             .await
     }
 
-    pub async fn hourly(&self, now: UnixMillis, hours: i64, site: Option<String>) -> Result<Hourly> {
+    pub async fn hourly(
+        &self,
+        now: UnixMillis,
+        hours: i64,
+        site: Option<String>,
+    ) -> Result<Hourly> {
         self.read(move |conn| dimensions::hourly(conn, now, hours, site.as_deref()))
             .await
     }

@@ -563,9 +563,9 @@ fn write_ops(
                 }
                 Answer::AfterRollUp(WriteOutcome::ClicksAdded)
             }
-            WriteOp::Salt(day) => Answer::Now(WriteOutcome::Salt(super::salts::daily_salt(
-                conn, *day,
-            )?)),
+            WriteOp::Salt(day) => {
+                Answer::Now(WriteOutcome::Salt(super::salts::daily_salt(conn, *day)?))
+            }
         };
         answers.push(answer);
     }
