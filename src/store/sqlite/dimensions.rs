@@ -1,18 +1,18 @@
 //! The reads of API.md §12: `/sources`, `/devices` and `/hourly`.
 //!
-//! Like every analytics read ([`super::queries`]), each answer is one snapshot: the whole hours
-//! of the window from the rollups (`site_hour_sources`, `site_hour_devices`: one key range of
-//! one site, 0 for all sites), plus the raw rows the rollups cannot give — the partial hour the
-//! window starts in, below the watermark, and the tail above it. Its cost depends on the window
-//! and the number of distinct dimension values in it, not on the number of stored visits.
+//! Their window is whole hour buckets: the last `hours` hours up to now's, the current one
+//! included (so `hours=1` is the hour so far). Like every analytics read ([`super::queries`]),
+//! each answer is one snapshot: those hours from the rollups (`site_hour_sources`,
+//! `site_hour_devices`: one key range of one site, 0 for all sites), plus the tail above the
+//! watermark from the raw rows. Its cost depends on the window and the number of distinct
+//! dimension values in it, not on the number of stored visits.
 
 use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use rustc_hash::FxHashMap;
 
-use super::queries::Window;
-use super::rollups::{ALL_SITES, HOUR_MS, read_progress};
+use super::rollups::{ALL_SITES, HOUR_MS, id_at, read_progress};
 use crate::domain::{DEVICE_TYPES, UNKNOWN, UnixMillis};
 use crate::store::model::{Devices, Hourly, Sources};
 
@@ -27,22 +27,15 @@ fn site_id(conn: &Connection, site: Option<&str>) -> rusqlite::Result<Option<i64
         .optional()
 }
 
-/// The id ranges `[from, to)` of raw visits a window adds to its whole rolled-up hours: the
-/// partial first hour below the watermark, and the tail from the watermark on.
-fn raw_ranges(window: &Window, watermark: i64) -> Vec<(i64, i64)> {
-    let mut ranges = Vec::with_capacity(2);
-    if let Some((_, from, to)) = window.partial {
-        ranges.push((from, to.min(watermark)));
-    }
-    ranges.push((window.start_id.max(watermark), i64::MAX));
-    ranges.retain(|(from, to)| from < to);
-    ranges
+/// The hours `[first, last]` of the window of `hours` hours ending with now's.
+fn window(now: UnixMillis, hours: i64) -> (i64, i64) {
+    let last = now.div_euclid(HOUR_MS);
+    (last - hours.max(1) + 1, last)
 }
 
-/// Visits of `site` in the window from `now - hours` on, per value of one dimension: `column`
-/// of `visits` (`source_id`, `device_id`, or an expression of `id` such as the hour), `rolled`
-/// the rollup table counting visits per (site, hour, that column). Inside the caller's read
-/// transaction.
+/// Visits of `site` in the window of `hours` hours up to now's, per value of one dimension:
+/// `column` of `visits` (`source_id`, `device_id`, or `hour`), `rolled` the rollup table
+/// counting visits per (site, hour, that column). Inside the caller's read transaction.
 fn window_counts(
     conn: &Connection,
     site: i64,
@@ -51,43 +44,44 @@ fn window_counts(
     column: &str,
     rolled: &str,
 ) -> rusqlite::Result<FxHashMap<i64, i64>> {
-    let window = Window::new(now - hours * HOUR_MS);
+    let (first, last) = window(now, hours);
     let watermark = read_progress(conn)?.rolled_up_to;
     let mut counts: FxHashMap<i64, i64> = FxHashMap::default();
     {
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {column}, sum(visits) FROM {rolled} WHERE site_id = ?1 AND hour >= ?2
-             GROUP BY 1"
+            "SELECT {column}, sum(visits) FROM {rolled}
+             WHERE site_id = ?1 AND hour >= ?2 AND hour <= ?3 GROUP BY 1"
         ))?;
-        let mut rows = stmt.query([site, window.first_whole_hour])?;
+        let mut rows = stmt.query([site, first, last])?;
         while let Some(row) = rows.next()? {
             *counts.entry(row.get(0)?).or_default() += row.get::<_, i64>(1)?;
         }
     }
-    // All sites need no join: the rowid range alone.
-    let raw_sql = if site == ALL_SITES {
-        format!(
-            "SELECT {}, count(*) FROM visits v WHERE v.id >= ?1 AND v.id < ?2 GROUP BY 1",
-            raw_column(column)
-        )
+    // The tail's visits in the window: a rowid range (all sites need no join).
+    let (from, to) = (
+        id_at(first * HOUR_MS).max(watermark),
+        id_at((last + 1) * HOUR_MS),
+    );
+    let column = raw_column(column);
+    let mut stmt = if site == ALL_SITES {
+        conn.prepare_cached(&format!(
+            "SELECT {column}, count(*) FROM visits v WHERE v.id >= ?1 AND v.id < ?2 GROUP BY 1"
+        ))?
     } else {
-        format!(
-            "SELECT {}, count(*) FROM visits v JOIN pages p ON p.id = v.page_id
-             WHERE v.id >= ?1 AND v.id < ?2 AND p.site_id = ?3 GROUP BY 1",
-            raw_column(column)
-        )
+        conn.prepare_cached(&format!(
+            "SELECT {column}, count(*) FROM visits v JOIN pages p ON p.id = v.page_id
+             WHERE v.id >= ?1 AND v.id < ?2 AND p.site_id = ?3 GROUP BY 1"
+        ))?
     };
-    let mut stmt = conn.prepare_cached(&raw_sql)?;
-    for (from, to) in raw_ranges(&window, watermark) {
-        let mut rows = if site == ALL_SITES {
-            stmt.query(params![from, to])?
-        } else {
-            stmt.query(params![from, to, site])?
-        };
-        while let Some(row) = rows.next()? {
-            *counts.entry(row.get(0)?).or_default() += row.get::<_, i64>(1)?;
-        }
+    let mut rows = if site == ALL_SITES {
+        stmt.query(params![from, to])?
+    } else {
+        stmt.query(params![from, to, site])?
+    };
+    while let Some(row) = rows.next()? {
+        *counts.entry(row.get(0)?).or_default() += row.get::<_, i64>(1)?;
     }
+    drop(rows);
     counts.retain(|_, n| *n > 0);
     Ok(counts)
 }
@@ -264,9 +258,9 @@ pub(super) mod tests {
     /// An hour boundary the test times count from.
     const H0: i64 = 1_700_000_000_000 / HOUR_MS * HOUR_MS;
     const MIN: i64 = 60_000;
-    /// "Now" of the reads: 10:30 after `H0`; a 3-hour window starts inside hour 7.
+    /// "Now" of the reads: 10:30 after `H0`; a 4-hour window is hours 7 to 10.
     const NOW: i64 = H0 + 10 * HOUR_MS + 30 * MIN;
-    const HOURS: i64 = 3;
+    const HOURS: i64 = 4;
 
     pub fn visit(url: &str, ip: &str, ua: &str, referrer: Option<&str>, at: i64) -> NewVisit {
         let url = PageUrl::parse(url).unwrap();
@@ -276,55 +270,50 @@ pub(super) mod tests {
         }
     }
 
-    /// Visits to two sites: one before the window (in the hour it starts in), the rest in it.
+    /// Visits to two sites: one before the window, one after it (a clock ahead), the rest in
+    /// it, from the first minute of its first hour to its last.
     fn visits() -> Vec<NewVisit> {
-        let at = |hour: i64, minute: i64| H0 + hour * HOUR_MS + minute * MIN;
         let tagged = "https://a.com/x?utm_source=news&utm_medium=email";
-        vec![
-            visit(
-                tagged,
-                "10.0.0.1",
-                CHROME,
-                Some("https://www.google.com/"),
-                at(7, 10),
-            ),
-            visit(
-                tagged,
-                "10.0.0.1",
-                CHROME,
-                Some("https://www.google.com/"),
-                at(7, 40),
-            ),
-            visit("https://a.com/y", "10.0.0.2", IPHONE, None, at(8, 5)),
-            visit(
+        let google = Some("https://www.google.com/");
+        [
+            (tagged, "10.0.0.1", CHROME, google, (6, 59)),
+            (tagged, "10.0.0.1", CHROME, google, (7, 0)),
+            ("https://a.com/y", "10.0.0.2", IPHONE, None, (8, 5)),
+            (
                 "https://a.com/y",
                 "10.0.0.3",
                 IPHONE,
                 Some("news.ycombinator.com"),
-                at(9, 0),
+                (9, 0),
             ),
-            visit(
+            (
                 "https://b.com/",
                 "10.0.0.1",
                 BOT,
                 Some("https://google.com/"),
-                at(9, 30),
+                (9, 30),
             ),
-            visit(
+            (
                 "https://b.com/?utm_campaign=spring",
                 "10.0.0.4",
                 CHROME,
                 Some("https://a.com/"),
-                at(10, 10),
+                (10, 10),
             ),
-            visit(
+            (
                 "https://a.com/x",
                 "10.0.0.2",
                 CHROME,
                 Some("https://a.com/z"),
-                at(10, 20),
+                (10, 59),
             ),
+            ("https://b.com/", "10.0.0.5", IPHONE, None, (11, 0)),
         ]
+        .into_iter()
+        .map(|(url, ip, ua, referrer, (hour, minute))| {
+            visit(url, ip, ua, referrer, H0 + hour * HOUR_MS + minute * MIN)
+        })
+        .collect()
     }
 
     pub struct Db {
@@ -401,8 +390,8 @@ pub(super) mod tests {
     }
 
     /// Every figure is the same whether the visits are rolled up, in the tail, or split
-    /// between the two, and is what the visits say: the one before the window's start is
-    /// left out, the one in its partial first hour counted.
+    /// between the two, and is what the visits say: those before and after the window's hours
+    /// are left out of the window, not of the totals.
     #[test]
     fn dimensions_count_the_same_in_the_rollups_and_the_tail() {
         let bot = Device::parse(BOT);
@@ -429,11 +418,11 @@ pub(super) mod tests {
                 by_hour: [(7, 1), (8, 1), (9, 2), (10, 2)]
                     .map(|(h, n)| (H0 / HOUR_MS + h, n))
                     .to_vec(),
-                total_visits: 7,
-                unique_ips: 4,
+                total_visits: 8,
+                unique_ips: 5,
             },
         );
-        for rolled in [0, 1, 2, 4, 7] {
+        for rolled in [0, 1, 2, 4, 7, 8] {
             let db = stored(rolled);
             assert_eq!(db.answers(None, 10), expected, "{rolled} rolled up");
             assert!(db.mismatches().is_empty());
@@ -442,7 +431,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_site_filter_counts_that_site_only_and_an_unknown_site_nothing() {
-        for rolled in [0, 3, 7] {
+        for rolled in [0, 3, 7, 8] {
             let db = stored(rolled);
             let (sources, devices, hourly) = db.answers(Some("a.com"), 10);
             assert_eq!(
@@ -468,7 +457,7 @@ pub(super) mod tests {
                 }
             );
             let (_, _, b) = db.answers(Some("b.com"), 10);
-            assert_eq!((b.total_visits, b.unique_ips), (2, 2));
+            assert_eq!((b.total_visits, b.unique_ips), (3, 3));
             assert_eq!(b.by_hour, vec![(h + 9, 1), (h + 10, 1)]);
 
             let (sources, devices, hourly) = db.answers(Some("c.com"), 10);
@@ -505,7 +494,7 @@ pub(super) mod tests {
         let kept: Vec<NewVisit> = all.iter().filter(|v| v.at >= cutoff).cloned().collect();
         let mut only_kept = Db::new();
         only_kept.write(&kept);
-        for rolled in [0, 5, 7] {
+        for rolled in [0, 5, 8] {
             let mut db = stored(rolled);
             assert_eq!(db.cleanup(cutoff), 3);
             assert!(db.mismatches().is_empty(), "{:?}", db.mismatches());

@@ -35,14 +35,14 @@ pub const SITE_RECENT: i64 = 10;
 
 /// The hours a window starting at `start` covers: whole hours from the rollups, and the
 /// partial first hour (if the start is not on the hour) as a raw id range.
-pub(super) struct Window {
-    pub first_whole_hour: i64,
-    pub partial: Option<(i64, i64, i64)>, // (hour, first id, end id)
-    pub start_id: i64,
+struct Window {
+    first_whole_hour: i64,
+    partial: Option<(i64, i64, i64)>, // (hour, first id, end id)
+    start_id: i64,
 }
 
 impl Window {
-    pub fn new(start: UnixMillis) -> Self {
+    fn new(start: UnixMillis) -> Self {
         let hour = start.div_euclid(HOUR_MS);
         if start.rem_euclid(HOUR_MS) == 0 {
             Self {
