@@ -241,19 +241,11 @@ fn site_totals(conn: &Connection, site: i64) -> rusqlite::Result<(i64, i64)> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use std::path::PathBuf;
-
+mod tests {
     use super::*;
-    use crate::domain::{Device, NewVisit, PageUrl, Source};
-    use crate::store::Durability;
-    use crate::store::sqlite::ingest::{Ingest, commit_visits};
-    use crate::store::sqlite::{WriteConns, cleanup, open_reader, open_writer, rollups};
-
-    pub const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
-    pub const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
-    pub const BOT: &str =
-        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    use crate::domain::{Device, NewVisit};
+    use crate::store::sqlite::open_reader;
+    use crate::store::sqlite::test_support::{BOT, CHROME, Db, IPHONE, visit};
 
     /// An hour boundary the test times count from.
     const H0: i64 = 1_700_000_000_000 / HOUR_MS * HOUR_MS;
@@ -261,14 +253,6 @@ pub(super) mod tests {
     /// "Now" of the reads: 10:30 after `H0`; a 4-hour window is hours 7 to 10.
     const NOW: i64 = H0 + 10 * HOUR_MS + 30 * MIN;
     const HOURS: i64 = 4;
-
-    pub fn visit(url: &str, ip: &str, ua: &str, referrer: Option<&str>, at: i64) -> NewVisit {
-        let url = PageUrl::parse(url).unwrap();
-        NewVisit {
-            source: Source::of(&url, referrer),
-            ..NewVisit::pageview(url, ip.parse().unwrap(), ua.into(), at)
-        }
-    }
 
     /// Visits to two sites: one before the window, one after it (a clock ahead), the rest in
     /// it, from the first minute of its first hour to its last.
@@ -316,63 +300,14 @@ pub(super) mod tests {
         .collect()
     }
 
-    pub struct Db {
-        _dir: tempfile::TempDir,
-        pub db: PathBuf,
-        pub conns: WriteConns,
-        pub ingest: Ingest,
-    }
-
-    impl Db {
-        pub fn new() -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let db = dir.path().join("v.db");
-            let conns = open_writer(&db, Durability::Normal).unwrap();
-            Self {
-                _dir: dir,
-                db,
-                conns,
-                ingest: Ingest::new(),
-            }
-        }
-
-        pub fn write(&mut self, visits: &[NewVisit]) {
-            commit_visits(&self.conns.raw, &mut self.ingest, visits.iter().cloned());
-        }
-
-        pub fn roll_up(&mut self) {
-            self.conns.roll_up().unwrap();
-        }
-
-        /// Every answer of this module for `site`, read as the server's pool reads.
-        fn answers(&self, site: Option<&str>, limit: usize) -> (Sources, Devices, Hourly) {
-            let conn = open_reader(&self.db).unwrap();
-            (
-                sources(&conn, NOW, HOURS, site, limit).unwrap(),
-                devices(&conn, NOW, HOURS, site, limit).unwrap(),
-                hourly(&conn, NOW, HOURS, site).unwrap(),
-            )
-        }
-
-        fn mismatches(&self) -> Vec<String> {
-            rollups::check(&open_reader(&self.db).unwrap()).unwrap()
-        }
-
-        /// `DELETE /cleanup` of the visits before `cutoff`, both steps, as the writer runs it.
-        fn cleanup(&mut self, cutoff: i64) -> u64 {
-            let conns = &mut self.conns;
-            cleanup::run(
-                &conns.raw,
-                cutoff,
-                || Ok(rollups::read_progress(&conns.rollups)?),
-                |cutoff| {
-                    Ok(conns.hints.transaction(&conns.rollups, |conn, hints| {
-                        rollups::take_out_before(conn, hints, cutoff)
-                    })?)
-                },
-            )
-            .unwrap()
-        }
+    /// Every answer of this module for `site`, read as the server's pool reads.
+    fn answers(db: &Db, site: Option<&str>, limit: usize) -> (Sources, Devices, Hourly) {
+        let conn = open_reader(&db.db).unwrap();
+        (
+            sources(&conn, NOW, HOURS, site, limit).unwrap(),
+            devices(&conn, NOW, HOURS, site, limit).unwrap(),
+            hourly(&conn, NOW, HOURS, site).unwrap(),
+        )
     }
 
     fn list(items: &[(&str, i64)]) -> Vec<(String, i64)> {
@@ -424,7 +359,7 @@ pub(super) mod tests {
         );
         for rolled in [0, 1, 2, 4, 7, 8] {
             let db = stored(rolled);
-            assert_eq!(db.answers(None, 10), expected, "{rolled} rolled up");
+            assert_eq!(answers(&db, None, 10), expected, "{rolled} rolled up");
             assert!(db.mismatches().is_empty());
         }
     }
@@ -433,7 +368,7 @@ pub(super) mod tests {
     fn a_site_filter_counts_that_site_only_and_an_unknown_site_nothing() {
         for rolled in [0, 3, 7, 8] {
             let db = stored(rolled);
-            let (sources, devices, hourly) = db.answers(Some("a.com"), 10);
+            let (sources, devices, hourly) = answers(&db, Some("a.com"), 10);
             assert_eq!(
                 sources.referrers,
                 list(&[
@@ -456,11 +391,11 @@ pub(super) mod tests {
                     unique_ips: 3,
                 }
             );
-            let (_, _, b) = db.answers(Some("b.com"), 10);
+            let (_, _, b) = answers(&db, Some("b.com"), 10);
             assert_eq!((b.total_visits, b.unique_ips), (3, 3));
             assert_eq!(b.by_hour, vec![(h + 9, 1), (h + 10, 1)]);
 
-            let (sources, devices, hourly) = db.answers(Some("c.com"), 10);
+            let (sources, devices, hourly) = answers(&db, Some("c.com"), 10);
             assert_eq!(sources, Sources::default());
             assert_eq!((devices.browsers.len(), devices.os.len()), (0, 0));
             assert_eq!(
@@ -469,19 +404,19 @@ pub(super) mod tests {
             );
             assert_eq!(hourly, Hourly::default());
             // '' names the pseudo-site "all" in `sites`: not a site anyone asked for.
-            assert_eq!(db.answers(Some(""), 10).2, Hourly::default());
+            assert_eq!(answers(&db, Some(""), 10).2, Hourly::default());
         }
     }
 
     #[test]
     fn lists_are_cut_to_the_limit_most_first_then_by_name() {
         let db = stored(4);
-        let (sources, devices, _) = db.answers(None, 1);
+        let (sources, devices, _) = answers(&db, None, 1);
         assert_eq!(sources.referrers, list(&[("(direct)", 2)]));
         assert_eq!(devices.browsers, list(&[("Chrome", 3)]));
         // Device types are not a top list: all four, always.
         assert_eq!(devices.device_types.len(), 4);
-        let (sources, devices, _) = db.answers(None, 0);
+        let (sources, devices, _) = answers(&db, None, 0);
         assert!(sources.referrers.is_empty() && devices.os.is_empty());
     }
 
@@ -500,12 +435,12 @@ pub(super) mod tests {
             assert!(db.mismatches().is_empty(), "{:?}", db.mismatches());
             for site in [None, Some("a.com"), Some("b.com")] {
                 assert_eq!(
-                    db.answers(site, 10),
-                    only_kept.answers(site, 10),
+                    answers(&db, site, 10),
+                    answers(&only_kept, site, 10),
                     "{site:?}, {rolled} rolled up"
                 );
             }
-            let hourly = db.answers(Some("a.com"), 10).2;
+            let hourly = answers(&db, Some("a.com"), 10).2;
             assert_eq!((hourly.total_visits, hourly.unique_ips), (2, 2));
             // What was taken out is gone from the tables, not kept as zeros.
             let zeros: i64 = db

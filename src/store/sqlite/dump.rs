@@ -85,8 +85,8 @@ pub fn dump(conn: &Connection, sink: &mpsc::Sender<Result<Dumped>>) -> rusqlite:
 mod tests {
     use super::*;
     use crate::domain::{UnixMillis, Visitor};
-    use crate::store::sqlite::dimensions::tests::{CHROME, Db, visit};
     use crate::store::sqlite::open_reader;
+    use crate::store::sqlite::test_support::{CHROME, Db, visit};
 
     /// A copy keeps each visit's visitor (a pseudonym too) and source; a visit stored before
     /// sources were is copied as `(unknown)`.

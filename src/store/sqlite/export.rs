@@ -317,8 +317,8 @@ mod tests {
     use super::*;
     use crate::domain::import::parse_record;
     use crate::domain::{NewVisit, Visitor};
-    use crate::store::sqlite::dimensions::tests::{CHROME, Db, visit};
     use crate::store::sqlite::open_reader;
+    use crate::store::sqlite::test_support::{CHROME, Db, visit};
 
     fn export_jsonl(db: &Db) -> String {
         let mut out = Vec::new();

@@ -1,8 +1,9 @@
 //! Turning visits into raw rows: dimension ids, visit ids, and the logs the roll-up reads.
 //!
 //! One [`Ingest`] lives beside each writable connection of the visits file (the writer
-//! thread's, or a CLI command's). It caches dimension ids, which never change once assigned, and
-//! the highest visit id, which another process may move: [`Ingest::begin`] checks
+//! thread's, or a CLI command's). It caches dimension ids, which never change once assigned
+//! (pages, agents with the device read from them once, sources, sites, events), and the
+//! highest visit id, which another process may move: [`Ingest::begin`] checks
 //! `PRAGMA data_version` at the start of every transaction and reloads it when another
 //! connection committed. Nothing here touches the rollups: a visit stored at the end of the id
 //! order joins the tail the roll-up reads by id; one stored below the highest id is *late* and

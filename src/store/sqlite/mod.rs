@@ -37,6 +37,8 @@ pub mod roller;
 pub mod rollups;
 pub mod salts;
 mod store;
+#[cfg(test)]
+mod test_support;
 mod worker;
 pub mod writer;
 
@@ -370,9 +372,9 @@ pub fn file_size(path: &Path) -> u64 {
 mod tests {
     use super::*;
     use crate::domain::{UNKNOWN, now_millis};
-    use crate::store::sqlite::dimensions::tests::{CHROME, visit};
     use crate::store::sqlite::ingest::{Ingest, commit_visits};
     use crate::store::sqlite::rollups::{HOUR_MS, id_at};
+    use crate::store::sqlite::test_support::{CHROME, visit};
 
     /// A database written by the previous release (visits file version 3, rollups file
     /// version 1, their schemas as shipped) is brought up in place on open: its visits stay,
