@@ -163,11 +163,11 @@
     return { byMs: out, sum: sum };
   }
 
-  // One bucket per hour the window touches, zeros included. The window is "now minus N hours",
-  // so when now is not on the hour it touches N + 1 hours (the first one partly).
+  // One bucket per hour of the window, zeros included: /hourly's window is the last N whole
+  // hours up to now's, the current one included.
   function hourBuckets(byHour, now, windowHours) {
     var last = Math.floor(now / HOUR_MS) * HOUR_MS;
-    var first = Math.floor((now - windowHours * HOUR_MS) / HOUR_MS) * HOUR_MS;
+    var first = last - (windowHours - 1) * HOUR_MS;
     var buckets = [];
     for (var at = first; at <= last; at += HOUR_MS) buckets.push({ at: at, count: byHour[at] || 0 });
     return buckets;
