@@ -28,6 +28,8 @@ pub mod queries;
 pub mod roller;
 pub mod schema;
 mod store;
+#[cfg(test)]
+mod tests;
 pub mod writer;
 mod writer_dims;
 
