@@ -31,14 +31,14 @@ pub struct Cli {
 impl Cli {
     /// The command to run: `serve` when none was named.
     pub fn into_command(self) -> Command {
-        self.command.unwrap_or(Command::Serve(self.serve))
+        self.command.unwrap_or(Command::Serve(Box::new(self.serve)))
     }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load visits from JSONL or a JSON array (FILE, or - for stdin) straight into the database.
     Import(ImportArgs),
     /// Write stored visits to stdout, newest first.
@@ -146,6 +146,17 @@ pub struct ServeArgs {
     pub http_workers: Option<u16>,
     #[command(flatten)]
     pub bus: BusArgs,
+    #[command(flatten)]
+    pub privacy: crate::privacy::PrivacyArgs,
+    /// Delete visits older than N days, with their share of every figure, as
+    /// `DELETE /cleanup?days=N` does: checked at start and every hour.
+    #[arg(long, env = "FOOTFALL_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_days: Option<u32>,
+    /// When set, analytics reads (`/summary`, `/stats`, `/visits/{id}`, `/breakdown`,
+    /// `/domains/{period}`, `/sources`, `/devices`, `/hourly`) need
+    /// `Authorization: Bearer <token>` (the admin token works too). Unset, they are public.
+    #[arg(long, env = "FOOTFALL_ANALYTICS_TOKEN", hide_env_values = true)]
+    pub analytics_token: Option<String>,
 }
 
 /// Event-bus ingest (API.md §11): visits taken from NATS JetStream or ZeroMQ beside HTTP.
@@ -263,6 +274,12 @@ impl fmt::Debug for ServeArgs {
             .field("read_pool", &self.read_pool)
             .field("http_workers", &self.http_worker_threads())
             .field("bus", &self.bus)
+            .field("privacy", &self.privacy)
+            .field("retention_days", &self.retention_days)
+            .field(
+                "analytics_token",
+                &self.analytics_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -340,7 +357,7 @@ mod tests {
     fn serve_args(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
         let argv = ["footfall", "serve"].iter().chain(flags);
         match Cli::try_parse_from(argv)?.into_command() {
-            Command::Serve(args) => Ok(args),
+            Command::Serve(args) => Ok(*args),
             _ => unreachable!("parsed `serve`"),
         }
     }

@@ -31,5 +31,6 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod log_writer;
+pub mod privacy;
 pub mod store;
 pub mod telemetry;

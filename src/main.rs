@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
             runtime
                 .enable_all()
                 .build()?
-                .block_on(footfall::cli::serve(args))
+                .block_on(footfall::cli::serve(*args))
         }
         Command::Import(args) => one_thread()?.block_on(footfall::cli::import(&args)),
         Command::Export(args) => one_thread()?.block_on(footfall::cli::export(&args)),

@@ -21,13 +21,20 @@ use tokio::task::JoinHandle;
 
 use crate::config::BusArgs;
 use crate::domain::{IdentifiedVisit, MINUTE_MS, UnixMillis, now_millis};
+use crate::privacy::Privacy;
 use crate::store::{Store, StoreError};
 
 /// Most events a subscriber hands the store in one call: what arrived together, up to this.
 pub const BATCH: usize = 1_000;
 
 /// Starts the subscribers `args` asks for, registering each in `buses`.
-pub fn start(args: &BusArgs, store: &Arc<Store>, buses: &Buses, stop: &Stop) {
+pub fn start(
+    args: &BusArgs,
+    store: &Arc<Store>,
+    privacy: &Arc<Privacy>,
+    buses: &Buses,
+    stop: &Stop,
+) {
     let window = Duration::from_secs(u64::from(args.bus_dedup_hours) * 3600);
     if let (Some(url), Some(subject)) = (&args.nats, &args.nats_subject) {
         let config = nats::NatsConfig {
@@ -36,6 +43,7 @@ pub fn start(args: &BusArgs, store: &Arc<Store>, buses: &Buses, stop: &Stop) {
             durable: args.nats_durable.clone(),
             ack_wait: Duration::from_secs(args.nats_ack_wait),
             dedup_window: window,
+            privacy: privacy.clone(),
         };
         let status = Status::new("nats", subject.clone());
         let task = tokio::spawn(nats::run(
@@ -51,6 +59,7 @@ pub fn start(args: &BusArgs, store: &Arc<Store>, buses: &Buses, stop: &Stop) {
             endpoint: endpoint.clone(),
             topic: args.zmq_topic.clone(),
             dedup_window: window,
+            privacy: privacy.clone(),
         };
         let status = Status::new("zmq", endpoint.clone());
         let task = tokio::spawn(zmq::run(
@@ -287,11 +296,17 @@ pub fn reject(bus: &'static str, detail: &str) {
 
 /// What a subscriber does for the events it holds while [`commit`] waits.
 pub trait KeepAlive: Sync {
+    /// How long [`commit`] may wait before it calls [`Self::keep_alive`].
+    fn every(&self) -> Duration;
     fn keep_alive(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// Nothing to do (a bus without acknowledgements).
 impl KeepAlive for () {
+    fn every(&self) -> Duration {
+        Duration::MAX
+    }
+
     fn keep_alive(&self) -> impl Future<Output = ()> + Send {
         std::future::ready(())
     }
@@ -305,33 +320,41 @@ impl KeepAlive for () {
 /// while stopping (the store stays open until every subscriber has returned, and its queue
 /// drains). A database that cannot take the write is retried with longer pauses, the
 /// subscriber showing `stalled` meanwhile, until it can or footfall stops. Every
-/// `keep_alive_every` of waiting, `keep_alive` runs (NATS: tell the server the messages are
+/// `keep_alive.every()` of waiting, `keep_alive` runs (NATS: tell the server the messages are
 /// still being worked on, so they are not redelivered elsewhere meanwhile).
 pub async fn commit(
     store: &Store,
+    privacy: &Privacy,
     events: Vec<IdentifiedVisit>,
     dedup_window: Duration,
     status: &Status,
     stop: &mut Stop,
-    keep_alive_every: Duration,
     keep_alive: &impl KeepAlive,
 ) -> Option<Vec<bool>> {
     let mut busy = Backoff::new(Duration::from_millis(2), Duration::from_millis(200));
     let mut failing = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut kept_alive = Instant::now();
+    let (events, kept) = screen(store, privacy, events, status, stop).await?;
     loop {
         let delay = match store
             .record_events(events.clone(), forget_before(dedup_window))
             .await
         {
             Ok(recorded) => {
+                let mut recorded = recorded.into_iter();
+                let recorded: Vec<bool> = kept
+                    .iter()
+                    .map(|&kept| kept && recorded.next().unwrap_or(false))
+                    .collect();
                 if status.phase() == Phase::Stalled {
                     tracing::info!(bus = status.bus, "the store takes events again");
                     status.set(Phase::Consuming, None);
                 }
                 let new = recorded.iter().filter(|&&new| new).count();
+                let ignored = kept.iter().filter(|&&kept| !kept).count();
                 count_events(status.bus, "recorded", new);
-                count_events(status.bus, "duplicate", recorded.len() - new);
+                count_events(status.bus, "ignored", ignored);
+                count_events(status.bus, "duplicate", recorded.len() - new - ignored);
                 return Some(recorded);
             }
             Err(StoreError::Busy) => {
@@ -355,7 +378,7 @@ pub async fn commit(
                 delay
             }
         };
-        if kept_alive.elapsed() >= keep_alive_every {
+        if kept_alive.elapsed() >= keep_alive.every() {
             keep_alive.keep_alive().await;
             kept_alive = Instant::now();
         }
@@ -365,6 +388,43 @@ pub async fn commit(
             stop.sleep(delay).await;
         }
     }
+}
+
+/// Applies the privacy policy to `events`: the events to store (their visitors in stored
+/// form), and per event in order whether it is among them (`false`: ignored). Waits out a
+/// store that cannot give the day's salt (`--ip-mode hashed`); `None` when footfall stops
+/// meanwhile.
+async fn screen(
+    store: &Store,
+    privacy: &Privacy,
+    events: Vec<IdentifiedVisit>,
+    status: &Status,
+    stop: &mut Stop,
+) -> Option<(Vec<IdentifiedVisit>, Vec<bool>)> {
+    let mut kept = Vec::with_capacity(events.len());
+    let mut stored = Vec::with_capacity(events.len());
+    let mut failing = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    for IdentifiedVisit { id, visit } in events {
+        let screened = loop {
+            match privacy.screen(store, visit.clone(), false).await {
+                Ok(screened) => break screened,
+                Err(err) => {
+                    tracing::warn!(bus = status.bus, error = %err, "no salt for --ip-mode hashed");
+                    if stop.is_set() || !stop.sleep(failing.next_delay()).await {
+                        return None;
+                    }
+                }
+            }
+        };
+        kept.push(screened.ignored.is_none());
+        if screened.ignored.is_none() {
+            stored.push(IdentifiedVisit {
+                id,
+                visit: screened.visit,
+            });
+        }
+    }
+    Some((stored, kept))
 }
 
 #[cfg(test)]

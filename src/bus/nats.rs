@@ -29,6 +29,7 @@ use futures_util::StreamExt;
 
 use super::{Backoff, Phase, Status, Stop};
 use crate::domain::{EventId, IdentifiedVisit, now_millis};
+use crate::privacy::Privacy;
 use crate::store::Store;
 
 /// What `serve`'s NATS flags say.
@@ -45,6 +46,8 @@ pub struct NatsConfig {
     pub ack_wait: Duration,
     /// How long event ids are remembered (see docs/OPERATIONS.md).
     pub dedup_window: Duration,
+    /// Which events are stored, and their visitors' form (API.md §12).
+    pub privacy: Arc<Privacy>,
 }
 
 /// Most messages the server may have delivered to one consumer and not had acknowledged:
@@ -295,12 +298,15 @@ impl Batch<'_> {
         }
         let committed = super::commit(
             self.store,
+            &self.config.privacy,
             events,
             self.config.dedup_window,
             self.status,
             stop,
-            self.config.ack_wait / 3,
-            &InProgress(&carriers),
+            &InProgress {
+                messages: &carriers,
+                every: self.config.ack_wait / 3,
+            },
         )
         .await;
         if committed.is_none() {
@@ -329,11 +335,18 @@ impl Batch<'_> {
 
 /// Messages whose commit waits: reported in progress, which restarts their AckWait, so the
 /// server does not deliver them to another node meanwhile.
-struct InProgress<'a>(&'a [Message]);
+struct InProgress<'a> {
+    messages: &'a [Message],
+    every: Duration,
+}
 
 impl super::KeepAlive for InProgress<'_> {
+    fn every(&self) -> Duration {
+        self.every
+    }
+
     async fn keep_alive(&self) {
-        for message in self.0 {
+        for message in self.messages {
             ack(message, AckKind::Progress).await;
         }
     }

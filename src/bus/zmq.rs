@@ -20,6 +20,7 @@ use zeromq::{Socket, SocketEvent, SocketOptions, SocketRecv, SubSocket, ZmqMessa
 
 use super::{Backoff, Phase, Status, Stop};
 use crate::domain::now_millis;
+use crate::privacy::Privacy;
 use crate::store::Store;
 
 /// What `serve`'s ZeroMQ flags say.
@@ -31,6 +32,8 @@ pub struct ZmqConfig {
     pub topic: String,
     /// How long event ids are remembered.
     pub dedup_window: Duration,
+    /// Which events are stored, and their visitors' form (API.md §12).
+    pub privacy: Arc<Privacy>,
 }
 
 /// How long one connection attempt may take before it is retried.
@@ -178,11 +181,11 @@ async fn commit(
     // Nothing to keep alive: ZeroMQ has no acknowledgements.
     let committed = super::commit(
         store,
+        &config.privacy,
         events,
         config.dedup_window,
         status,
         stop,
-        Duration::MAX,
         &(),
     )
     .await;

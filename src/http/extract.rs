@@ -67,6 +67,30 @@ impl UserAgent {
     }
 }
 
+/// Whether the request asks not to be tracked: `DNT: 1` or `Sec-GPC: 1` (honoured under
+/// `--respect-dnt`).
+#[derive(Debug, Clone, Copy)]
+pub struct DoNotTrack(pub bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for DoNotTrack {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(&parts.headers))
+    }
+}
+
+impl DoNotTrack {
+    pub fn of(headers: &HeaderMap) -> Self {
+        let set = |name| {
+            headers
+                .get(name)
+                .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
+        };
+        Self(set("dnt") || set("sec-gpc"))
+    }
+}
+
 /// A JSON body sent as `application/json` **or** `text/plain` (what `navigator.sendBeacon`
 /// sends without a CORS preflight), or with no content type at all. Other types are `415`.
 #[derive(Debug, Clone)]

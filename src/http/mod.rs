@@ -4,6 +4,7 @@ pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod ratelimit;
+mod retention;
 pub mod routes;
 pub mod server;
 
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::bus::{self, Buses, Stop};
 use crate::config::ServeArgs;
 use crate::http::client_ip::TrustedProxies;
+use crate::privacy::Privacy;
 use crate::store::Store;
 use ratelimit::{IpCeilingConfig, Limits};
 
@@ -46,6 +48,10 @@ pub struct Shared {
     pub trusted: TrustedProxies,
     /// Never logged: `AppState` has no `Debug`.
     pub admin_token: Option<Arc<str>>,
+    /// `--analytics-token`: when set, analytics reads need it (or the admin token).
+    pub analytics_token: Option<Arc<str>>,
+    /// Which visits are stored, and in what form (API.md §12).
+    pub privacy: Arc<Privacy>,
     pub cors_origins: Arc<Vec<String>>,
     pub request_timeout_secs: u64,
     pub metrics: Option<PrometheusHandle>,
@@ -55,6 +61,8 @@ pub struct Shared {
 pub struct App {
     pub state: AppState,
     pub router: Router,
+    /// `--retention-days`.
+    pub retention_days: Option<u32>,
 }
 
 impl App {
@@ -74,18 +82,34 @@ impl App {
                 .as_deref()
                 .filter(|t| !t.is_empty())
                 .map(Arc::from),
+            analytics_token: args
+                .analytics_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(Arc::from),
+            privacy: Arc::new(Privacy::new(args.privacy.clone())),
             cors_origins: Arc::new(args.cors_origins.clone()),
             request_timeout_secs: args.request_timeout,
             metrics,
         }));
         let router = routes::router(state.clone());
-        Ok(Self { state, router })
+        Ok(Self {
+            state,
+            router,
+            retention_days: args.retention_days,
+        })
     }
 
     /// Starts the bus subscribers `args` asks for (none by default); they stop when `stop` is
     /// set, and [`Self::serve`] waits for them before it closes the store.
     pub fn start_buses(&self, args: &ServeArgs, stop: &Stop) {
-        bus::start(&args.bus, &self.state.store, &self.state.buses, stop);
+        bus::start(
+            &args.bus,
+            &self.state.store,
+            &self.state.privacy,
+            &self.state.buses,
+            stop,
+        );
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish,
@@ -99,9 +123,15 @@ impl App {
         // Before the first request: says in the log whether the limits are shared.
         self.state.limits.connect().await;
         let purge = tokio::spawn(purge_limiters(self.state.clone()));
+        let retention = self
+            .retention_days
+            .map(|days| tokio::spawn(retention::run(self.state.store.clone(), days)));
         let header_timeout = server::HEADER_READ_TIMEOUT;
         server::serve(listener, self.router, header_timeout, shutdown).await;
         purge.abort();
+        if let Some(retention) = retention {
+            retention.abort();
+        }
         self.state.buses.join().await;
         self.state.store.close().await;
         Ok(())

@@ -99,7 +99,13 @@ impl TestApp {
         });
         let (stopper, stop) = footfall::bus::Stop::channel();
         let args = configured.expect("configured");
-        footfall::bus::start(&args.bus, &app.state.store, &app.state.buses, &stop);
+        footfall::bus::start(
+            &args.bus,
+            &app.state.store,
+            &app.state.privacy,
+            &app.state.buses,
+            &stop,
+        );
         (app, stopper)
     }
 

@@ -315,7 +315,11 @@ pub async fn import_visits(
     let (result, chunks, mut report) = parsed;
     result.map_err(|e| ApiError::validation(format!("{e:#}")))?;
     for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
-        report.imported += state.store.import(chunk).await? as u64;
+        let mut stored = Vec::with_capacity(chunk.len());
+        for visit in chunk {
+            stored.push(state.privacy.anonymize(&state.store, visit).await?);
+        }
+        report.imported += state.store.import(stored).await? as u64;
     }
     Ok(Json(report))
 }

@@ -44,7 +44,7 @@ pub struct HoursQuery {
     pub hours: Option<i64>,
 }
 
-fn hours_param(hours: Option<i64>) -> Result<i64> {
+pub(super) fn hours_param(hours: Option<i64>) -> Result<i64> {
     let hours = hours.unwrap_or(24);
     if (1..=MAX_HOURS).contains(&hours) {
         Ok(hours)
@@ -62,6 +62,7 @@ fn hours_param(hours: Option<i64>) -> Result<i64> {
         (status = 422, description = "Bad parameter", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_summary(
+    _: super::reader::Reader,
     State(state): State<AppState>,
     Query(query): Query<SummaryQuery>,
 ) -> Result<Response> {
@@ -130,6 +131,7 @@ fn percent_decode(raw: &str) -> Option<String> {
         (status = 422, description = "Bad parameter", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_url_stats(
+    _: super::reader::Reader,
     State(state): State<AppState>,
     uri: Uri,
     Query(query): Query<HoursQuery>,
@@ -144,7 +146,10 @@ pub async fn get_url_stats(
 /// Whole-site figures: totals, unique visitors, the 100 most visited pages, the newest visits.
 #[utoipa::path(get, path = "/stats", tag = "analytics",
     responses((status = 200, description = "Whole-site figures", body = SiteStatsResponse)))]
-pub async fn get_site_stats(State(state): State<AppState>) -> Result<Response> {
+pub async fn get_site_stats(
+    _: super::reader::Reader,
+    State(state): State<AppState>,
+) -> Result<Response> {
     let stats = state.store.site_stats().await?;
     Ok(Json(SiteStatsResponse::of(&stats)).into_response())
 }
@@ -305,7 +310,7 @@ impl<'a> SiteStatsResponse<'a> {
 
 /// Serializes ordered pairs as a JSON object, keeping their order (and without building an
 /// intermediate `serde_json::Value`: a year-long `/summary` is tens of megabytes).
-fn as_map<K: Serialize, V: Serialize, S: serde::Serializer>(
+pub(super) fn as_map<K: Serialize, V: Serialize, S: serde::Serializer>(
     pairs: &&[(K, V)],
     serializer: S,
 ) -> std::result::Result<S::Ok, S::Error> {
@@ -315,7 +320,7 @@ fn as_map<K: Serialize, V: Serialize, S: serde::Serializer>(
 /// Serializes (hour number, visits) pairs as `{"YYYY-MM-DD HH:00:00": visits}`, formatting
 /// each key as it is written instead of holding a `String` per hour (a year-long summary of
 /// 1,000 pages has ~720,000 of them).
-fn hours_as_map<S: serde::Serializer>(
+pub(super) fn hours_as_map<S: serde::Serializer>(
     hours: &&[(i64, i64)],
     serializer: S,
 ) -> std::result::Result<S::Ok, S::Error> {

@@ -95,6 +95,7 @@ fn number<T: std::str::FromStr>(raw: Option<&str>, what: &str) -> Result<Option<
         (status = 422, description = "Bad name or year", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_year_breakdown(
+    _: super::reader::Reader,
     state: State<AppState>,
     path: Path<BreakdownPath>,
 ) -> Result<Json<BreakdownResponse>> {
@@ -114,6 +115,7 @@ pub async fn get_year_breakdown(
         (status = 422, description = "Bad name or date", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_month_breakdown(
+    _: super::reader::Reader,
     state: State<AppState>,
     path: Path<BreakdownPath>,
 ) -> Result<Json<BreakdownResponse>> {
@@ -137,6 +139,7 @@ pub async fn get_month_breakdown(
         (status = 422, description = "Bad name, or a date that does not exist", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_day_breakdown(
+    _: super::reader::Reader,
     state: State<AppState>,
     path: Path<BreakdownPath>,
 ) -> Result<Json<BreakdownResponse>> {
@@ -160,6 +163,7 @@ pub async fn get_day_breakdown(
         (status = 422, description = "Bad name, or a date that does not exist", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_hour_breakdown(
+    _: super::reader::Reader,
     state: State<AppState>,
     path: Path<BreakdownPath>,
 ) -> Result<Json<BreakdownResponse>> {
@@ -232,6 +236,7 @@ pub struct DomainsResponse {
         (status = 422, description = "Unknown period or bad limit", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_top_domains(
+    _: super::reader::Reader,
     State(state): State<AppState>,
     Path(period): Path<String>,
     Query(query): Query<DomainsQuery>,

@@ -56,6 +56,34 @@ fn timestamp_alternatives() -> String {
     format!("({YEAR}-{MONTH_DAY}{TIME}|{UNIX})")
 }
 
+/// Every `GET` of the analytics tags answers `401` when `--analytics-token` is set and not
+/// given (API.md §12): written once here rather than on each operation.
+fn analytics_reads_may_need_a_token(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(get) = item.get_mut("get") else {
+            continue;
+        };
+        let tagged = |tag: &str| {
+            get["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|x| x == tag))
+        };
+        let reads = tagged("analytics")
+            || tagged("sites")
+            || (tagged("counters") && path.starts_with("/visits/"));
+        if reads {
+            get["security"] = json!([{}, {"bearer": []}]);
+            get["responses"]["401"] = json!({
+                "description": "--analytics-token is set and was not given",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+            });
+        }
+    }
+}
+
 /// The page-URL schema: the pattern, its length in bytes (all ASCII, so characters).
 fn page_url(description: &str) -> Value {
     json!({
@@ -77,6 +105,7 @@ const TIMESTAMP_NOTE: &str = "A timestamp. The pattern is the common part of wha
 /// Adds the constraints to the document utoipa generated, as JSON: utoipa's model cannot hold
 /// every schema used here (a schema with no type, for one).
 pub fn patch(doc: &mut Value) {
+    analytics_reads_may_need_a_token(doc);
     let url_schema = page_url(URL_NOTE);
     if let Some(url) = doc.pointer_mut("/components/schemas/VisitRequest/properties/url") {
         *url = url_schema.clone();

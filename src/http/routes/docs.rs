@@ -57,6 +57,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(super::calendar::CalendarDoc::openapi());
     doc.merge(super::web::WebDoc::openapi());
+    doc.merge(super::dimensions::DimensionsDoc::openapi());
     doc
 }
 

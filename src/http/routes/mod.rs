@@ -7,9 +7,11 @@ pub mod admin;
 pub mod analytics;
 pub mod calendar;
 mod contract;
+pub mod dimensions;
 pub mod docs;
 mod edge;
 pub mod ops;
+pub mod reader;
 pub mod record;
 mod summary_body;
 pub mod web;
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(record::router())
         .merge(analytics::router())
+        .merge(dimensions::router())
         .merge(admin::router())
         .merge(calendar::router())
         .merge(ops::router())

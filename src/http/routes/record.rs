@@ -16,7 +16,7 @@ use crate::domain::{NewVisit, Source, Visitor};
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, Result};
-use crate::http::extract::{BeaconJson, Json, Path, Query, UserAgent};
+use crate::http::extract::{BeaconJson, DoNotTrack, Json, Path, Query, UserAgent};
 
 /// Most items in one `/bulk-visits` request.
 pub const MAX_BULK: usize = 100;
@@ -56,7 +56,7 @@ pub struct VisitResponse<'a> {
     #[schema(value_type = String)]
     pub ip: Visitor,
     pub user_agent: &'a str,
-    /// Always `recorded`.
+    /// `recorded`, or `ignored` when the privacy policy stores it nowhere (API.md §12).
     pub status: &'static str,
     /// When the visit was recorded (ISO, UTC).
     #[schema(value_type = String, pattern = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")]
@@ -64,13 +64,14 @@ pub struct VisitResponse<'a> {
 }
 
 impl<'a> VisitResponse<'a> {
-    /// The answer for `visit`.
-    fn of(visit: &'a NewVisit) -> Self {
+    /// The answer for `outcome`.
+    fn of(outcome: &'a Outcome) -> Self {
+        let visit = &outcome.visit;
         Self {
             url: visit.url.as_str(),
             ip: visit.ip,
             user_agent: &visit.user_agent,
-            status: "recorded",
+            status: outcome.status(),
             timestamp: IsoTime(visit.at),
         }
     }
@@ -89,9 +90,9 @@ pub struct LegacyVisitResponse {
     #[schema(value_type = String)]
     pub ip: Visitor,
     pub user_agent: String,
-    /// Always `recorded`.
+    /// `recorded`, or `ignored` when the privacy policy stores it nowhere (API.md §12).
     pub status: &'static str,
-    /// Always `Visit recorded!`.
+    /// `Visit recorded!` (or `Visit ignored`).
     pub message: &'static str,
     /// When the visit was recorded (SPACE form, UTC).
     #[schema(pattern = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")]
@@ -131,6 +132,7 @@ pub struct UrlQuery {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"status": "recorded", "visits_recorded": 2, "visits_rejected": 0, "ip": "192.168.1.1"}))]
 pub struct BulkVisitResponse {
+    /// `recorded`, or `ignored` when the privacy policy stores none of them (API.md §12).
     pub status: &'static str,
     pub visits_recorded: usize,
     /// Items refused by their rate limit.
@@ -161,6 +163,7 @@ pub struct Recording {
     pub source: Source,
     pub ip: IpAddr,
     pub user_agent: String,
+    pub do_not_track: bool,
 }
 
 impl Recording {
@@ -170,6 +173,7 @@ impl Recording {
         referrer: Option<&str>,
         ip: ClientIp,
         UserAgent(user_agent): UserAgent,
+        DoNotTrack(do_not_track): DoNotTrack,
     ) -> Result<Self> {
         let url = PageUrl::parse_owned(url).ok_or_else(ApiError::invalid_url)?;
         let event = event_or_default(event).map_err(ApiError::validation)?;
@@ -179,6 +183,7 @@ impl Recording {
             event,
             ip: ip.0,
             user_agent,
+            do_not_track,
         })
     }
 
@@ -195,16 +200,39 @@ impl Recording {
     }
 }
 
-/// Checks the limit, records one visit and waits for its commit. Returns the stored visit.
-pub async fn record_one(state: &AppState, recording: Recording) -> Result<NewVisit> {
+/// A recording request's outcome: the visit as stored, or as received when it was ignored.
+pub struct Outcome {
+    pub visit: NewVisit,
+    /// `false`: ignored by the privacy policy (API.md §12), stored nowhere.
+    pub recorded: bool,
+}
+
+impl Outcome {
+    /// The `status` of the answer.
+    pub fn status(&self) -> &'static str {
+        if self.recorded { "recorded" } else { "ignored" }
+    }
+}
+
+/// Applies the privacy policy, checks the limit, records one visit and waits for its commit.
+pub async fn record_one(state: &AppState, recording: Recording) -> Result<Outcome> {
+    let (ip, dnt) = (recording.ip, recording.do_not_track);
+    let visit = recording.into_visit(now_millis());
+    let screened = state.privacy.screen(&state.store, visit, dnt).await?;
+    if screened.ignored.is_some() {
+        return Ok(Outcome {
+            visit: screened.visit,
+            recorded: false,
+        });
+    }
     state
         .limits
-        .check_visit(recording.ip, recording.url.as_str())
+        .check_visit(ip, screened.visit.url.as_str())
         .await?;
-    Ok(state
-        .store
-        .record(recording.into_visit(now_millis()))
-        .await?)
+    Ok(Outcome {
+        visit: state.store.record(screened.visit).await?,
+        recorded: true,
+    })
 }
 
 /// Record a page visit.
@@ -229,6 +257,7 @@ pub async fn record_visit(
     State(state): State<AppState>,
     ip: ClientIp,
     user_agent: UserAgent,
+    dnt: DoNotTrack,
     BeaconJson(body): BeaconJson<VisitRequest>,
 ) -> Result<Response> {
     let recording = Recording::parse(
@@ -237,9 +266,10 @@ pub async fn record_visit(
         body.referrer.as_deref(),
         ip,
         user_agent,
+        dnt,
     )?;
-    let visit = record_one(&state, recording).await?;
-    Ok(Json(VisitResponse::of(&visit)).into_response())
+    let outcome = record_one(&state, recording).await?;
+    Ok(Json(VisitResponse::of(&outcome)).into_response())
 }
 
 /// Record a page visit (legacy GET form).
@@ -258,13 +288,15 @@ pub async fn record_visit_legacy(
     State(state): State<AppState>,
     ip: ClientIp,
     user_agent: UserAgent,
+    dnt: DoNotTrack,
     Query(query): Query<UrlQuery>,
 ) -> Result<Response> {
     let url = query
         .url
         .ok_or_else(|| ApiError::validation("Query parameter url is required"))?;
-    let recording = Recording::parse(url, query.event.as_deref(), None, ip, user_agent)?;
-    let visit = record_one(&state, recording).await?;
+    let recording = Recording::parse(url, query.event.as_deref(), None, ip, user_agent, dnt)?;
+    let outcome = record_one(&state, recording).await?;
+    let (status, visit) = (outcome.status(), outcome.visit);
     // Read after the commit, so the count includes this visit. The window (one hour) does not
     // matter: only the all-time total is used.
     let stats = state
@@ -275,8 +307,12 @@ pub async fn record_visit_legacy(
         url: visit.url.as_str().to_owned(),
         ip: visit.ip,
         user_agent: visit.user_agent,
-        status: "recorded",
-        message: "Visit recorded!",
+        status,
+        message: if status == "recorded" {
+            "Visit recorded!"
+        } else {
+            "Visit ignored"
+        },
         timestamp: format_space(visit.at),
         visits: with_thousands_separators(stats.total_visits),
     })
@@ -304,6 +340,7 @@ pub async fn record_bulk_visits(
     State(state): State<AppState>,
     ip: ClientIp,
     user_agent: UserAgent,
+    dnt: DoNotTrack,
     BeaconJson(items): BeaconJson<Vec<VisitRequest>>,
 ) -> Result<Json<BulkVisitResponse>> {
     if items.len() > MAX_BULK {
@@ -324,18 +361,36 @@ pub async fn record_bulk_visits(
                 referrer,
                 ip,
                 user_agent.clone(),
+                dnt,
             )
         })
         .collect::<Result<Vec<_>>>()?;
     let at = now_millis();
+    // One client, one user agent, one DNT flag: the policy ignores all the items or none.
+    let mut screened = Vec::with_capacity(recordings.len());
+    for recording in recordings {
+        let visit = recording.into_visit(at);
+        let s = state.privacy.screen(&state.store, visit, dnt.0).await?;
+        if s.ignored.is_none() {
+            screened.push(s.visit);
+        }
+    }
+    if screened.is_empty() {
+        return Ok(Json(BulkVisitResponse {
+            status: "ignored",
+            visits_recorded: 0,
+            visits_rejected: 0,
+            ip: ip.0.to_string(),
+        }));
+    }
     // One check for all the items: with Redis, one round trip.
-    let urls: Vec<&str> = recordings.iter().map(|r| r.url.as_str()).collect();
+    let urls: Vec<&str> = screened.iter().map(|v| v.url.as_str()).collect();
     let allowed = state.limits.check_bulk(ip.0, &urls).await;
-    let mut visits = Vec::with_capacity(recordings.len());
+    let mut visits = Vec::with_capacity(screened.len());
     let mut rejected = 0;
-    for (recording, allowed) in recordings.into_iter().zip(allowed) {
+    for (visit, allowed) in screened.into_iter().zip(allowed) {
         if allowed {
-            visits.push(recording.into_visit(at));
+            visits.push(visit);
         } else {
             rejected += 1;
         }
@@ -394,6 +449,7 @@ pub async fn count_page_visit(
         (status = 422, description = "Invalid page id", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn page_visit_count(
+    _: super::reader::Reader,
     State(state): State<AppState>,
     Path(page_id): Path<String>,
 ) -> Result<Json<PageCountResponse>> {

@@ -24,7 +24,7 @@ use utoipa::OpenApi;
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::ApiError;
-use crate::http::extract::UserAgent;
+use crate::http::extract::{DoNotTrack, UserAgent};
 use crate::http::routes::record::{Recording, UrlQuery, record_one};
 
 pub fn router() -> Router<AppState> {
@@ -255,6 +255,7 @@ async fn record_pixel_visit(
         query.referrer.as_deref(),
         ip,
         UserAgent::of(headers),
+        DoNotTrack::of(headers),
     )?;
     record_one(state, recording).await?;
     Ok(())
