@@ -2,11 +2,10 @@
 //! engine's answers (`sqlite/dimensions.rs`), and the daily salt of `--ip-mode hashed`.
 //!
 //! Like every analytics read ([`super::queries`]), each answer comes from one snapshot: the
-//! whole hours of the window from the rollups (`site_hour_sources`, `site_hour_devices`: one
-//! primary-key range of one site, 0 for all sites), plus what the rollups cannot give from the
-//! raw rows — the partial hour the window starts in, below the watermark (the `visits (at, id)`
-//! index), and the tail above it. The cost depends on the window and the number of distinct
-//! dimension values in it, not on the number of visits stored.
+//! window's hours from the rollups (`site_hour_sources`, `site_hour_devices`: one primary-key
+//! range of one site, 0 for all sites), plus the tail above the watermark from the raw rows.
+//! The window is whole hours, so no raw row below the watermark is read. The cost depends on
+//! the window and the number of distinct dimension values in it, not on the visits stored.
 
 use std::collections::BTreeMap;
 
@@ -38,23 +37,19 @@ async fn site_id(tx: &Transaction<'_>, site: Option<&str>) -> Result<Option<i64>
 }
 
 /// One dimension the window is counted by: the rollup table and what its rows are keyed by,
-/// and the same key computed from a raw `visits v` row. All the statements are fixed strings
-/// (each prepared once per connection).
+/// and the same key computed from a raw `visits v` row. Both statements are fixed strings (each
+/// prepared once per connection).
 struct Dimension {
     /// `key, visits` of one site's rollup rows from an hour on (`$1` site, `$2` hour).
     rolled: &'static str,
-    /// `key, count` of the raw rows with `$1 <= at < $2`, ids up to `$3`, of site `$4` (0: all).
-    partial: &'static str,
-    /// `key, count` of the raw rows above the watermark `$1`, from `$2` on, of site `$3`.
+    /// `key, count` of the raw rows above the watermark `$1`, from `$2` (ms) on, of site `$3`
+    /// (0: all sites).
     tail: &'static str,
 }
 
 const BY_SOURCE: Dimension = Dimension {
     rolled: "SELECT source_id, sum(visits)::bigint FROM site_hour_sources
              WHERE site_id = $1 AND hour >= $2 GROUP BY 1",
-    partial: "SELECT v.source_id, count(*) FROM visits v JOIN pages p ON p.id = v.page_id
-              WHERE v.at >= $1 AND v.at < $2 AND v.id <= $3 AND ($4::bigint = 0 OR p.site_id = $4)
-              GROUP BY 1",
     tail: "SELECT v.source_id, count(*) FROM visits v JOIN pages p ON p.id = v.page_id
            WHERE v.id > $1 AND v.at >= $2 AND ($3::bigint = 0 OR p.site_id = $3) GROUP BY 1",
 };
@@ -62,9 +57,6 @@ const BY_SOURCE: Dimension = Dimension {
 const BY_DEVICE: Dimension = Dimension {
     rolled: "SELECT device_id::bigint, sum(visits)::bigint FROM site_hour_devices
              WHERE site_id = $1 AND hour >= $2 GROUP BY 1",
-    partial: "SELECT v.device_id::bigint, count(*) FROM visits v JOIN pages p ON p.id = v.page_id
-              WHERE v.at >= $1 AND v.at < $2 AND v.id <= $3 AND ($4::bigint = 0 OR p.site_id = $4)
-              GROUP BY 1",
     tail: "SELECT v.device_id::bigint, count(*) FROM visits v JOIN pages p ON p.id = v.page_id
            WHERE v.id > $1 AND v.at >= $2 AND ($3::bigint = 0 OR p.site_id = $3) GROUP BY 1",
 };
@@ -73,17 +65,14 @@ const BY_DEVICE: Dimension = Dimension {
 const BY_HOUR: Dimension = Dimension {
     rolled: "SELECT hour, sum(visits)::bigint FROM site_hour_devices
              WHERE site_id = $1 AND hour >= $2 GROUP BY 1",
-    partial: "SELECT footfall_fdiv(v.at, 3600000), count(*) FROM visits v
-              JOIN pages p ON p.id = v.page_id
-              WHERE v.at >= $1 AND v.at < $2 AND v.id <= $3 AND ($4::bigint = 0 OR p.site_id = $4)
-              GROUP BY 1",
     tail: "SELECT footfall_fdiv(v.at, 3600000), count(*) FROM visits v
            JOIN pages p ON p.id = v.page_id
            WHERE v.id > $1 AND v.at >= $2 AND ($3::bigint = 0 OR p.site_id = $3) GROUP BY 1",
 };
 
-/// Visits of `site` in the window from `now - hours` on (exact to the millisecond, as
-/// `/summary`'s), per key of `dimension`; keys with no visit left out.
+/// Visits of `site` in the window, per key of `dimension`; keys with no visit left out. The
+/// window is the last `hours` hour buckets up to `now`'s (API.md §12): whole hours, so the
+/// rollups give all of it below the watermark.
 async fn window_counts(
     tx: &Transaction<'_>,
     dimension: &Dimension,
@@ -92,26 +81,15 @@ async fn window_counts(
     hours: i64,
 ) -> Result<FxHashMap<i64, i64>, Error> {
     let (watermark, _) = progress(tx).await?;
-    let start = now - hours * HOUR_MS;
-    let hour = start.div_euclid(HOUR_MS);
-    // The window's whole hours: from the start's hour when it starts on the hour, else from
-    // the next one (the partial hour comes from raw rows).
-    let first_whole_hour = if start.rem_euclid(HOUR_MS) == 0 {
-        hour
-    } else {
-        hour + 1
-    };
+    let first_hour = now.div_euclid(HOUR_MS) - hours + 1;
     let mut counts: FxHashMap<i64, i64> = FxHashMap::default();
     let mut add = |rows: Vec<tokio_postgres::Row>| {
         for row in rows {
             *counts.entry(row.get(0)).or_default() += row.get::<_, i64>(1);
         }
     };
-    add(query(tx, dimension.rolled, &[&site, &first_whole_hour]).await?);
-    if first_whole_hour != hour {
-        let end = first_whole_hour * HOUR_MS;
-        add(query(tx, dimension.partial, &[&start, &end, &watermark, &site]).await?);
-    }
+    add(query(tx, dimension.rolled, &[&site, &first_hour]).await?);
+    let start = first_hour * HOUR_MS;
     add(query(tx, dimension.tail, &[&watermark, &start, &site]).await?);
     counts.retain(|_, n| *n > 0);
     Ok(counts)

@@ -82,7 +82,7 @@ impl Drop for Database {
     }
 }
 
-/// Not on the hour (so the window starts inside an hour, read from raw rows).
+/// Not on the hour: the window's first hour starts less than `hours` hours before now.
 const NOW: i64 = 1_764_806_400_000 + 30 * 60_000;
 
 const CHROME_WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
@@ -105,8 +105,8 @@ fn visit(url: &str, referrer: Option<&str>, ua: &str, ip: &str, at: i64) -> NewV
     }
 }
 
-/// Ten visits: eight to a.example (one before the window of 24 hours, one in its partial first
-/// hour), two to b.example.
+/// Ten visits: eight to a.example (two before the window of 24 hours, one in its first hour),
+/// two to b.example.
 fn sample() -> Vec<NewVisit> {
     let tagged = "https://a.example/launch?utm_source=news&utm_medium=social&utm_campaign=launch";
     let hn = Some("https://news.ycombinator.com/item?id=1");
@@ -129,21 +129,21 @@ fn sample() -> Vec<NewVisit> {
             "h:00ff00ff00ff00ff",
             NOW,
         ),
-        // Inside the window's partial first hour.
+        // In the window's first hour (of 24), more than 23 hours before now.
         visit(
             "https://a.example/",
             Some("https://www.bing.com/search?q=x"),
             GOOGLEBOT,
             "2001:db8::1",
-            NOW - 24 * HOUR_MS + 10 * 60_000,
+            NOW - 23 * HOUR_MS - 20 * 60_000,
         ),
-        // Before the window.
+        // Less than 24 hours before now, but in the hour before the window's first.
         visit(
             "https://a.example/",
             Some("https://google.com/"),
             FIREFOX_LINUX,
             "10.0.0.4",
-            NOW - 24 * HOUR_MS - 10 * 60_000,
+            NOW - 24 * HOUR_MS + 10 * 60_000,
         ),
         visit(
             "https://a.example/",
@@ -261,7 +261,7 @@ async fn assert_sample_figures(store: &PostgresStore, times: i64) {
     let hour = |h: i64| (NOW - h * HOUR_MS).div_euclid(HOUR_MS);
     let hourly = store.hourly(NOW, 24, None).await.unwrap();
     let mut expected = vec![
-        (hour(24), 1),
+        (hour(23), 1),
         (hour(5), 1),
         (hour(3), 1),
         (hour(2), 1),
@@ -279,7 +279,7 @@ async fn assert_sample_figures(store: &PostgresStore, times: i64) {
         .unwrap();
     assert_eq!(a.total_visits, 8 * times);
     assert_eq!(a.unique_ips, 6);
-    assert_eq!(a.by_hour.first(), Some(&(hour(24), times)));
+    assert_eq!(a.by_hour.first(), Some(&(hour(23), times)));
     let b = store
         .hourly(NOW, 24, Some("b.example".into()))
         .await
@@ -351,7 +351,7 @@ async fn cleanup_takes_visits_out_of_the_new_rollups_exactly() {
     // Cleanup rolls the tail up first, then deletes: the two oldest of each copy go
     // (10.0.0.4's visits), and with them that visitor.
     let deleted = store
-        .cleanup(NOW - 24 * HOUR_MS - 5 * 60_000)
+        .cleanup(NOW - 23 * HOUR_MS - 30 * 60_000)
         .await
         .unwrap();
     assert_eq!(deleted, 4);
