@@ -465,6 +465,60 @@ async fn a_version_1_database_upgrades_and_its_visits_show_as_unknown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL"]
+async fn a_database_made_from_the_shipped_v1_sql_upgrades() {
+    let db = Database::new().await;
+    // Version 1 exactly as shipped, with visits written by hand and never rolled up.
+    sql(
+        &db.name,
+        &format!(
+            "{}
+             CREATE TABLE footfall_schema (version integer NOT NULL);
+             INSERT INTO footfall_schema VALUES (1);
+             INSERT INTO sites (name) VALUES ('a.example');
+             INSERT INTO pages (url, site_id) SELECT 'https://a.example/', id FROM sites
+               WHERE name = 'a.example';
+             INSERT INTO agents (ua) VALUES ('curl/8');
+             INSERT INTO visits (at, page_id, ip, agent_id, event_id)
+             SELECT at, (SELECT id FROM pages), ip::bytea, (SELECT id FROM agents), 1
+             FROM (VALUES ({NOW}, '\\x0a000001'), ({NOW}, '\\x0a000002'),
+                          ({}, '\\x0a000001')) AS v(at, ip);",
+            super::schema::SCHEMA,
+            NOW - HOUR_MS
+        ),
+    )
+    .await;
+    let store = db.open();
+    store.roll_up_now().await.unwrap();
+    assert_eq!(
+        store.rollup_mismatches().await.unwrap(),
+        Vec::<String>::new()
+    );
+    let sources = store
+        .sources(NOW, 24, Some("a.example".into()), 10)
+        .await
+        .unwrap();
+    assert_eq!(sources.referrers, list(&[(UNKNOWN, 3)], 1));
+    let hourly = store.hourly(NOW, 24, None).await.unwrap();
+    let hour = NOW.div_euclid(HOUR_MS);
+    assert_eq!(hourly.by_hour, vec![(hour - 1, 1), (hour, 2)]);
+    assert_eq!((hourly.total_visits, hourly.unique_ips), (3, 2));
+    // A visit recorded now gets the next ids of every dimension.
+    store.record_many(sample()).await.unwrap();
+    let a = store
+        .hourly(NOW, 24, Some("a.example".into()))
+        .await
+        .unwrap();
+    assert_eq!((a.total_visits, a.unique_ips), (11, 6));
+    store.roll_up_now().await.unwrap();
+    assert_eq!(
+        store.rollup_mismatches().await.unwrap(),
+        Vec::<String>::new()
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL"]
 async fn two_stores_on_one_database_agree_on_the_daily_salt() {
     let db = Database::new().await;
     let (one, two) = (db.open(), db.open());

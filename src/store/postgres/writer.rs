@@ -478,7 +478,8 @@ struct Ids {
     more: writer_dims::BatchIds,
 }
 
-/// Looks up (or inserts) the ids of the batch's pages, sites, agents and events: from the cache
+/// Looks up (or inserts) the ids of the batch's pages, sites, agents and events (then its
+/// sources and devices, [`writer_dims`]): from the cache
 /// when known, else with one insert-or-select statement per kind, inside the batch's
 /// transaction (one commit for all). Each kind is inserted in sorted order and the kinds in a fixed order, so two
 /// nodes' batches adding the same new values wait for each other rather than deadlock.
