@@ -13,6 +13,7 @@ use crate::domain::export::FilterParams;
 use crate::domain::import::{ImportReport, read_records};
 use crate::domain::{NewVisit, cleanup_cutoff, format_iso, now_millis};
 use crate::http::App;
+use crate::privacy::{IpMode, Privacy, PrivacyArgs};
 use crate::store::{Dumped, Store};
 
 /// `footfall serve`.
@@ -68,7 +69,12 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<()> {
         Box::new(BufReader::with_capacity(1 << 16, file))
     };
     let store = Store::open(&args.db.db, &args.db.store_options())?;
-    let imported = import_into(&store, reader, std::io::stderr().is_terminal()).await;
+    let privacy = Privacy::new(PrivacyArgs {
+        ip_mode: args.ip_mode,
+        ..PrivacyArgs::default()
+    });
+    let progress = std::io::stderr().is_terminal();
+    let imported = import_into(&store, &privacy, reader, progress).await;
     store.close().await;
     let report = imported?;
     for error in &report.errors {
@@ -88,9 +94,11 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<()> {
 }
 
 /// Imports every record of `reader` into `store` in batches, each committed before the next
-/// is sent (the next is parsed meanwhile); shows progress on stderr when `progress`.
+/// is sent (the next is parsed meanwhile), their visitors in the form `privacy` stores; shows
+/// progress on stderr when `progress`.
 pub async fn import_into(
     store: &Store,
+    privacy: &Privacy,
     reader: impl BufRead + Send + 'static,
     progress: bool,
 ) -> anyhow::Result<ImportReport> {
@@ -121,7 +129,14 @@ pub async fn import_into(
     let mut last_progress = Instant::now();
     let mut imported = 0u64;
     let mut failed = None;
-    while let Some(batch) = parsed.recv().await {
+    while let Some(mut batch) = parsed.recv().await {
+        if privacy.ip_mode() != IpMode::Full {
+            let mut stored = Vec::with_capacity(batch.len());
+            for visit in batch {
+                stored.push(privacy.anonymize(store, visit).await?);
+            }
+            batch = stored;
+        }
         match store.import(batch).await {
             Ok(n) => imported += n as u64,
             Err(err) => {

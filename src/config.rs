@@ -312,6 +312,11 @@ pub struct ImportArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub db: DbArgs,
+    /// How the records' addresses are stored, as `serve --ip-mode` (`truncated`: to /24 and
+    /// /48; `hashed`: pseudonyms under today's salt). Records that already carry a pseudonym
+    /// keep it.
+    #[arg(long, env = "FOOTFALL_IP_MODE", value_enum, default_value_t = crate::privacy::IpMode::Full)]
+    pub ip_mode: crate::privacy::IpMode,
 }
 
 #[derive(Debug, Clone, Args)]

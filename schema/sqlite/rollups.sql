@@ -1,9 +1,11 @@
--- footfall schema of the rollups file, version 1 (PRAGMA user_version = 1).
--- The aggregate tables analytics read, derived from the visits file (`schema.sql`) and kept in a
+-- footfall schema of the rollups file, version 2 (PRAGMA user_version = 2).
+-- The aggregate tables analytics read, derived from the visits file (`visits.sql`) and kept in a
 -- file of their own (`<db>` -> `<db stem>.rollups.<ext>`, e.g. visits.db -> visits.rollups.db)
 -- so that the roll-up thread holds this file's write lock while the writer commits visits to the
--- other. Applied by src/store/mod.rs when the file's user_version is lower. Everything here can
--- be rebuilt from the visits file: a missing rollups file is recreated and refilled.
+-- other. Applied by src/store/sqlite/mod.rs to a new file. Everything here can be rebuilt from
+-- the visits file: a missing rollups file is recreated and refilled, and a file of an older
+-- version is emptied and refilled the same way (no migration steps here).
+-- Version 2 added site_hour_sources, site_hour_devices, site_totals and site_ips (API.md §12).
 
 -- How far the rollups have read the visits file's logs: one row, moved in the same transaction
 -- as the rollups themselves. Every visit with an id below `rolled_up_to` is counted in every
@@ -106,3 +108,39 @@ CREATE TABLE site_days (
     PRIMARY KEY (site_id, event_id, day)
 ) WITHOUT ROWID;
 
+
+-- Visits per site (0 = all sites), hour and source / device (API.md §12): /sources and /devices
+-- read one site's window as one range, /hourly sums site_hour_devices per hour (visits only: the
+-- clicks of POST /domains are not visits).
+CREATE TABLE site_hour_sources (
+    site_id   INTEGER NOT NULL,
+    hour      INTEGER NOT NULL,
+    source_id INTEGER NOT NULL,
+    visits    INTEGER NOT NULL,
+    PRIMARY KEY (site_id, hour, source_id)
+) WITHOUT ROWID;
+
+CREATE TABLE site_hour_devices (
+    site_id   INTEGER NOT NULL,
+    hour      INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    visits    INTEGER NOT NULL,
+    PRIMARY KEY (site_id, hour, device_id)
+) WITHOUT ROWID;
+
+-- Per-site totals over all retained visits, real sites only (all sites: `totals`); a site with
+-- none has no row. Kept exact like page_totals, through site_ips.
+CREATE TABLE site_totals (
+    site_id    INTEGER PRIMARY KEY,
+    visits     INTEGER NOT NULL,
+    unique_ips INTEGER NOT NULL
+);
+
+-- Every distinct (site, IP) with the id of its last visit: cleanup drops the pairs whose last
+-- visit it deleted and subtracts them from site_totals.unique_ips, exactly.
+CREATE TABLE site_ips (
+    site_id INTEGER NOT NULL,
+    ip      BLOB NOT NULL,
+    last_id INTEGER NOT NULL,
+    PRIMARY KEY (site_id, ip)
+) WITHOUT ROWID;

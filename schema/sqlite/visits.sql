@@ -1,4 +1,4 @@
--- footfall schema of the visits file, version 3 (PRAGMA user_version = 3).
+-- footfall schema of the visits file, version 4 (PRAGMA user_version = 4).
 -- Applied by src/store/mod.rs to a new file; an older file is brought here by the steps in
 -- migrations/ instead. A shipped version is never edited: a change adds a migration step and
 -- bumps the version.
@@ -38,13 +38,42 @@ CREATE TABLE events (
 );
 INSERT INTO events (id, name) VALUES (1, 'pageview');
 
--- Raw visits, one row each. ip is 4 (IPv4) or 16 (IPv6) bytes.
+-- Where a visit came from (API.md §12): referrer host (or '(direct)') and the page URL's UTM
+-- tags ('' when absent). Id 0 is every dimension '(unknown)': visits stored before sources were.
+CREATE TABLE sources (
+    id           INTEGER PRIMARY KEY,
+    referrer     TEXT NOT NULL,
+    utm_source   TEXT NOT NULL,
+    utm_medium   TEXT NOT NULL,
+    utm_campaign TEXT NOT NULL,
+    UNIQUE (referrer, utm_source, utm_medium, utm_campaign)
+);
+INSERT INTO sources (id, referrer, utm_source, utm_medium, utm_campaign)
+    VALUES (0, '(unknown)', '(unknown)', '(unknown)', '(unknown)');
+
+-- What a visitor used (API.md §12), read from the user agent when the visit was stored. Id 0 is
+-- every dimension '(unknown)': visits stored before devices were.
+CREATE TABLE devices (
+    id          INTEGER PRIMARY KEY,
+    browser     TEXT NOT NULL,
+    os          TEXT NOT NULL,
+    device_type TEXT NOT NULL,
+    UNIQUE (browser, os, device_type)
+);
+INSERT INTO devices (id, browser, os, device_type)
+    VALUES (0, '(unknown)', '(unknown)', '(unknown)');
+
+-- Raw visits, one row each. ip is 4 (IPv4) or 16 (IPv6) bytes, or 8 for the pseudonym of
+-- --ip-mode hashed. source_id and device_id come last, as migration v4 added them (their default
+-- 0, '(unknown)', costs no byte in the rows stored before it).
 CREATE TABLE visits (
-    id       INTEGER PRIMARY KEY,
-    page_id  INTEGER NOT NULL,
-    ip       BLOB NOT NULL,
-    agent_id INTEGER NOT NULL,
-    event_id INTEGER NOT NULL
+    id        INTEGER PRIMARY KEY,
+    page_id   INTEGER NOT NULL,
+    ip        BLOB NOT NULL,
+    agent_id  INTEGER NOT NULL,
+    event_id  INTEGER NOT NULL,
+    source_id INTEGER NOT NULL DEFAULT 0,
+    device_id INTEGER NOT NULL DEFAULT 0
 );
 
 -- Visits stored below the newest id at the time (imports of past data, a clock stepping back):
@@ -94,3 +123,11 @@ CREATE TABLE event_ids (
     seen_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX event_ids_seen_at ON event_ids (seen_at);
+
+-- The salt of --ip-mode hashed per day (days since the epoch, UTC): created by the first visit
+-- of the day that needs it, read back by every node; salts before yesterday's are deleted with
+-- it, so an old day's pseudonyms cannot be recomputed.
+CREATE TABLE salts (
+    day  INTEGER PRIMARY KEY,
+    salt BLOB NOT NULL
+);

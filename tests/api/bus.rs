@@ -202,4 +202,57 @@ crate::on_postgres!(
     record_events_skips_ids_already_recorded_in_earlier_calls_and_the_same_one,
     an_id_is_forgotten_once_its_window_is_over,
     zmq_events_are_counted_and_a_bad_one_or_another_topic_is_not,
+    zmq_events_follow_the_privacy_policy,
 );
+
+/// API.md §12 on a bus: referrers are kept, bots are ignored under `--bots exclude` (and
+/// acknowledged, never retried), and `--ip-mode hashed` stores pseudonyms for events too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zmq_events_follow_the_privacy_policy() {
+    let (mut socket, endpoint) = publisher().await;
+    let (app, stopper) = TestApp::with_buses(|args| {
+        args.bus.zmq_sub = Some(endpoint.clone());
+        args.privacy.ip_mode = footfall::privacy::IpMode::Hashed;
+        args.privacy.bots = footfall::privacy::BotPolicy::Exclude;
+    });
+    let probe = json!({"url": "https://zmq.example/probe", "id": "probe", "ip": "203.0.113.9"});
+    publish_until_counted(&mut socket, "", &probe, &app).await;
+    publish(
+        &mut socket,
+        "",
+        &json!({"url": "https://zmq.example/a", "id": "r1", "ip": "203.0.113.9",
+                "referrer": "https://news.ycombinator.com/item?id=1"}),
+    )
+    .await;
+    publish(
+        &mut socket,
+        "",
+        &json!({"url": "https://zmq.example/b", "id": "bot", "ip": "203.0.113.9",
+                "user_agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}),
+    )
+    .await;
+    publish(
+        &mut socket,
+        "",
+        &json!({"url": "https://zmq.example/c", "id": "last"}),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the events after the probe",
+        || async { app.stored_visits().await == 3 },
+    )
+    .await;
+    let sources = app.get("/sources").await.json();
+    assert_eq!(sources["referrers"]["news.ycombinator.com"], 1, "{sources}");
+    let export = app.get("/all-visits?format=csv").await.text();
+    assert!(!export.contains("203.0.113"), "{export}");
+    assert!(
+        !export.contains("zmq.example/b"),
+        "the bot is stored nowhere: {export}"
+    );
+    let metrics = app.get("/metrics").await.text();
+    let ignored = [("bus", "zmq"), ("result", "ignored")];
+    assert!(metric(&metrics, "footfall_bus_events_total", &ignored) >= 1.0);
+    app.stop_buses(stopper).await;
+}

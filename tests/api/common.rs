@@ -224,7 +224,7 @@ impl TestApp {
     /// Imports JSONL through the same code as `footfall import`.
     pub async fn import_jsonl(&self, jsonl: &str) -> footfall::domain::import::ImportReport {
         let reader = std::io::Cursor::new(jsonl.as_bytes().to_vec());
-        footfall::cli::import_into(self.store(), reader, false)
+        footfall::cli::import_into(self.store(), &Default::default(), reader, false)
             .await
             .unwrap()
     }

@@ -343,7 +343,7 @@ async fn parameters_are_checked() {
         json!({"by_hour": {}, "total_visits": 0, "unique_ips": 0})
     );
     let sql = app
-        .get("/sources?site=x'%3BDROP%20TABLE%20visits%3B--")
+        .get("/sources?site=x'%3BDROP--TABLE--visits%3B--")
         .await;
     assert_eq!(sql.status, StatusCode::OK, "{}", sql.text());
 }

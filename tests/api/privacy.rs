@@ -19,6 +19,7 @@ crate::on_postgres!(
     the_analytics_token_guards_every_read,
     retention_deletes_old_visits_by_itself,
     hashed_mode_leaves_no_address_in_the_files_or_the_log,
+    cli_import_applies_the_ip_mode,
 );
 
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
@@ -381,4 +382,37 @@ async fn hashed_mode_leaves_no_address_in_the_files_or_the_log() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn cli_import_applies_the_ip_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("visits.db");
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"url":"https://a.com/","ip":"203.0.113.9","timestamp":"2025-01-01 00:00:00"}"#,
+            "\n",
+            r#"{"url":"https://a.com/","ip":"h:00000000000000ff","timestamp":"2025-01-01 00:00:01"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = footfall_cli(
+        &["import", file.to_str().unwrap(), "--ip-mode", "truncated"],
+        &db,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = footfall_cli(&["export", "--format", "csv"], &db);
+    let csv = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        csv.contains(",203.0.113.0,") && !csv.contains("203.0.113.9"),
+        "{csv}"
+    );
+    assert!(csv.contains(",h:00000000000000ff,"), "{csv}");
 }

@@ -27,9 +27,14 @@ async fn page_counters_count_exactly_and_say_where_the_answer_came_from() {
     // Another process (or node) commits to the database: the cache is no longer trusted.
     let other = open_store(&app.db);
     let visit = r#"{"url":"https://a.com/","ip":"1.1.1.1","timestamp":"2025-01-01 00:00:00"}"#;
-    footfall::cli::import_into(&other, std::io::Cursor::new(visit), false)
-        .await
-        .unwrap();
+    footfall::cli::import_into(
+        &other,
+        &Default::default(),
+        std::io::Cursor::new(visit),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         app.get("/visits/home").await.json(),
         json!({"count": 3, "served_via": "sqlite"})

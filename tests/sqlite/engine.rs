@@ -557,7 +557,7 @@ fn an_export_stops_its_cursor_when_the_reader_goes_away() {
     runtime.block_on(async {
         let store = crate::common::open_store(&db);
         let reader = std::io::Cursor::new(rows.into_bytes());
-        footfall::cli::import_into(&store, reader, false)
+        footfall::cli::import_into(&store, &Default::default(), reader, false)
             .await
             .unwrap();
         store.close().await;

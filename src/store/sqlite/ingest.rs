@@ -1,8 +1,9 @@
 //! Turning visits into raw rows: dimension ids, visit ids, and the logs the roll-up reads.
 //!
 //! One [`Ingest`] lives beside each writable connection of the visits file (the writer
-//! thread's, or a CLI command's). It caches dimension ids, which never change once assigned, and
-//! the highest visit id, which another process may move: [`Ingest::begin`] checks
+//! thread's, or a CLI command's). It caches dimension ids, which never change once assigned
+//! (pages, agents with the device read from them once, sources, sites, events), and the
+//! highest visit id, which another process may move: [`Ingest::begin`] checks
 //! `PRAGMA data_version` at the start of every transaction and reloads it when another
 //! connection committed. Nothing here touches the rollups: a visit stored at the end of the id
 //! order joins the tail the roll-up reads by id; one stored below the highest id is *late* and
@@ -14,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::data_version;
 use super::rollups::{id_at, millis_of, read_progress};
-use crate::domain::{DEFAULT_EVENT, EventId, NewVisit, PageUrl, UnixMillis};
+use crate::domain::{DEFAULT_EVENT, Device, EventId, NewVisit, PageUrl, Source, UnixMillis};
 
 /// Dimension caches are cleared when they grow past this many entries: memory stays bounded
 /// whatever number of distinct URLs and agents arrives.
@@ -24,7 +25,9 @@ const MAX_CACHED: usize = 200_000;
 #[derive(Debug, Default)]
 pub struct Ingest {
     pages: HashMap<String, i64>,
-    agents: HashMap<String, i64>,
+    /// A user agent's id and its device's: the agent is parsed only when it is not here.
+    agents: HashMap<String, (i64, i64)>,
+    sources: HashMap<Source, i64>,
     sites: HashMap<String, i64>,
     events: HashMap<String, i64>,
     /// The highest visit id ever stored (`raw_state.high_id` remembers it when cleanup deletes
@@ -78,8 +81,9 @@ impl Ingest {
     /// stays exact; across a second boundary the visit stays late.
     pub fn add_visit(&mut self, conn: &Connection, visit: &NewVisit) -> rusqlite::Result<i64> {
         let page_id = self.page_id(conn, &visit.url)?;
-        let agent_id = self.agent_id(conn, &visit.user_agent)?;
+        let (agent_id, device_id) = self.agent_id(conn, &visit.user_agent)?;
         let event_id = self.event_id(conn, &visit.event)?;
+        let source_id = self.source_id(conn, &visit.source)?;
         let ip = visit.ip.to_bytes();
         let mut at = visit.at;
         if visit.stamped_on_arrival {
@@ -88,7 +92,15 @@ impl Ingest {
                 at = newest;
             }
         }
-        self.insert_visit(conn, at, page_id, &ip, agent_id, event_id)
+        let row = RawRow {
+            page_id,
+            ip: &ip,
+            agent_id,
+            event_id,
+            source_id,
+            device_id,
+        };
+        self.insert_visit(conn, at, &row)
     }
 
     /// The highest visit id, read once and then kept (see [`Ingest::begin`]).
@@ -129,10 +141,7 @@ impl Ingest {
         &mut self,
         conn: &Connection,
         at: UnixMillis,
-        page_id: i64,
-        ip: &[u8],
-        agent_id: i64,
-        event_id: i64,
+        row: &RawRow<'_>,
     ) -> rusqlite::Result<i64> {
         let last_id = self.highest_id(conn)?;
         let mut at = at;
@@ -154,9 +163,18 @@ impl Ingest {
             at += 1;
         };
         conn.prepare_cached(
-            "INSERT INTO visits (id, page_id, ip, agent_id, event_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO visits (id, page_id, ip, agent_id, event_id, source_id, device_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
-        .execute(params![id, page_id, ip, agent_id, event_id])?;
+        .execute(params![
+            id,
+            row.page_id,
+            row.ip,
+            row.agent_id,
+            row.event_id,
+            row.source_id,
+            row.device_id
+        ])?;
         if id < last_id {
             // The roll-up may have passed this id already: log it where it looks.
             conn.prepare_cached("INSERT INTO late_visits (visit_id) VALUES (?1)")?
@@ -190,8 +208,43 @@ impl Ingest {
         Ok(id)
     }
 
-    fn agent_id(&mut self, conn: &Connection, ua: &str) -> rusqlite::Result<i64> {
-        dimension_id(conn, &mut self.agents, "agents", "ua", ua)
+    /// The agent's id and its device's; a new agent is parsed ([`Device::parse`]) once.
+    fn agent_id(&mut self, conn: &Connection, ua: &str) -> rusqlite::Result<(i64, i64)> {
+        if let Some(&ids) = self.agents.get(ua) {
+            return Ok(ids);
+        }
+        let agent_id = row_id(conn, "agents", &["ua"], &[ua])?;
+        let device = Device::parse(ua);
+        let device_id = row_id(
+            conn,
+            "devices",
+            &["browser", "os", "device_type"],
+            &[&device.browser, &device.os, &device.device_type],
+        )?;
+        cache(&mut self.agents, ua, (agent_id, device_id));
+        Ok((agent_id, device_id))
+    }
+
+    fn source_id(&mut self, conn: &Connection, source: &Source) -> rusqlite::Result<i64> {
+        if let Some(&id) = self.sources.get(source) {
+            return Ok(id);
+        }
+        let id = row_id(
+            conn,
+            "sources",
+            &["referrer", "utm_source", "utm_medium", "utm_campaign"],
+            &[
+                &source.referrer,
+                &source.utm_source,
+                &source.utm_medium,
+                &source.utm_campaign,
+            ],
+        )?;
+        if self.sources.len() >= MAX_CACHED {
+            self.sources.clear();
+        }
+        self.sources.insert(source.clone(), id);
+        Ok(id)
     }
 
     fn site_id(&mut self, conn: &Connection, site: &str) -> rusqlite::Result<i64> {
@@ -230,6 +283,48 @@ fn dimension_id(
     Ok(id)
 }
 
+/// The id of the row of `table` whose `columns` (together UNIQUE) hold `values`, inserted when
+/// missing. Not cached here: the callers cache by what they resolve from.
+fn row_id(
+    conn: &Connection,
+    table: &str,
+    columns: &[&str],
+    values: &[&str],
+) -> rusqlite::Result<i64> {
+    let mut found = conn.prepare_cached(&format!(
+        "SELECT id FROM {table} WHERE {}",
+        columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ?{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    ))?;
+    if let Some(id) = found
+        .query_row(rusqlite::params_from_iter(values), |r| r.get(0))
+        .optional()?
+    {
+        return Ok(id);
+    }
+    let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    conn.prepare_cached(&format!(
+        "INSERT INTO {table} ({}) VALUES ({}) RETURNING id",
+        columns.join(", "),
+        placeholders.join(", ")
+    ))?
+    .query_row(rusqlite::params_from_iter(values), |r| r.get(0))
+}
+
+/// The ids of one raw `visits` row.
+struct RawRow<'a> {
+    page_id: i64,
+    ip: &'a [u8],
+    agent_id: i64,
+    event_id: i64,
+    source_id: i64,
+    device_id: i64,
+}
+
 fn cache<V>(map: &mut HashMap<String, V>, key: &str, value: V) {
     if map.len() >= MAX_CACHED {
         map.clear();
@@ -246,6 +341,8 @@ pub struct StoredVisit {
     pub agent_id: i64,
     pub event_id: i64,
     pub ip: Vec<u8>,
+    pub source_id: i64,
+    pub device_id: i64,
 }
 
 /// A query of stored visits: the columns [`stored_visit`] reads, from `visits` and `pages`, then
@@ -253,7 +350,8 @@ pub struct StoredVisit {
 macro_rules! select_stored_visits {
     ($rest:literal) => {
         concat!(
-            "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.ip
+            "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.ip, v.source_id,
+                    v.device_id
              FROM visits v JOIN pages p ON p.id = v.page_id ",
             $rest
         )
@@ -273,7 +371,8 @@ pub(crate) fn stored_visits_from(
     .collect()
 }
 
-/// A row of `id, page_id, site_id, agent_id, event_id, ip` (further columns are ignored).
+/// A row of `id, page_id, site_id, agent_id, event_id, ip, source_id, device_id` (further
+/// columns are ignored).
 pub(crate) fn stored_visit(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVisit> {
     Ok(StoredVisit {
         id: r.get(0)?,
@@ -282,6 +381,8 @@ pub(crate) fn stored_visit(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVisi
         agent_id: r.get(3)?,
         event_id: r.get(4)?,
         ip: r.get(5)?,
+        source_id: r.get(6)?,
+        device_id: r.get(7)?,
     })
 }
 

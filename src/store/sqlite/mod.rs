@@ -1,7 +1,7 @@
 //! The SQLite backend: two files, their schemas, the read pool, the writer and the roll-up
 //! thread, behind [`SqliteStore`].
 //!
-//! The *visits file* (`--db`, `schema.sql`) holds what was recorded; the *rollups file* beside
+//! The *visits file* (`--db`, `visits.sql`) holds what was recorded; the *rollups file* beside
 //! it ([`rollups_path`], `rollups.sql`) holds the aggregates derived from it. Each has its own
 //! write lock, so the roll-up runs beside recording instead of stopping it. Everything
 //! SQLite-specific lives under this module; the rest of footfall sees [`SqliteStore`] through
@@ -19,6 +19,8 @@
 //!   used by the invariant tests.
 //! - [`cleanup`]: the two-file protocol of deleting old visits.
 //! - [`queries`]: analytics reads, each answered from rollups plus the tail.
+//! - [`dimensions`]: the reads of API.md §12 (`/sources`, `/devices`, `/hourly`), the same way.
+//! - [`salts`]: the daily salts of `--ip-mode hashed`.
 //! - [`export`]: the streaming cursor behind `/all-visits` and `footfall export`.
 //! - [`dump`]: everything the file holds, for `footfall copy`.
 
@@ -26,13 +28,17 @@ pub mod calendar;
 pub mod checkpointer;
 pub mod cleanup;
 pub mod counters;
+pub mod dimensions;
 pub mod dump;
 pub mod export;
 pub mod ingest;
 pub mod queries;
 pub mod roller;
 pub mod rollups;
+pub mod salts;
 mod store;
+#[cfg(test)]
+mod test_support;
 mod worker;
 pub mod writer;
 
@@ -52,15 +58,17 @@ pub use writer::{WriteOp, WriteOutcome, WriterHandle};
 /// The visits file's schema, applied to a new file; the steps in `migrations/` bring older ones to
 /// [`SCHEMA_VERSION`].
 pub const SCHEMA: &str = include_str!("../../../schema/sqlite/visits.sql");
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// Steps from the version before each to it, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../../schema/sqlite/migrations/v2.sql")),
     (3, include_str!("../../../schema/sqlite/migrations/v3.sql")),
+    (4, include_str!("../../../schema/sqlite/migrations/v4.sql")),
 ];
-/// The rollups file's schema and version (its own `user_version`).
+/// The rollups file's schema and version (its own `user_version`). A file of an older version is
+/// emptied and refilled from the visits file (see [`open_rollups`]): no migration steps.
 pub const ROLLUPS_SCHEMA: &str = include_str!("../../../schema/sqlite/rollups.sql");
-pub const ROLLUPS_SCHEMA_VERSION: i64 = 1;
+pub const ROLLUPS_SCHEMA_VERSION: i64 = 2;
 
 pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
 pub type PooledConn = r2d2::PooledConnection<SqliteConnectionManager>;
@@ -177,7 +185,7 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
         if version == 0 {
             return conn
                 .execute_batch(SCHEMA)
-                .context("cannot apply schema.sql");
+                .context("cannot apply visits.sql");
         }
         for (to, step) in MIGRATIONS.iter().filter(|(to, _)| *to > version) {
             tracing::info!(from = to - 1, to, "migrating the database schema");
@@ -222,15 +230,48 @@ fn upgrade(
 /// its schema applied, when missing), the visits file attached read-only as `raw`, so
 /// `BEGIN IMMEDIATE` takes the rollups' write lock and only a snapshot of the visits file. Names
 /// of the visits file's tables resolve to `raw` (they are not in `main`). `db` must exist.
+///
+/// A rollups file of an older version is emptied and given the current schema: its `progress`
+/// starts again at 0, so the visits are counted in again from the raw rows, as for a deleted
+/// rollups file (by [`open_writer`] when that is more than one roll-up's worth, else by the
+/// roll-up thread; queries add what is not rolled up yet meanwhile). Simpler than a step per
+/// new table, and right whatever the old file held.
 pub fn open_rollups(db: &Path, durability: Durability) -> anyhow::Result<Connection> {
     let conn = open_wal(&rollups_path(db), durability)?;
-    upgrade(&conn, "rollups file", ROLLUPS_SCHEMA_VERSION, |conn, _| {
-        conn.execute_batch(ROLLUPS_SCHEMA)
-            .context("cannot apply rollups.sql")
-    })?;
+    upgrade(
+        &conn,
+        "rollups file",
+        ROLLUPS_SCHEMA_VERSION,
+        |conn, version| {
+            if version > 0 {
+                tracing::info!(
+                    from = version,
+                    to = ROLLUPS_SCHEMA_VERSION,
+                    "rebuilding the rollups file for its new schema"
+                );
+                drop_tables(conn).context("cannot empty the rollups file")?;
+            }
+            conn.execute_batch(ROLLUPS_SCHEMA)
+                .context("cannot apply rollups.sql")
+        },
+    )?;
     conn.execute("ATTACH DATABASE ?1 AS raw", [file_uri(db, "ro")])
         .with_context(|| format!("cannot attach {}", db.display()))?;
     Ok(conn)
+}
+
+/// Drops every table of `conn`'s main database (inside the caller's transaction).
+fn drop_tables(conn: &Connection) -> rusqlite::Result<()> {
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM main.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for table in tables {
+        conn.execute_batch(&format!("DROP TABLE main.\"{table}\""))?;
+    }
+    Ok(())
 }
 
 /// `path` as an SQLite URI with `mode`: `%`, `?` and `#` escaped, so any file name works.
@@ -325,4 +366,100 @@ pub fn file_size(path: &Path) -> u64 {
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{UNKNOWN, now_millis};
+    use crate::store::sqlite::ingest::{Ingest, commit_visits};
+    use crate::store::sqlite::rollups::{HOUR_MS, id_at};
+    use crate::store::sqlite::test_support::{CHROME, visit};
+
+    /// A database written by the previous release (visits file version 3, rollups file
+    /// version 1, their schemas as shipped) is brought up in place on open: its visits stay,
+    /// show as `(unknown)` in every dimension and count in `/hourly`, and the rollups file is
+    /// rebuilt so that every rollup, the new ones included, agrees with the raw rows.
+    #[test]
+    fn a_previous_release_database_upgrades_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("v.db");
+        let now = now_millis();
+        {
+            let old = Connection::open(&db).unwrap();
+            old.execute_batch(include_str!("testdata/visits_v3.sql"))
+                .unwrap();
+            old.execute_batch(
+                "PRAGMA user_version = 3;
+                 INSERT INTO sites (id, name) VALUES (1, 'a.com');
+                 INSERT INTO pages (id, url, site_id) VALUES (1, 'https://a.com/', 1);
+                 INSERT INTO agents (id, ua) VALUES (1, 'Old UA');",
+            )
+            .unwrap();
+            for (i, ip) in [[10u8, 0, 0, 1], [10, 0, 0, 2]].iter().enumerate() {
+                old.execute(
+                    "INSERT INTO visits (id, page_id, ip, agent_id, event_id)
+                     VALUES (?1, 1, ?2, 1, 1)",
+                    rusqlite::params![id_at(now - HOUR_MS + i as i64 * 1000), &ip[..]],
+                )
+                .unwrap();
+            }
+            // Its rollups as the previous release left them: everything counted (in the tables
+            // that release had).
+            let old = Connection::open(rollups_path(&db)).unwrap();
+            old.execute_batch(include_str!("testdata/rollups_v1.sql"))
+                .unwrap();
+            old.execute(
+                "UPDATE progress SET rolled_up_to = ?1",
+                [id_at(now - HOUR_MS + 2000)],
+            )
+            .unwrap();
+            old.execute_batch(
+                "PRAGMA user_version = 1;
+                 UPDATE totals SET visits = 2, unique_ips = 2;
+                 INSERT INTO page_totals VALUES (1, 2, 2);",
+            )
+            .unwrap();
+        }
+
+        let mut conns = open_writer(&db, Durability::Normal).unwrap();
+        let version = |conn: &Connection| -> i64 {
+            conn.pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(version(&conns.raw), SCHEMA_VERSION);
+        assert_eq!(version(&conns.rollups), ROLLUPS_SCHEMA_VERSION);
+        let reader = open_reader(&db).unwrap();
+        assert!(rollups::check(&reader).unwrap().is_empty());
+        let unknown = |n: i64| vec![(UNKNOWN.to_owned(), n)];
+        let sources = dimensions::sources(&reader, now, 24, None, 10).unwrap();
+        assert_eq!(sources.referrers, unknown(2));
+        assert_eq!(sources.utm_campaign, unknown(2));
+        let devices = dimensions::devices(&reader, now, 24, Some("a.com"), 10).unwrap();
+        assert_eq!((devices.browsers, devices.os), (unknown(2), unknown(2)));
+        assert_eq!(devices.device_types[4], (UNKNOWN.to_owned(), 2));
+        let hourly = dimensions::hourly(&reader, now, 24, None).unwrap();
+        assert_eq!((hourly.total_visits, hourly.unique_ips), (2, 2));
+        assert_eq!(hourly.by_hour.iter().map(|h| h.1).sum::<i64>(), 2);
+
+        // New visits are stored with their dimensions beside the old ones.
+        let mut ingest = Ingest::new();
+        let new = visit(
+            "https://a.com/",
+            "10.0.0.3",
+            CHROME,
+            Some("https://t.co/x"),
+            now,
+        );
+        commit_visits(&conns.raw, &mut ingest, [new]);
+        conns.roll_up().unwrap();
+        assert!(rollups::check(&reader).unwrap().is_empty());
+        let sources = dimensions::sources(&reader, now + 1, 24, Some("a.com"), 10).unwrap();
+        assert_eq!(
+            sources.referrers,
+            vec![(UNKNOWN.to_owned(), 2), ("t.co".to_owned(), 1)]
+        );
+        let hourly = dimensions::hourly(&reader, now + 1, 24, Some("a.com")).unwrap();
+        assert_eq!((hourly.total_visits, hourly.unique_ips), (3, 3));
+    }
 }

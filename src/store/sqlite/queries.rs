@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ingest::{StoredVisit, page_tail, tail};
 use super::rollups::{HOUR_MS, id_at, millis_of};
-use crate::domain::{UnixMillis, format_iso, format_space, ip_from_bytes};
+use crate::domain::{UnixMillis, Visitor, format_iso, format_space};
 use crate::store::model::{
     DateRange, PageSummary, RecentVisit, SiteRecentVisit, SiteStats, Summary, UrlStats,
 };
@@ -123,8 +123,9 @@ fn hour_key(hour: i64) -> String {
     format_space(hour * HOUR_MS)
 }
 
+/// A stored visitor as text: the address, or `h:` and 16 hex digits for a pseudonym.
 fn ip_text(bytes: &[u8]) -> String {
-    ip_from_bytes(bytes).map_or_else(|| "unknown".into(), |ip| ip.to_string())
+    Visitor::from_bytes(bytes).map_or_else(|| "unknown".into(), |v| v.to_string())
 }
 
 /// Names of user agents by id, looked up once each.

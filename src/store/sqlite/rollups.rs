@@ -47,11 +47,14 @@ pub struct VisitKey {
     pub site_id: i64,
     pub agent_id: i64,
     pub event_id: i64,
+    pub source_id: i64,
+    pub device_id: i64,
     pub millis: UnixMillis,
 }
 
+/// The change of one `page_totals` or `site_totals` row.
 #[derive(Debug, Default, Clone, Copy)]
-struct PageDelta {
+struct TotalsDelta {
     visits: i64,
     unique_ips: i64,
 }
@@ -61,12 +64,16 @@ struct PageDelta {
 pub struct RollupDelta {
     visits: i64,
     unique_ips: i64,
-    pages: HashMap<i64, PageDelta>,
+    pages: HashMap<i64, TotalsDelta>,
+    /// Real sites only: all sites are `visits` and `unique_ips` above.
+    sites: HashMap<i64, TotalsDelta>,
     page_hours: HashMap<(i64, i64), i64>,
     page_hour_agents: HashMap<(i64, i64, i64), i64>,
     site_minutes: HashMap<(i64, i64, i64), i64>,
     site_hours: HashMap<(i64, i64, i64), i64>,
     site_days: HashMap<(i64, i64, i64), i64>,
+    site_hour_sources: HashMap<(i64, i64, i64), i64>,
+    site_hour_devices: HashMap<(i64, i64, i64), i64>,
 }
 
 impl RollupDelta {
@@ -81,6 +88,17 @@ impl RollupDelta {
             .entry((hour, key.page_id, key.agent_id))
             .or_default() += sign;
         self.count_site(key.site_id, key.millis, key.event_id, sign);
+        self.sites.entry(key.site_id).or_default().visits += sign;
+        for site in [key.site_id, ALL_SITES] {
+            *self
+                .site_hour_sources
+                .entry((site, hour, key.source_id))
+                .or_default() += sign;
+            *self
+                .site_hour_devices
+                .entry((site, hour, key.device_id))
+                .or_default() += sign;
+        }
     }
 
     /// Counts `n` events of a site at a time, in the site's rollups and in the all-sites ones.
@@ -103,6 +121,11 @@ impl RollupDelta {
         self.pages.entry(page_id).or_default().unique_ips += sign;
     }
 
+    /// Records that a site gained (`+1`) or lost (`-1`) a distinct IP.
+    pub fn count_site_ip(&mut self, site_id: i64, sign: i64) {
+        self.sites.entry(site_id).or_default().unique_ips += sign;
+    }
+
     /// Records that the whole database gained or lost distinct IPs.
     pub fn count_ips(&mut self, n: i64) {
         self.unique_ips += n;
@@ -117,26 +140,8 @@ impl RollupDelta {
             )?
             .execute(params![self.visits, self.unique_ips])?;
         }
-        {
-            // No `RETURNING` (to learn which pages stay small enough to need no `page_recent`
-            // trim): it made each upsert ~6x slower, more than the trims it saved.
-            let mut upsert = conn.prepare_cached(
-                "INSERT INTO page_totals (page_id, visits, unique_ips) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (page_id) DO UPDATE
-                 SET visits = visits + excluded.visits, unique_ips = unique_ips + excluded.unique_ips",
-            )?;
-            let mut delete =
-                conn.prepare_cached("DELETE FROM page_totals WHERE page_id = ?1 AND visits <= 0")?;
-            let mut pages: Vec<(i64, PageDelta)> =
-                self.pages.iter().map(|(&p, &d)| (p, d)).collect();
-            pages.sort_unstable_by_key(|&(page, _)| page);
-            for (page, d) in pages {
-                upsert.execute(params![page, d.visits, d.unique_ips])?;
-                if d.visits < 0 {
-                    delete.execute([page])?;
-                }
-            }
-        }
+        apply_totals(conn, "page_totals", "page_id", &self.pages)?;
+        apply_totals(conn, "site_totals", "site_id", &self.sites)?;
         apply_counts(
             conn,
             &self.page_hours,
@@ -173,6 +178,24 @@ impl RollupDelta {
                 |&(s, b, e)| [s, b, e],
             )?;
         }
+        for (table, dimension, counts) in [
+            ("site_hour_sources", "source_id", &self.site_hour_sources),
+            ("site_hour_devices", "device_id", &self.site_hour_devices),
+        ] {
+            apply_counts(
+                conn,
+                counts,
+                &format!(
+                    "INSERT INTO {table} (site_id, hour, {dimension}, visits) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO UPDATE SET visits = visits + excluded.visits"
+                ),
+                &format!(
+                    "DELETE FROM {table}
+                     WHERE site_id = ?1 AND hour = ?2 AND {dimension} = ?3 AND visits <= 0"
+                ),
+                |&(s, h, d)| [s, h, d],
+            )?;
+        }
         *self = Self::default();
         Ok(())
     }
@@ -193,6 +216,7 @@ pub struct RollUpHints {
     /// `PRAGMA data_version` of the rollups file when `recent` was last true.
     data_version: Option<i64>,
     pairs: FirstTry,
+    site_pairs: FirstTry,
     ips: FirstTry,
 }
 
@@ -322,6 +346,12 @@ fn roll_up_visits(
         conn.prepare_cached("INSERT OR IGNORE INTO ips (ip, last_id) VALUES (?1, ?2)")?;
     let mut move_ip =
         conn.prepare_cached("UPDATE ips SET last_id = ?2 WHERE ip = ?1 AND last_id < ?2")?;
+    let mut insert_site_pair = conn.prepare_cached(
+        "INSERT OR IGNORE INTO site_ips (site_id, ip, last_id) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut move_site_pair = conn.prepare_cached(
+        "UPDATE site_ips SET last_id = ?3 WHERE site_id = ?1 AND ip = ?2 AND last_id < ?3",
+    )?;
 
     visits.sort_unstable_by(|a, b| (a.page_id, &a.ip, a.id).cmp(&(b.page_id, &b.ip, b.id)));
     for page in visits.chunk_by(|a, b| a.page_id == b.page_id) {
@@ -343,6 +373,8 @@ fn roll_up_visits(
                     site_id: v.site_id,
                     agent_id: v.agent_id,
                     event_id: v.event_id,
+                    source_id: v.source_id,
+                    device_id: v.device_id,
                     millis: millis_of(v.id),
                 },
                 1,
@@ -361,6 +393,19 @@ fn roll_up_visits(
             // Back to the newest RECENT_PER_PAGE, while the page's rows are in the cache. When
             // a page has fewer, OFFSET finds no row, the comparison is NULL and nothing goes.
             trim_recent.execute(params![page[0].page_id, RECENT_PER_PAGE - 1])?;
+        }
+    }
+
+    // Distinct (site, IP) pairs, each with its last visit, like the (page, IP) pairs above.
+    visits.sort_unstable_by(|a, b| (a.site_id, &a.ip, a.id).cmp(&(b.site_id, &b.ip, b.id)));
+    for pair in visits.chunk_by(|a, b| a.site_id == b.site_id && a.ip == b.ip) {
+        let last = &pair[pair.len() - 1];
+        if hints.site_pairs.write(
+            &mut insert_site_pair,
+            &mut move_site_pair,
+            params![last.site_id, last.ip, last.id],
+        )? {
+            delta.count_site_ip(last.site_id, 1);
         }
     }
 
@@ -451,7 +496,8 @@ pub fn roll_up(conn: &Connection, hints: &mut RollUpHints) -> rusqlite::Result<R
     // Late visits below the old watermark: the ones at or above it were in the tail just read.
     let mut late = conn.prepare_cached(
         // The columns of `stored_visit`, then the seq.
-        "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.ip, l.seq
+        "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.ip, v.source_id,
+                v.device_id, l.seq
          FROM late_visits l JOIN visits v ON v.id = l.visit_id JOIN pages p ON p.id = v.page_id
          WHERE l.seq > ?1 AND l.visit_id < ?2 ORDER BY l.seq LIMIT ?3",
     )?;
@@ -461,7 +507,7 @@ pub fn roll_up(conn: &Connection, hints: &mut RollUpHints) -> rusqlite::Result<R
         let mut rows = late.query(params![after, progress.rolled_up_to, ROLL_UP_CHUNK])?;
         while let Some(row) = rows.next()? {
             chunk.push(stored_visit(row)?);
-            after = row.get(6)?;
+            after = row.get(8)?;
         }
         drop(rows);
         let full = chunk.len() as i64 == ROLL_UP_CHUNK;
@@ -497,6 +543,7 @@ pub fn roll_up(conn: &Connection, hints: &mut RollUpHints) -> rusqlite::Result<R
     )?
     .execute(params![watermark, done.late_seq, clicks_seq])?;
     hints.pairs.learn();
+    hints.site_pairs.learn();
     hints.ips.learn();
     Ok(done)
 }
@@ -513,6 +560,38 @@ fn count_in(
     let mut delta = RollupDelta::default();
     roll_up_visits(conn, &mut delta, hints, visits)?;
     delta.apply(conn)
+}
+
+/// Upserts a totals table (`page_totals`, `site_totals`: `key`, visits, unique_ips); deletes
+/// the rows a negative delta may have brought to zero.
+fn apply_totals(
+    conn: &Connection,
+    table: &str,
+    key: &str,
+    deltas: &HashMap<i64, TotalsDelta>,
+) -> rusqlite::Result<()> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    // No `RETURNING` (to learn which pages stay small enough to need no `page_recent`
+    // trim): it made each upsert ~6x slower, more than the trims it saved.
+    let mut upsert = conn.prepare_cached(&format!(
+        "INSERT INTO {table} ({key}, visits, unique_ips) VALUES (?1, ?2, ?3)
+         ON CONFLICT ({key}) DO UPDATE
+         SET visits = visits + excluded.visits, unique_ips = unique_ips + excluded.unique_ips"
+    ))?;
+    let mut delete = conn.prepare_cached(&format!(
+        "DELETE FROM {table} WHERE {key} = ?1 AND visits <= 0"
+    ))?;
+    let mut sorted: Vec<(i64, TotalsDelta)> = deltas.iter().map(|(&k, &d)| (k, d)).collect();
+    sorted.sort_unstable_by_key(|&(k, _)| k);
+    for (k, d) in sorted {
+        upsert.execute(params![k, d.visits, d.unique_ips])?;
+        if d.visits < 0 {
+            delete.execute([k])?;
+        }
+    }
+    Ok(())
 }
 
 /// Upserts one count table; deletes the rows a negative delta may have brought to zero.
@@ -584,13 +663,20 @@ pub fn take_out_before(
             delta.count_page_ip(row.get(0)?, -1);
         }
     }
+    {
+        let mut stmt = conn.prepare("DELETE FROM site_ips WHERE last_id < ?1 RETURNING site_id")?;
+        let mut rows = stmt.query([before_id])?;
+        while let Some(row) = rows.next()? {
+            delta.count_site_ip(row.get(0)?, -1);
+        }
+    }
     let gone_ips = conn.execute("DELETE FROM ips WHERE last_id < ?1", [before_id])?;
     delta.count_ips(-(gone_ips as i64));
     conn.execute("DELETE FROM page_recent WHERE id < ?1", [before_id])?;
 
     let mut taken = 0u64;
     let mut select = conn.prepare(
-        "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id
+        "SELECT v.id, v.page_id, p.site_id, v.agent_id, v.event_id, v.source_id, v.device_id
          FROM visits v JOIN pages p ON p.id = v.page_id
          WHERE v.id >= ?1 AND v.id < ?2 ORDER BY v.id LIMIT ?3",
     )?;
@@ -605,6 +691,8 @@ pub fn take_out_before(
                 site_id: row.get(2)?,
                 agent_id: row.get(3)?,
                 event_id: row.get(4)?,
+                source_id: row.get(5)?,
+                device_id: row.get(6)?,
                 millis: millis_of(id),
             };
             delta.count_visit(&key, -1);
@@ -692,6 +780,36 @@ const EXPECTED: &[(&str, &str, &str)] = &[
          SELECT site_id, hour, event_id, sum(n) FROM raw GROUP BY 1, 2, 3
          UNION ALL SELECT 0, hour, event_id, sum(n) FROM raw GROUP BY 2, 3",
         "SELECT site_id, hour, event_id, visits FROM site_hours",
+    ),
+    (
+        "site_totals",
+        "SELECT p.site_id, count(*), count(DISTINCT v.ip)
+         FROM visits v JOIN pages p ON p.id = v.page_id GROUP BY 1",
+        "SELECT site_id, visits, unique_ips FROM site_totals",
+    ),
+    (
+        "site_ips",
+        "SELECT p.site_id, v.ip, max(v.id) FROM visits v JOIN pages p ON p.id = v.page_id
+         GROUP BY 1, 2",
+        "SELECT site_id, ip, last_id FROM site_ips",
+    ),
+    (
+        "site_hour_sources",
+        "WITH raw(site_id, hour, source_id) AS (
+           SELECT p.site_id, (v.id >> 20) / 3600000, v.source_id
+           FROM visits v JOIN pages p ON p.id = v.page_id)
+         SELECT site_id, hour, source_id, count(*) FROM raw GROUP BY 1, 2, 3
+         UNION ALL SELECT 0, hour, source_id, count(*) FROM raw GROUP BY 2, 3",
+        "SELECT site_id, hour, source_id, visits FROM site_hour_sources",
+    ),
+    (
+        "site_hour_devices",
+        "WITH raw(site_id, hour, device_id) AS (
+           SELECT p.site_id, (v.id >> 20) / 3600000, v.device_id
+           FROM visits v JOIN pages p ON p.id = v.page_id)
+         SELECT site_id, hour, device_id, count(*) FROM raw GROUP BY 1, 2, 3
+         UNION ALL SELECT 0, hour, device_id, count(*) FROM raw GROUP BY 2, 3",
+        "SELECT site_id, hour, device_id, visits FROM site_hour_devices",
     ),
     (
         "site_days",

@@ -13,14 +13,15 @@ use rusqlite::Connection;
 use super::checkpointer::Checkpointer;
 use super::roller::{RollUpBacklog, RollerHandle};
 use super::{
-    CounterCache, ReadPool, WriteOp, WriteOutcome, WriterHandle, calendar, export, file_size,
-    open_read_pool, open_writer, queries, rollups,
+    CounterCache, ReadPool, WriteOp, WriteOutcome, WriterHandle, calendar, dimensions, export,
+    file_size, open_read_pool, open_writer, queries, rollups,
 };
 use crate::domain::export::{ExportFilter, ExportFormat};
 use crate::domain::period::Period;
 use crate::domain::{IdentifiedVisit, NewVisit, PageUrl, UnixMillis};
 use crate::store::{
-    ExportStream, Options, PageCount, Result, SiteStats, StoreError, Summary, UrlStats,
+    Devices, ExportStream, Hourly, Options, PageCount, Result, SiteStats, Sources, StoreError,
+    Summary, UrlStats,
 };
 
 /// Chunks in flight between the export's cursor and its reader: with 64 KiB chunks, at most
@@ -156,38 +157,45 @@ impl SqliteStore {
             .await
     }
 
-    // Placeholders of API.md §12, replaced by the backend's dimensions module.
     pub async fn sources(
         &self,
-        _now: UnixMillis,
-        _hours: i64,
-        _site: Option<String>,
-        _limit: usize,
-    ) -> Result<crate::store::Sources> {
-        Err(anyhow::anyhow!("sources: not built yet").into())
+        now: UnixMillis,
+        hours: i64,
+        site: Option<String>,
+        limit: usize,
+    ) -> Result<Sources> {
+        self.read(move |conn| dimensions::sources(conn, now, hours, site.as_deref(), limit))
+            .await
     }
 
     pub async fn devices(
         &self,
-        _now: UnixMillis,
-        _hours: i64,
-        _site: Option<String>,
-        _limit: usize,
-    ) -> Result<crate::store::Devices> {
-        Err(anyhow::anyhow!("devices: not built yet").into())
+        now: UnixMillis,
+        hours: i64,
+        site: Option<String>,
+        limit: usize,
+    ) -> Result<Devices> {
+        self.read(move |conn| dimensions::devices(conn, now, hours, site.as_deref(), limit))
+            .await
     }
 
     pub async fn hourly(
         &self,
-        _now: UnixMillis,
-        _hours: i64,
-        _site: Option<String>,
-    ) -> Result<crate::store::Hourly> {
-        Err(anyhow::anyhow!("hourly: not built yet").into())
+        now: UnixMillis,
+        hours: i64,
+        site: Option<String>,
+    ) -> Result<Hourly> {
+        self.read(move |conn| dimensions::hourly(conn, now, hours, site.as_deref()))
+            .await
     }
 
-    pub async fn daily_salt(&self, _day: i64) -> Result<[u8; 16]> {
-        Err(anyhow::anyhow!("daily_salt: not built yet").into())
+    /// Through the writer: the salt is created, read back and pruned in one of its
+    /// transactions (see `salts`).
+    pub async fn daily_salt(&self, day: i64) -> Result<[u8; 16]> {
+        match self.writer.submit(WriteOp::Salt(day)).await? {
+            WriteOutcome::Salt(salt) => Ok(salt),
+            other => Err(unexpected(other)),
+        }
     }
 
     pub async fn site_stats(&self) -> Result<SiteStats> {

@@ -54,6 +54,8 @@ pub enum WriteOp {
         at: UnixMillis,
         clicks: Vec<(String, i64)>,
     },
+    /// The salt of a day (days since the epoch) for `--ip-mode hashed` (see `super::salts`).
+    Salt(i64),
 }
 
 impl WriteOp {
@@ -74,6 +76,7 @@ pub enum WriteOutcome {
     Events(Vec<bool>),
     Counted(i64),
     ClicksAdded,
+    Salt([u8; 16]),
 }
 
 /// How the writer answers a request: the outcome, or why nothing was written.
@@ -559,6 +562,9 @@ fn write_ops(
                     ingest.add_clicks(conn, site, *at, *n)?;
                 }
                 Answer::AfterRollUp(WriteOutcome::ClicksAdded)
+            }
+            WriteOp::Salt(day) => {
+                Answer::Now(WriteOutcome::Salt(super::salts::daily_salt(conn, *day)?))
             }
         };
         answers.push(answer);
