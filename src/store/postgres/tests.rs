@@ -314,6 +314,37 @@ async fn dimensions_count_alike_from_the_rollups_and_the_tail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL"]
+async fn two_nodes_adding_the_same_new_dimensions_at_once_agree_on_their_ids() {
+    let db = Database::new().await;
+    let (one, two) = (db.open(), db.open());
+    // Both nodes meet every source and device for the first time, in concurrent batches.
+    async fn record(store: &PostgresStore) -> Vec<crate::store::Result<usize>> {
+        futures_util::future::join_all((0..10).map(|_| store.record_many(sample()))).await
+    }
+    let (a, b) = tokio::join!(record(&one), record(&two));
+    for n in a.into_iter().chain(b) {
+        assert_eq!(n.unwrap(), 10);
+    }
+    assert_sample_figures(&one, 20).await;
+    assert_sample_figures(&two, 20).await;
+    one.roll_up_now().await.unwrap();
+    assert_sample_figures(&two, 20).await;
+    assert_eq!(one.rollup_mismatches().await.unwrap(), Vec::<String>::new());
+    let (client, connection) = tokio_postgres::connect(&db.url(), NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    // One row per distinct value (and the unknown row): the sample has 5 of each.
+    assert_eq!(count("SELECT count(*) FROM sources").await, 6);
+    assert_eq!(count("SELECT count(*) FROM devices").await, 6);
+    one.close().await;
+    two.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL"]
 async fn an_unknown_site_has_empty_lists_and_zeros() {
     let db = Database::new().await;
     let store = db.open();
