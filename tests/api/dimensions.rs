@@ -342,8 +342,6 @@ async fn parameters_are_checked() {
         hourly,
         json!({"by_hour": {}, "total_visits": 0, "unique_ips": 0})
     );
-    let sql = app
-        .get("/sources?site=x'%3BDROP--TABLE--visits%3B--")
-        .await;
+    let sql = app.get("/sources?site=x'%3BDROP--TABLE--visits%3B--").await;
     assert_eq!(sql.status, StatusCode::OK, "{}", sql.text());
 }

@@ -47,6 +47,31 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "SELECT page_id, at, id, ip, agent_id FROM page_recent",
     ),
     (
+        "site_totals",
+        "SELECT p.site_id, count(*), count(DISTINCT v.ip) FROM cv v
+         JOIN pages p ON p.id = v.page_id GROUP BY 1",
+        "SELECT site_id, visits, unique_ips FROM site_totals",
+    ),
+    (
+        "site_ips",
+        "SELECT p.site_id, v.ip, max(v.at) FROM cv v JOIN pages p ON p.id = v.page_id GROUP BY 1, 2",
+        "SELECT site_id, ip, last_at FROM site_ips",
+    ),
+    (
+        "site_hour_sources",
+        "SELECT s.site_id, footfall_fdiv(v.at, 3600000), v.source_id, count(*)
+         FROM cv v JOIN pages p ON p.id = v.page_id
+         CROSS JOIN LATERAL (VALUES (p.site_id), (0::bigint)) AS s(site_id) GROUP BY 1, 2, 3",
+        "SELECT site_id, hour, source_id, visits FROM site_hour_sources",
+    ),
+    (
+        "site_hour_devices",
+        "SELECT s.site_id, footfall_fdiv(v.at, 3600000), v.device_id, count(*)
+         FROM cv v JOIN pages p ON p.id = v.page_id
+         CROSS JOIN LATERAL (VALUES (p.site_id), (0::bigint)) AS s(site_id) GROUP BY 1, 2, 3",
+        "SELECT site_id, hour, device_id, visits FROM site_hour_devices",
+    ),
+    (
         "site_minutes",
         "SELECT site_id, event_id, minute, sum(n)::bigint FROM raw GROUP BY 1, 2, 3
          UNION ALL SELECT 0, event_id, minute, sum(n)::bigint FROM raw GROUP BY 2, 3",

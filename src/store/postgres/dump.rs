@@ -1,11 +1,13 @@
 //! Everything a PostgreSQL database holds, as `footfall copy` moves it: the visits (time to the
-//! millisecond, with event and dimensions) in id order, then the pre-counted clicks, read from
+//! millisecond, with event, source and dimensions) in id order, then the pre-counted clicks, read from
 //! one snapshot through a portal.
 
 use tokio::sync::mpsc;
 
 use super::queries::begin;
-use crate::domain::{NewVisit, PageUrl, ip_from_bytes};
+use std::borrow::Cow;
+
+use crate::domain::{DEFAULT_EVENT, NewVisit, PageUrl, Source, Visitor};
 use crate::store::{Dumped, Result};
 
 /// Rows per batch handed to the reader.
@@ -20,9 +22,12 @@ pub async fn dump(
     let tx = begin(&mut client).await?;
     let stmt = tx
         .prepare(
-            "SELECT v.at, p.url, v.ip, a.ua, e.name FROM visits v
+            "SELECT v.at, p.url, v.ip, a.ua, e.name,
+                    s.referrer, s.utm_source, s.utm_medium, s.utm_campaign
+             FROM visits v
              JOIN pages p ON p.id = v.page_id JOIN agents a ON a.id = v.agent_id
-             JOIN events e ON e.id = v.event_id ORDER BY v.id",
+             JOIN events e ON e.id = v.event_id JOIN sources s ON s.id = v.source_id
+             ORDER BY v.id",
         )
         .await?;
     let portal = tx.bind(&stmt, &[]).await?;
@@ -33,13 +38,27 @@ pub async fn dump(
             .iter()
             .filter_map(|row| {
                 let url = PageUrl::parse(row.get::<_, &str>(1))?;
-                let ip = ip_from_bytes(row.get::<_, &[u8]>(2))?;
-                let mut visit = NewVisit::pageview(url, ip, row.get(3), row.get(0));
+                let ip = Visitor::from_bytes(row.get::<_, &[u8]>(2))?;
                 let event: String = row.get(4);
-                if event != visit.event {
-                    visit.event = event.into();
-                }
-                Some(visit)
+                // The device is not carried: the destination reads it from the user agent.
+                Some(NewVisit {
+                    url,
+                    ip,
+                    user_agent: row.get(3),
+                    event: if event == DEFAULT_EVENT {
+                        Cow::Borrowed(DEFAULT_EVENT)
+                    } else {
+                        Cow::Owned(event)
+                    },
+                    at: row.get(0),
+                    source: Source {
+                        referrer: row.get(5),
+                        utm_source: row.get(6),
+                        utm_medium: row.get(7),
+                        utm_campaign: row.get(8),
+                    },
+                    stamped_on_arrival: false,
+                })
             })
             .collect();
         if !batch.is_empty() && sink.send(Ok(Dumped::Visits(batch))).await.is_err() {

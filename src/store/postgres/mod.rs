@@ -8,9 +8,10 @@
 //! - [`schema`]: the versioned schema (`schema/postgres/`), created on first start.
 //! - [`writer`]: per-node group commit: whatever is queued goes in one transaction (binary
 //!   `COPY`), answered after the commit.
+//!   [`writer_dims`] resolves the sources and devices of API.md §12 for it.
 //! - [`roller`]: the roll-up, run by one node elected with a session advisory lock, with a
 //!   watermark that is safe whoever runs it; and cleanup, the roll-up's inverse.
-//! - [`queries`], [`calendar`]: analytics reads, each in one `REPEATABLE READ` snapshot:
+//! - [`queries`], [`calendar`], [`dimensions`]: analytics reads, each in one `REPEATABLE READ` snapshot:
 //!   rollups plus the tail above the watermark.
 //! - [`export`]: the streaming cursor behind `/all-visits` and `footfall export`.
 //! - [`dump`]: everything the database holds, for `footfall copy`.
@@ -19,6 +20,7 @@
 
 pub mod calendar;
 pub mod check;
+pub mod dimensions;
 pub mod dump;
 pub mod error;
 pub mod export;
@@ -26,7 +28,10 @@ pub mod queries;
 pub mod roller;
 pub mod schema;
 mod store;
+#[cfg(test)]
+mod tests;
 pub mod writer;
+mod writer_dims;
 
 pub use store::PostgresStore;
 

@@ -19,7 +19,7 @@ use rustc_hash::FxHashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, IsolationLevel, Row};
 
-use crate::domain::{HOUR_MS, UnixMillis, format_iso, format_space, ip_from_bytes};
+use crate::domain::{HOUR_MS, UnixMillis, Visitor, format_iso, format_space};
 use crate::store::model::{
     DateRange, PageSummary, RecentVisit, SiteRecentVisit, SiteStats, Summary, UrlStats,
 };
@@ -208,8 +208,9 @@ fn hour_key(hour: i64) -> String {
     format_space(hour * HOUR_MS)
 }
 
+/// An address, or a pseudonym (`h:` and 16 hex digits) under `--ip-mode hashed`.
 fn ip_text(bytes: &[u8]) -> String {
-    ip_from_bytes(bytes).map_or_else(|| "unknown".into(), |ip| ip.to_string())
+    Visitor::from_bytes(bytes).map_or_else(|| "unknown".into(), |v| v.to_string())
 }
 
 /// Names of user agents by id, fetched in one query for all an answer needs.

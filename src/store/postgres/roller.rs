@@ -21,9 +21,9 @@
 //! dies, PostgreSQL drops its session and the lock, and another node takes it at its next try
 //! (every [`ELECT_EVERY`]).
 //!
-//! **Distinct counts** stay exact: `page_ips` and `ips` hold every distinct (page, IP) and IP
-//! with the time of its last visit, and a roll-up adds to `unique_ips` exactly the rows its
-//! `INSERT ... ON CONFLICT DO NOTHING RETURNING` inserted.
+//! **Distinct counts** stay exact: `page_ips`, `site_ips` and `ips` hold every distinct
+//! (page, IP), (site, IP) and IP with the time of its last visit, and a roll-up adds to
+//! `unique_ips` exactly the rows its `INSERT ... ON CONFLICT DO NOTHING RETURNING` inserted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -297,6 +297,7 @@ async fn count_in(
             &range,
         )
         .await?;
+        count_sites_in(tx, lo, hi).await?;
         // The newest visits of each page: at most 20 new ones, then the page is trimmed back.
         let pages: Vec<i64> = tx
             .query(
@@ -370,6 +371,63 @@ async fn count_in(
     Ok(visits.max(0) as u64)
 }
 
+/// The rollups of API.md §12, for visits with ids in `(lo, hi]`: per site, totals and distinct
+/// IPs (as per page), and visits per site (and all sites, 0), hour and source / device.
+async fn count_sites_in(
+    tx: &Transaction<'_>,
+    lo: i64,
+    hi: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&lo, &hi];
+    tx.execute(
+        "WITH b AS MATERIALIZED (
+           SELECT p.site_id, v.ip, count(*) AS n, max(v.at) AS last_at
+           FROM visits v JOIN pages p ON p.id = v.page_id
+           WHERE v.id > $1 AND v.id <= $2 GROUP BY 1, 2),
+         moved AS (
+           UPDATE site_ips s SET last_at = b.last_at FROM b
+           WHERE s.site_id = b.site_id AND s.ip = b.ip AND s.last_at < b.last_at),
+         fresh AS (
+           INSERT INTO site_ips (site_id, ip, last_at)
+           SELECT site_id, ip, last_at FROM b ORDER BY site_id, ip
+           ON CONFLICT DO NOTHING RETURNING site_id),
+         fresh_n AS (SELECT site_id, count(*) AS n FROM fresh GROUP BY site_id),
+         per_site AS (SELECT site_id, sum(n)::bigint AS n FROM b GROUP BY site_id)
+         INSERT INTO site_totals (site_id, visits, unique_ips)
+         SELECT p.site_id, p.n, coalesce(f.n, 0) FROM per_site p
+         LEFT JOIN fresh_n f USING (site_id) ORDER BY p.site_id
+         ON CONFLICT (site_id) DO UPDATE
+         SET visits = site_totals.visits + excluded.visits,
+             unique_ips = site_totals.unique_ips + excluded.unique_ips",
+        &range,
+    )
+    .await?;
+    tx.execute(
+        "WITH raw AS MATERIALIZED (
+           SELECT p.site_id, footfall_fdiv(v.at, 3600000) AS hour, v.source_id, v.device_id,
+                  count(*) AS n
+           FROM visits v JOIN pages p ON p.id = v.page_id
+           WHERE v.id > $1 AND v.id <= $2 GROUP BY 1, 2, 3, 4),
+         both_ AS MATERIALIZED (
+           SELECT s.site_id, r.hour, r.source_id, r.device_id, r.n FROM raw r
+           CROSS JOIN LATERAL (VALUES (r.site_id), (0::bigint)) AS s(site_id)),
+         src AS (
+           INSERT INTO site_hour_sources (site_id, hour, source_id, visits)
+           SELECT site_id, hour, source_id, sum(n)::bigint FROM both_ GROUP BY 1, 2, 3
+           ORDER BY 1, 2, 3
+           ON CONFLICT (site_id, hour, source_id) DO UPDATE
+           SET visits = site_hour_sources.visits + excluded.visits)
+         INSERT INTO site_hour_devices (site_id, hour, device_id, visits)
+         SELECT site_id, hour, device_id, sum(n)::bigint FROM both_ GROUP BY 1, 2, 3
+         ORDER BY 1, 2, 3
+         ON CONFLICT (site_id, hour, device_id) DO UPDATE
+         SET visits = site_hour_devices.visits + excluded.visits",
+        &range,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Rollup tables with a per-key count, the key columns, and the query of what the visits
 /// before `$1` (a time) contribute to each key: what cleanup subtracts.
 const TAKE_OUT: &[(&str, &str, &str)] = &[
@@ -389,6 +447,28 @@ const TAKE_OUT: &[(&str, &str, &str)] = &[
         "hour, page_id, agent_id",
         "SELECT footfall_fdiv(at, 3600000), page_id, agent_id, count(*) FROM visits
          WHERE at < $1 GROUP BY 1, 2, 3",
+    ),
+    (
+        "site_totals",
+        "site_id",
+        "SELECT p.site_id, count(*) FROM visits v JOIN pages p ON p.id = v.page_id
+         WHERE v.at < $1 GROUP BY 1",
+    ),
+    (
+        "site_hour_sources",
+        "site_id, hour, source_id",
+        "SELECT s.site_id, footfall_fdiv(v.at, 3600000), v.source_id, count(*)
+         FROM visits v JOIN pages p ON p.id = v.page_id
+         CROSS JOIN LATERAL (VALUES (p.site_id), (0::bigint)) AS s(site_id)
+         WHERE v.at < $1 GROUP BY 1, 2, 3",
+    ),
+    (
+        "site_hour_devices",
+        "site_id, hour, device_id",
+        "SELECT s.site_id, footfall_fdiv(v.at, 3600000), v.device_id, count(*)
+         FROM visits v JOIN pages p ON p.id = v.page_id
+         CROSS JOIN LATERAL (VALUES (p.site_id), (0::bigint)) AS s(site_id)
+         WHERE v.at < $1 GROUP BY 1, 2, 3",
     ),
     (
         "site_minutes",
@@ -449,6 +529,14 @@ pub async fn cleanup(
               n AS (SELECT page_id, count(*) AS n FROM gone GROUP BY page_id)
          UPDATE page_totals t SET unique_ips = t.unique_ips - n.n FROM n
          WHERE t.page_id = n.page_id",
+        &[&cutoff],
+    )
+    .await?;
+    tx.execute(
+        "WITH gone AS (DELETE FROM site_ips WHERE last_at < $1 RETURNING site_id),
+              n AS (SELECT site_id, count(*) AS n FROM gone GROUP BY site_id)
+         UPDATE site_totals t SET unique_ips = t.unique_ips - n.n FROM n
+         WHERE t.site_id = n.site_id",
         &[&cutoff],
     )
     .await?;

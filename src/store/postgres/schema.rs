@@ -2,16 +2,19 @@
 //!
 //! Several nodes may start at once on an empty database: the version is read and the schema
 //! applied under a session advisory lock, in one transaction, so exactly one of them creates it.
-//! A database newer than this binary is refused.
+//! A database newer than this binary is refused; an older one is brought up to date by the
+//! steps of [`MIGRATIONS`], in the same transaction.
 
 use anyhow::Context;
 use tokio_postgres::{Client, Config, NoTls};
 
-/// Version 1: the whole schema.
+/// Version 1: the schema as first shipped.
 pub const SCHEMA: &str = include_str!("../../../schema/postgres/v1.sql");
-pub const SCHEMA_VERSION: i32 = 1;
-/// Steps from the version before each to it, in order (none yet).
-const MIGRATIONS: &[(i32, &str)] = &[];
+/// The version this binary runs on: [`SCHEMA`] and then every step of [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i32 = 2;
+/// Steps from the version before each to it, in order. A new database gets version 1 and then
+/// every step, so it is built exactly like an upgraded one.
+const MIGRATIONS: &[(i32, &str)] = &[(2, include_str!("../../../schema/postgres/v2.sql"))];
 
 /// The advisory lock key that serialises schema changes across nodes.
 const SCHEMA_LOCK: i64 = 0x666f_6f74_0001;
@@ -129,15 +132,14 @@ async fn migrate(client: &Client) -> anyhow::Result<()> {
         if version == 0 {
             script.push_str(SCHEMA);
             script.push_str("\nCREATE TABLE footfall_schema (version integer NOT NULL);\n");
-            script.push_str(&format!(
-                "INSERT INTO footfall_schema VALUES ({SCHEMA_VERSION});\n"
-            ));
-        } else {
-            for (to, step) in MIGRATIONS.iter().filter(|(to, _)| *to > version) {
+            script.push_str("INSERT INTO footfall_schema VALUES (1);\n");
+        }
+        for (to, step) in MIGRATIONS.iter().filter(|(to, _)| *to > version.max(1)) {
+            if version > 0 {
                 tracing::info!(from = to - 1, to, "migrating the PostgreSQL schema");
-                script.push_str(step);
-                script.push_str(&format!("\nUPDATE footfall_schema SET version = {to};\n"));
             }
+            script.push_str(step);
+            script.push_str(&format!("\nUPDATE footfall_schema SET version = {to};\n"));
         }
         script.push_str("COMMIT;");
         client

@@ -20,12 +20,13 @@ use tokio_postgres::{Config, NoTls};
 use super::error::{pool_error, store_error};
 use super::roller::Roller;
 use super::writer::{WriteOp, Writer};
-use super::{calendar, check, export, queries, roller, schema};
+use super::{calendar, check, dimensions, export, queries, roller, schema};
 use crate::domain::export::{ExportFilter, ExportFormat};
 use crate::domain::period::Period;
 use crate::domain::{IdentifiedVisit, NewVisit, PageUrl, UnixMillis};
 use crate::store::{
-    ExportStream, Options, PageCount, Result, ServedVia, SiteStats, StoreError, Summary, UrlStats,
+    Devices, ExportStream, Hourly, Options, PageCount, Result, ServedVia, SiteStats, Sources,
+    StoreError, Summary, UrlStats,
 };
 
 /// Chunks in flight between the export's cursor and its reader (~256 KiB).
@@ -257,38 +258,72 @@ impl PostgresStore {
             .await)
     }
 
-    // Placeholders of API.md §12, replaced by the backend's dimensions module.
     pub async fn sources(
         &self,
-        _now: UnixMillis,
-        _hours: i64,
-        _site: Option<String>,
-        _limit: usize,
-    ) -> Result<crate::store::Sources> {
-        Err(anyhow::anyhow!("sources: not built yet").into())
+        now: UnixMillis,
+        hours: i64,
+        site: Option<String>,
+        limit: usize,
+    ) -> Result<Sources> {
+        read!(self, |tx| dimensions::sources(
+            tx,
+            now,
+            hours,
+            site.as_deref(),
+            limit
+        )
+        .await)
     }
 
     pub async fn devices(
         &self,
-        _now: UnixMillis,
-        _hours: i64,
-        _site: Option<String>,
-        _limit: usize,
-    ) -> Result<crate::store::Devices> {
-        Err(anyhow::anyhow!("devices: not built yet").into())
+        now: UnixMillis,
+        hours: i64,
+        site: Option<String>,
+        limit: usize,
+    ) -> Result<Devices> {
+        read!(self, |tx| dimensions::devices(
+            tx,
+            now,
+            hours,
+            site.as_deref(),
+            limit
+        )
+        .await)
     }
 
     pub async fn hourly(
         &self,
-        _now: UnixMillis,
-        _hours: i64,
-        _site: Option<String>,
-    ) -> Result<crate::store::Hourly> {
-        Err(anyhow::anyhow!("hourly: not built yet").into())
+        now: UnixMillis,
+        hours: i64,
+        site: Option<String>,
+    ) -> Result<Hourly> {
+        read!(self, |tx| dimensions::hourly(
+            tx,
+            now,
+            hours,
+            site.as_deref()
+        )
+        .await)
     }
 
-    pub async fn daily_salt(&self, _day: i64) -> Result<[u8; 16]> {
-        Err(anyhow::anyhow!("daily_salt: not built yet").into())
+    pub async fn daily_salt(&self, day: i64) -> Result<[u8; 16]> {
+        on_store!(self, |inner| {
+            let mut client = inner.pool.get().await.map_err(pool_error)?;
+            // A second try covers the one race that leaves no row (see daily_salt).
+            for _ in 0..3 {
+                let mut candidate = [0u8; 16];
+                getrandom::fill(&mut candidate)
+                    .map_err(|e| anyhow::anyhow!("no random salt from the OS: {e}"))?;
+                if let Some(salt) = dimensions::daily_salt(&mut client, day, candidate)
+                    .await
+                    .map_err(store_error)?
+                {
+                    return Ok(salt);
+                }
+            }
+            Err(anyhow::anyhow!("the salt of day {day} was deleted as it was made").into())
+        })
     }
 
     pub async fn site_stats(&self) -> Result<SiteStats> {

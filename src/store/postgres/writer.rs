@@ -5,9 +5,9 @@
 //! fsync), the next gathers what arrived meanwhile. A full queue is [`StoreError::Busy`] at once.
 //! Visit ids are not chosen here: the `visits` id default draws them from the sequence inside
 //! the `COPY` (see `roller.rs` for why that matters). Dimension ids (pages, sites, agents,
-//! events) are looked up or inserted in the same transaction, in a fixed order (see
-//! [`resolve`]); they are cached once committed, since a dimension row never changes or goes
-//! away.
+//! events, sources, devices) are looked up or inserted in the same transaction, in a fixed
+//! order (see [`resolve`]); they are cached once committed, since a dimension row never changes
+//! or goes away. A user agent's device is parsed only when the node has not seen the agent.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +21,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
 use super::error::{is_retryable, pool_error, store_error};
+use super::writer_dims;
 use crate::domain::{DEFAULT_EVENT, IdentifiedVisit, NewVisit, UnixMillis, now_millis};
 use crate::store::{Result, StoreError};
 
@@ -84,6 +85,8 @@ struct Dims {
     pages: HashMap<String, i64>,
     agents: HashMap<String, i64>,
     events: HashMap<String, i64>,
+    /// Sources and devices (API.md §12).
+    more: writer_dims::Cache,
 }
 
 /// The node's write queue and its writer tasks.
@@ -274,8 +277,17 @@ impl From<tokio_postgres::Error> for Failure {
     }
 }
 
-const COPY_VISITS: &str = "COPY visits (at, page_id, ip, agent_id, event_id) FROM STDIN BINARY";
-const VISIT_TYPES: [Type; 5] = [Type::INT8, Type::INT8, Type::BYTEA, Type::INT8, Type::INT8];
+const COPY_VISITS: &str =
+    "COPY visits (at, page_id, ip, agent_id, event_id, source_id, device_id) FROM STDIN BINARY";
+const VISIT_TYPES: [Type; 7] = [
+    Type::INT8,
+    Type::INT8,
+    Type::BYTEA,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT2,
+];
 
 /// Commits one batch in one transaction.
 async fn commit(pool: &Pool, dims: &Mutex<Dims>, batch: &[WriteOp]) -> Result<Committed, Failure> {
@@ -328,10 +340,12 @@ async fn commit(pool: &Pool, dims: &Mutex<Dims>, batch: &[WriteOp]) -> Result<Co
             let page = ids.pages[v.url.as_str()];
             let agent = ids.agents[v.user_agent.as_str()];
             let event = ids.events[v.event.as_ref()];
+            let source = ids.more.sources[&v.source];
+            let device = ids.more.agent_devices[v.user_agent.as_str()];
             let ip = v.ip.to_bytes();
             writer
                 .as_mut()
-                .write(&[&v.at, &page, &ip, &agent, &event])
+                .write(&[&v.at, &page, &ip, &agent, &event, &source, &device])
                 .await?;
         }
         writer.finish().await?;
@@ -461,9 +475,11 @@ struct Ids {
     pages: HashMap<String, i64>,
     agents: HashMap<String, i64>,
     events: HashMap<String, i64>,
+    more: writer_dims::BatchIds,
 }
 
-/// Looks up (or inserts) the ids of the batch's pages, sites, agents and events: from the cache
+/// Looks up (or inserts) the ids of the batch's pages, sites, agents and events (then its
+/// sources and devices, [`writer_dims`]): from the cache
 /// when known, else with one insert-or-select statement per kind, inside the batch's
 /// transaction (one commit for all). Each kind is inserted in sorted order and the kinds in a fixed order, so two
 /// nodes' batches adding the same new values wait for each other rather than deadlock.
@@ -576,18 +592,43 @@ async fn resolve(
     ids.events
         .extend(new_events.iter().map(|(k, v)| (k.clone(), *v)));
 
-    Ok((ids, [new_sites, new_pages, new_agents, new_events]))
+    // Sources and devices last, always after the kinds above (the same fixed order on every
+    // node).
+    let missing = {
+        let dims = dims.lock().unwrap_or_else(|e| e.into_inner());
+        dims.more.look(visits, &mut ids.more)
+    };
+    let mut parsed = missing.parse();
+    {
+        let dims = dims.lock().unwrap_or_else(|e| e.into_inner());
+        dims.more.look_devices(&mut parsed, &mut ids.more);
+    }
+    let more = writer_dims::fetch(client, parsed, &mut ids.more).await?;
+
+    Ok((
+        ids,
+        NewIds {
+            named: [new_sites, new_pages, new_agents, new_events],
+            more,
+        },
+    ))
 }
 
-/// Dimension ids a batch inserted or looked up: sites, pages, agents, events.
-type NewIds = [HashMap<String, i64>; 4];
+/// Dimension ids a batch inserted or looked up.
+struct NewIds {
+    /// Sites, pages, agents, events.
+    named: [HashMap<String, i64>; 4],
+    /// Sources and devices.
+    more: writer_dims::Learnt,
+}
 
 /// Caches the ids a committed batch learnt (only then: an id inserted by a batch that rolled
 /// back does not exist).
 fn remember(dims: &Mutex<Dims>, new: NewIds) {
     let mut guard = dims.lock().unwrap_or_else(|e| e.into_inner());
     let dims = &mut *guard;
-    let [sites, pages, agents, events] = new;
+    let [sites, pages, agents, events] = new.named;
+    dims.more.learn(new.more);
     for (cache, new) in [
         (&mut dims.sites, sites),
         (&mut dims.pages, pages),
