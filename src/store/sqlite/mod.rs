@@ -126,6 +126,16 @@ fn open_wal(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+/// Copies the whole write-ahead log into the database file and empties it, when the writer or
+/// the roll-up thread stops: a closed database is then its two files, not a log beside each
+/// (`footfall import` of 10M visits left 282 MB of rollups log behind otherwise). A reader
+/// still in a transaction makes it give up, which only leaves the log for the next start.
+fn truncate_wal(conn: &Connection) {
+    if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::debug!(error = %err, "the write-ahead log was not truncated");
+    }
+}
+
 /// The two connections that write: the visits file's (`raw`) and a rollups connection
 /// ([`open_rollups`]). The server hands them to its writer and roll-up threads; a CLI command
 /// uses both itself.

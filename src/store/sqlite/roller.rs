@@ -245,6 +245,7 @@ impl Roller {
             }
             state = self.shared.lock();
         }
+        super::truncate_wal(&self.conn);
         tracing::info!("roll-up thread stopped: the rollups count every committed visit");
     }
 

@@ -371,6 +371,10 @@ impl Writer {
                 self.cleanup(reply, cutoff);
             }
         }
+        // The roll-up thread first: its last roll-up reads this file.
+        drop(self.roller);
+        drop(self.checkpointer);
+        super::truncate_wal(&self.conn);
         tracing::info!("writer stopped: every queued write is committed");
     }
 
