@@ -295,6 +295,10 @@ async fn openapi_documents_every_endpoint_and_docs_are_served_offline() {
     let redoc = app.get("/redoc").await;
     assert_eq!(redoc.status, StatusCode::OK);
     assert!(redoc.text().contains("redoc"));
+    assert!(
+        redoc.text().contains("/sources"),
+        "the page embeds the whole document"
+    );
 }
 
 /// The writer delivers a batch's answers through a task on the runtime it was started in; a
