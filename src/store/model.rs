@@ -1,8 +1,10 @@
 //! What the store answers: plain values, with no wire format. The HTTP layer turns them into
 //! its response bodies (`http::routes`), the CLI into its output.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+use crate::domain::{DEVICE_TYPES, UNKNOWN};
 
 /// One of a page's newest visits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +132,64 @@ pub struct Devices {
     pub browsers: Vec<(String, i64)>,
     pub os: Vec<(String, i64)>,
     pub device_types: Vec<(String, i64)>,
+}
+
+impl Sources {
+    /// The answer from the window's visits counted per stored source: (`[referrer,
+    /// utm_source, utm_medium, utm_campaign]`, visits), each source once.
+    pub fn tally(counted: impl IntoIterator<Item = ([String; 4], i64)>, limit: usize) -> Self {
+        let mut lists: [HashMap<String, i64>; 4] = Default::default();
+        for (values, n) in counted {
+            for (i, (list, value)) in lists.iter_mut().zip(values).enumerate() {
+                // A visit without a UTM tag counts in no UTM list; every visit has a referrer.
+                if i == 0 || !value.is_empty() {
+                    *list.entry(value).or_default() += n;
+                }
+            }
+        }
+        let [referrers, utm_source, utm_medium, utm_campaign] = lists.map(|l| top(l, limit));
+        Self {
+            referrers,
+            utm_source,
+            utm_medium,
+            utm_campaign,
+        }
+    }
+}
+
+impl Devices {
+    /// The answer from the window's visits counted per stored device: (`[browser, os,
+    /// device_type]`, visits), each device once.
+    pub fn tally(counted: impl IntoIterator<Item = ([String; 3], i64)>, limit: usize) -> Self {
+        let mut lists: [HashMap<String, i64>; 3] = Default::default();
+        for (values, n) in counted {
+            for (list, value) in lists.iter_mut().zip(values) {
+                *list.entry(value).or_default() += n;
+            }
+        }
+        let [browsers, os, types] = lists;
+        let mut device_types: Vec<(String, i64)> = DEVICE_TYPES
+            .iter()
+            .map(|t| ((*t).to_owned(), types.get(*t).copied().unwrap_or(0)))
+            .collect();
+        // Visits stored before devices were: listed only when the window has some.
+        if let Some(&n) = types.get(UNKNOWN) {
+            device_types.push((UNKNOWN.to_owned(), n));
+        }
+        Self {
+            browsers: top(browsers, limit),
+            os: top(os, limit),
+            device_types,
+        }
+    }
+}
+
+/// The `limit` largest counts, most first, ties by name.
+fn top(counts: HashMap<String, i64>, limit: usize) -> Vec<(String, i64)> {
+    let mut list: Vec<(String, i64)> = counts.into_iter().collect();
+    list.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    list.truncate(limit);
+    list
 }
 
 /// Visits per hour of one site (or all sites) for a dashboard's chart.

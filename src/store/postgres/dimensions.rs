@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use tokio_postgres::Error;
 
 use super::queries::{progress, query, query_one};
-use crate::domain::{DEVICE_TYPES, HOUR_MS, UNKNOWN, UnixMillis};
+use crate::domain::{HOUR_MS, UnixMillis};
 use crate::store::model::{Devices, Hourly, Sources};
 
 /// The pseudo-site "all sites" of the site rollups.
@@ -95,14 +95,6 @@ async fn window_counts(
     Ok(counts)
 }
 
-/// The `limit` largest counts of `counts`, most first, ties by name (bytes, as SQLite).
-fn top(counts: FxHashMap<String, i64>, limit: usize) -> Vec<(String, i64)> {
-    let mut list: Vec<(String, i64)> = counts.into_iter().collect();
-    list.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    list.truncate(limit);
-    list
-}
-
 /// `GET /sources`: referrers and UTM tags of the window's visits to `site` (all sites for
 /// `None`); an unknown site has empty lists.
 pub async fn sources(
@@ -117,31 +109,18 @@ pub async fn sources(
     };
     let counts = window_counts(tx, &BY_SOURCE, site, now, hours).await?;
     let ids: Vec<i64> = counts.keys().copied().collect();
-    let mut lists: [FxHashMap<String, i64>; 4] = Default::default();
-    for row in query(
+    let rows = query(
         tx,
         "SELECT id, referrer, utm_source, utm_medium, utm_campaign FROM sources
          WHERE id = ANY($1)",
         &[&ids],
     )
-    .await?
-    {
-        let n = counts[&row.get::<_, i64>(0)];
-        for (i, list) in lists.iter_mut().enumerate() {
-            let value: String = row.get(i + 1);
-            // A visit without a UTM tag counts in no UTM list; every visit has a referrer.
-            if i == 0 || !value.is_empty() {
-                *list.entry(value).or_default() += n;
-            }
-        }
-    }
-    let [referrers, utm_source, utm_medium, utm_campaign] = lists;
-    Ok(Sources {
-        referrers: top(referrers, limit),
-        utm_source: top(utm_source, limit),
-        utm_medium: top(utm_medium, limit),
-        utm_campaign: top(utm_campaign, limit),
-    })
+    .await?;
+    let counted = rows.iter().map(|row| {
+        let values = [row.get(1), row.get(2), row.get(3), row.get(4)];
+        (values, counts[&row.get::<_, i64>(0)])
+    });
+    Ok(Sources::tally(counted, limit))
 }
 
 /// `GET /devices`: browsers, OS families and device types of the window's visits to `site`
@@ -158,33 +137,17 @@ pub async fn devices(
         None => FxHashMap::default(),
     };
     let ids: Vec<i16> = counts.keys().map(|&id| id as i16).collect();
-    let mut lists: [FxHashMap<String, i64>; 3] = Default::default();
-    for row in query(
+    let rows = query(
         tx,
         "SELECT id, browser, os, device_type FROM devices WHERE id = ANY($1)",
         &[&ids],
     )
-    .await?
-    {
-        let n = counts[&i64::from(row.get::<_, i16>(0))];
-        for (i, list) in lists.iter_mut().enumerate() {
-            *list.entry(row.get(i + 1)).or_default() += n;
-        }
-    }
-    let [browsers, os, types] = lists;
-    let mut device_types: Vec<(String, i64)> = DEVICE_TYPES
-        .iter()
-        .map(|t| ((*t).to_owned(), types.get(*t).copied().unwrap_or(0)))
-        .collect();
-    // Visits stored before devices were: listed only when the window has some.
-    if let Some(&n) = types.get(UNKNOWN) {
-        device_types.push((UNKNOWN.to_owned(), n));
-    }
-    Ok(Devices {
-        browsers: top(browsers, limit),
-        os: top(os, limit),
-        device_types,
-    })
+    .await?;
+    let counted = rows.iter().map(|row| {
+        let values = [row.get(1), row.get(2), row.get(3)];
+        (values, counts[&i64::from(row.get::<_, i16>(0))])
+    });
+    Ok(Devices::tally(counted, limit))
 }
 
 /// `GET /hourly`: visits per hour of the window to `site` (all sites for `None`; clicks are

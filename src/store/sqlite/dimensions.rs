@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rustc_hash::FxHashMap;
 
 use super::rollups::{ALL_SITES, HOUR_MS, id_at, read_progress};
-use crate::domain::{DEVICE_TYPES, UNKNOWN, UnixMillis};
+use crate::domain::UnixMillis;
 use crate::store::model::{Devices, Hourly, Sources};
 
 /// The site id of `site` (`None`: all sites); `None` when no visit ever named that site.
@@ -94,14 +94,6 @@ fn raw_column(column: &str) -> String {
     }
 }
 
-/// The `limit` largest counts of `counts`, most first, ties by name.
-fn top(counts: FxHashMap<String, i64>, limit: usize) -> Vec<(String, i64)> {
-    let mut list: Vec<(String, i64)> = counts.into_iter().collect();
-    list.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    list.truncate(limit);
-    list
-}
-
 /// `GET /sources`: referrers and UTM tags of the window's visits to `site` (all sites for
 /// `None`); an unknown site has empty lists.
 pub fn sources(
@@ -116,27 +108,18 @@ pub fn sources(
         return Ok(Sources::default());
     };
     let counts = window_counts(conn, site, now, hours, "source_id", "site_hour_sources")?;
-    let mut lists: [FxHashMap<String, i64>; 4] = Default::default();
     let mut stmt = conn.prepare_cached(
         "SELECT referrer, utm_source, utm_medium, utm_campaign FROM sources WHERE id = ?1",
     )?;
-    for (id, n) in counts {
-        let values: [String; 4] =
-            stmt.query_row([id], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]))?;
-        for (i, (list, value)) in lists.iter_mut().zip(values).enumerate() {
-            // A visit without a UTM tag counts in no UTM list; every visit has a referrer.
-            if i == 0 || !value.is_empty() {
-                *list.entry(value).or_default() += n;
-            }
-        }
-    }
-    let [referrers, utm_source, utm_medium, utm_campaign] = lists;
-    Ok(Sources {
-        referrers: top(referrers, limit),
-        utm_source: top(utm_source, limit),
-        utm_medium: top(utm_medium, limit),
-        utm_campaign: top(utm_campaign, limit),
-    })
+    let counted = counts
+        .into_iter()
+        .map(|(id, n)| {
+            stmt.query_row([id], |r| {
+                Ok(([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?], n))
+            })
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Sources::tally(counted, limit))
 }
 
 /// `GET /devices`: browsers, OS families and device types of the window's visits to `site`
@@ -153,29 +136,13 @@ pub fn devices(
         Some(site) => window_counts(conn, site, now, hours, "device_id", "site_hour_devices")?,
         None => FxHashMap::default(),
     };
-    let mut lists: [FxHashMap<String, i64>; 3] = Default::default();
     let mut stmt =
         conn.prepare_cached("SELECT browser, os, device_type FROM devices WHERE id = ?1")?;
-    for (id, n) in counts {
-        let values: [String; 3] =
-            stmt.query_row([id], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?]))?;
-        for (list, value) in lists.iter_mut().zip(values) {
-            *list.entry(value).or_default() += n;
-        }
-    }
-    let [browsers, os, types] = lists;
-    let mut device_types: Vec<(String, i64)> = DEVICE_TYPES
-        .iter()
-        .map(|t| ((*t).to_owned(), types.get(*t).copied().unwrap_or(0)))
-        .collect();
-    if let Some(&n) = types.get(UNKNOWN) {
-        device_types.push((UNKNOWN.to_owned(), n));
-    }
-    Ok(Devices {
-        browsers: top(browsers, limit),
-        os: top(os, limit),
-        device_types,
-    })
+    let counted = counts
+        .into_iter()
+        .map(|(id, n)| stmt.query_row([id], |r| Ok(([r.get(0)?, r.get(1)?, r.get(2)?], n))))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Devices::tally(counted, limit))
 }
 
 /// `GET /hourly`: visits per hour of the window to `site` (all sites for `None`; clicks are not
