@@ -239,15 +239,27 @@ pub async fn copy(args: &CopyArgs) -> anyhow::Result<()> {
     let copied = copy_between(&from, &to, std::io::stderr().is_terminal()).await;
     from.close().await;
     to.close().await;
-    let (visits, clicks) = copied?;
-    println!("copied {visits} visits and {clicks} pre-counted clicks; the totals match");
+    let (visits, clicks, counted) = copied?;
+    println!(
+        "copied {visits} visits, {clicks} pre-counted clicks and {counted} per-page counter \
+         visits; the totals match"
+    );
     Ok(())
 }
 
-/// Copies everything `from` holds into `to` and checks the totals; answers (visits, clicks).
-pub async fn copy_between(from: &Store, to: &Store, progress: bool) -> anyhow::Result<(i64, i64)> {
+/// Copies everything `from` holds into `to` and checks the totals; answers (visits, clicks,
+/// per-page counter visits).
+pub async fn copy_between(
+    from: &Store,
+    to: &Store,
+    progress: bool,
+) -> anyhow::Result<(i64, i64, i64)> {
     let (src_visits, src_clicks) = (from.stored_visits().await?, from.stored_clicks().await?);
     let (dst_visits, dst_clicks) = (to.stored_visits().await?, to.stored_clicks().await?);
+    let (src_counted, dst_counted) = (
+        from.page_counts_total().await?,
+        to.page_counts_total().await?,
+    );
     let started = Instant::now();
     let mut last_progress = Instant::now();
     let mut visits = 0i64;
@@ -272,6 +284,11 @@ pub async fn copy_between(from: &Store, to: &Store, progress: bool) -> anyhow::R
                     to.add_clicks(at, clicks).await?;
                 }
             }
+            Dumped::Counters(counters) => {
+                for (name, visits) in counters {
+                    to.add_to_page_count(&name, visits).await?;
+                }
+            }
         }
         if progress && last_progress.elapsed() > Duration::from_millis(500) {
             last_progress = Instant::now();
@@ -286,14 +303,19 @@ pub async fn copy_between(from: &Store, to: &Store, progress: bool) -> anyhow::R
         eprintln!("\rcopied {visits} of {src_visits} visits                ");
     }
     let (now_visits, now_clicks) = (to.stored_visits().await?, to.stored_clicks().await?);
-    if now_visits - dst_visits != src_visits || now_clicks - dst_clicks != src_clicks {
+    let now_counted = to.page_counts_total().await?;
+    if now_visits - dst_visits != src_visits
+        || now_clicks - dst_clicks != src_clicks
+        || now_counted - dst_counted != src_counted
+    {
         anyhow::bail!(
-            "the totals do not match: the source holds {src_visits} visits and {src_clicks} \
-             clicks, the destination gained {} visits and {} clicks (was the source written \
-             to during the copy?)",
+            "the totals do not match: the source holds {src_visits} visits, {src_clicks} \
+             clicks and {src_counted} counter visits, the destination gained {} visits, {} \
+             clicks and {} counter visits (was the source written to during the copy?)",
             now_visits - dst_visits,
-            now_clicks - dst_clicks
+            now_clicks - dst_clicks,
+            now_counted - dst_counted
         );
     }
-    Ok((src_visits, src_clicks))
+    Ok((src_visits, src_clicks, src_counted))
 }

@@ -46,7 +46,8 @@ pub enum Command {
     /// Delete visits older than N days (and their share of every rollup), e.g. from cron.
     Cleanup(CleanupArgs),
     /// Copy everything one database holds into another (SQLite file or PostgreSQL URL, either
-    /// direction): visits with their events, and pre-counted clicks; then check the totals.
+    /// direction): visits with their events and dimensions, pre-counted clicks and per-page
+    /// counters; then check the totals.
     Copy(CopyArgs),
 }
 

@@ -91,6 +91,8 @@ pub enum Dumped {
     Visits(Vec<NewVisit>),
     /// Pre-counted clicks: (time, site, clicks).
     Clicks(Vec<(UnixMillis, String, i64)>),
+    /// Per-page counters: (name, visits).
+    Counters(Vec<(String, i64)>),
 }
 
 /// The output of [`Store::dump`]: parts in batches, produced as they are read; an error ends it.
@@ -169,9 +171,23 @@ impl Store {
 
     /// Adds one visit to the per-page counter `page_id`; answers its new count.
     pub async fn count_page(&self, page_id: &str) -> Result<i64> {
+        self.add_to_page_count(page_id, 1).await
+    }
+
+    /// Adds `visits` to the per-page counter `page_id` (as `footfall copy` moves one);
+    /// answers its new count.
+    pub async fn add_to_page_count(&self, page_id: &str, visits: i64) -> Result<i64> {
         match self {
-            Self::Sqlite(s) => s.count_page(page_id).await,
-            Self::Postgres(s) => s.count_page(page_id).await,
+            Self::Sqlite(s) => s.count_page(page_id, visits).await,
+            Self::Postgres(s) => s.count_page(page_id, visits).await,
+        }
+    }
+
+    /// The sum of every per-page counter (what `footfall copy` checks).
+    pub async fn page_counts_total(&self) -> Result<i64> {
+        match self {
+            Self::Sqlite(s) => s.page_counts_total().await,
+            Self::Postgres(s) => s.page_counts_total().await,
         }
     }
 
@@ -328,7 +344,7 @@ impl Store {
         }
     }
 
-    /// Streams everything the store holds (visits, then clicks) in batches, for `footfall copy`.
+    /// Streams everything the store holds (visits, then clicks, then per-page counters) in batches, for `footfall copy`.
     /// Dropping the stream stops the read.
     pub fn dump(&self) -> DumpStream {
         match self {

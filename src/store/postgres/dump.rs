@@ -80,6 +80,21 @@ pub async fn dump(
         .collect();
     for chunk in clicks.chunks(BATCH as usize) {
         if sink.send(Ok(Dumped::Clicks(chunk.to_vec()))).await.is_err() {
+            return Ok(());
+        }
+    }
+    let counters: Vec<(String, i64)> = tx
+        .query("SELECT name, visits FROM page_counters ORDER BY name", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for chunk in counters.chunks(BATCH as usize) {
+        if sink
+            .send(Ok(Dumped::Counters(chunk.to_vec())))
+            .await
+            .is_err()
+        {
             break;
         }
     }

@@ -214,9 +214,20 @@ impl PostgresStore {
         .await
     }
 
-    pub async fn count_page(&self, page_id: &str) -> Result<i64> {
+    pub async fn count_page(&self, page_id: &str, by: i64) -> Result<i64> {
         let name = page_id.to_owned();
-        self.submit(|reply| WriteOp::Count { name, reply }).await
+        self.submit(|reply| WriteOp::Count { name, by, reply })
+            .await
+    }
+
+    pub async fn page_counts_total(&self) -> Result<i64> {
+        read!(self, |tx| queries::query_one(
+            tx,
+            "SELECT coalesce(sum(visits), 0)::bigint FROM page_counters",
+            &[]
+        )
+        .await
+        .map(|r| r.get(0)))
     }
 
     /// Always read from the database: another node may have counted since any copy this node

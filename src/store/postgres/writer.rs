@@ -39,9 +39,11 @@ pub enum WriteOp {
         visits: Vec<NewVisit>,
         reply: oneshot::Sender<Result<Vec<NewVisit>>>,
     },
-    /// One increment of a per-page counter; answered with its new count.
+    /// `by` more visits of a per-page counter (1 for `POST /visit/{id}`); answered with its
+    /// new count.
     Count {
         name: String,
+        by: i64,
         reply: oneshot::Sender<Result<i64>>,
     },
     /// Pre-counted clicks per site at one instant.
@@ -244,10 +246,10 @@ fn answer(batch: Vec<WriteOp>, committed: &mut Committed) {
     for op in batch {
         match op {
             WriteOp::Visits { visits, reply } => drop(reply.send(Ok(visits))),
-            WriteOp::Count { name, reply } => {
-                // (first value this batch gave out - 1, final value)
+            WriteOp::Count { name, by, reply } => {
+                // (the value before this op, final value)
                 let value = counts.get_mut(&name).map_or(0, |(next, _)| {
-                    *next += 1;
+                    *next += by;
                     *next
                 });
                 drop(reply.send(Ok(value)));
@@ -326,8 +328,8 @@ async fn commit(pool: &Pool, dims: &Mutex<Dims>, batch: &[WriteOp]) -> Result<Co
         .collect();
     let mut increments: HashMap<&str, i64> = HashMap::new();
     for op in batch {
-        if let WriteOp::Count { name, .. } = op {
-            *increments.entry(name.as_str()).or_default() += 1;
+        if let WriteOp::Count { name, by, .. } = op {
+            *increments.entry(name.as_str()).or_default() += by;
         }
     }
 

@@ -75,6 +75,18 @@ pub fn dump(conn: &Connection, sink: &mpsc::Sender<Result<Dumped>>) -> rusqlite:
             .blocking_send(Ok(Dumped::Clicks(chunk.to_vec())))
             .is_err()
         {
+            return Ok(());
+        }
+    }
+    let counters = conn
+        .prepare("SELECT name, visits FROM page_counters ORDER BY name")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for chunk in counters.chunks(BATCH as usize) {
+        if sink
+            .blocking_send(Ok(Dumped::Counters(chunk.to_vec())))
+            .is_err()
+        {
             break;
         }
     }

@@ -439,13 +439,13 @@ pub fn forget_event_ids(conn: &Connection, before: UnixMillis) -> rusqlite::Resu
     Ok(())
 }
 
-/// Increments a per-page counter (seed 004) and returns its new value.
-pub fn count_page(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+/// Adds `by` visits to a per-page counter (seed 004) and returns its new value.
+pub fn count_page(conn: &Connection, name: &str, by: i64) -> rusqlite::Result<i64> {
     conn.prepare_cached(
-        "INSERT INTO page_counters (name, visits) VALUES (?1, 1)
-         ON CONFLICT DO UPDATE SET visits = visits + 1 RETURNING visits",
+        "INSERT INTO page_counters (name, visits) VALUES (?1, ?2)
+         ON CONFLICT DO UPDATE SET visits = visits + excluded.visits RETURNING visits",
     )?
-    .query_row([name], |r| r.get(0))
+    .query_row(params![name, by], |r| r.get(0))
 }
 
 /// Test support: commits `visits` through `ingest` in one transaction on the visits file's

@@ -116,10 +116,10 @@ impl SqliteStore {
         }
     }
 
-    pub async fn count_page(&self, page_id: &str) -> Result<i64> {
+    pub async fn count_page(&self, page_id: &str, by: i64) -> Result<i64> {
         match self
             .writer
-            .submit(WriteOp::CountPage(page_id.into()))
+            .submit(WriteOp::CountPage(page_id.into(), by))
             .await?
         {
             WriteOutcome::Counted(n) => Ok(n),
@@ -260,6 +260,17 @@ impl SqliteStore {
             }
         });
         receiver
+    }
+
+    pub async fn page_counts_total(&self) -> Result<i64> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT coalesce(sum(visits), 0) FROM page_counters",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
     }
 
     pub async fn stored_clicks(&self) -> Result<i64> {

@@ -48,7 +48,7 @@ pub enum WriteOp {
         forget_before: UnixMillis,
     },
     /// `POST /visit/{page_id}`: one more visit on a per-page counter.
-    CountPage(String),
+    CountPage(String, i64),
     /// `POST /domains`: pre-counted clicks per site at one time.
     Clicks {
         at: UnixMillis,
@@ -476,8 +476,8 @@ impl Writer {
         let conn = &self.conn;
         // The counter-cache protocol costs two `data_version` reads and two locks: skip it when
         // there is no counter to write and none cached to carry across this commit.
-        let track_counters =
-            !self.counters.is_empty() || jobs.iter().any(|j| matches!(j.op, WriteOp::CountPage(_)));
+        let track_counters = !self.counters.is_empty()
+            || jobs.iter().any(|j| matches!(j.op, WriteOp::CountPage(..)));
         let ingest = &mut self.ingest;
         let counters = &self.counters;
         let (answers, counts, version_before) = super::immediate(conn, |conn| {
@@ -556,8 +556,8 @@ fn write_ops(
                     Answer::Now(outcome)
                 }
             }
-            WriteOp::CountPage(name) => {
-                let n = count_page(conn, name)?;
+            WriteOp::CountPage(name, by) => {
+                let n = count_page(conn, name, *by)?;
                 counts.push((name.clone(), n));
                 Answer::Now(WriteOutcome::Counted(n))
             }
