@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use siphasher::sip::SipHasher24;
 
-use crate::domain::{DAY_MS, NewVisit, UnixMillis, Visitor, is_bot};
+use crate::domain::{DAY_MS, NewVisit, UnixMillis, Visitor, canonical_ip, is_bot};
 use crate::store::{Store, StoreError};
 
 /// How a visitor's address is stored.
@@ -143,7 +143,7 @@ impl Privacy {
     /// The visitor stored for a visit from `ip` with `user_agent` to `site` at `now`: the
     /// address, its network (`truncated`) or its pseudonym (`hashed`; reads the day's salt from
     /// the store when the day changes, so every node of one database agrees).
-    pub async fn visitor(
+    async fn visitor(
         &self,
         store: &Store,
         ip: IpAddr,
@@ -151,8 +151,7 @@ impl Privacy {
         site: &str,
         now: UnixMillis,
     ) -> Result<Visitor, StoreError> {
-        let ip = Visitor::from(ip);
-        let Visitor::Ip(ip) = ip else { return Ok(ip) };
+        let ip = canonical_ip(ip);
         Ok(match self.args.ip_mode {
             IpMode::Full => Visitor::Ip(ip),
             IpMode::Truncated => Visitor::Ip(truncate(ip)),

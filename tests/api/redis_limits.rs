@@ -3,8 +3,9 @@
 //!
 //! `FOOTFALL_TEST_REDIS` (default `redis://127.0.0.1:6379`) is the Redis of the sharing tests;
 //! every test uses page URLs of its own (a per-run nonce), so its keys meet no other test's or
-//! run's. The outage test starts and kills a `redis-server` of its own on a free port. Without
-//! Redis these tests fail: they are `#[ignore]`d, never skipped silently.
+//! run's. The outage test starts and kills a `redis-server` of its own on a free port. They are
+//! marked as needing Redis, so `cargo test` on a bare machine leaves them out, and `.ci/run`
+//! (`--include-ignored`) runs them, failing when Redis is missing.
 //!
 //! The apps share the process's Prometheus recorder, so the tests of this file take turns
 //! ([`REDIS_TESTS`]): the outage test reads the `footfall_rate_limit_redis_up` gauge, which
