@@ -124,10 +124,8 @@ pub struct HourlyResponse<'a> {
 
 /// Where visitors came from: referrer hosts and UTM tags in the window.
 #[utoipa::path(get, path = "/sources", tag = "analytics", params(DimensionQuery),
-    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Visits per referrer and UTM tag", body = SourcesResponse),
-        (status = 401, description = "--analytics-token is set and was not given", body = crate::http::routes::ErrorBody),
         (status = 422, description = "Bad parameter", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_sources(
@@ -153,10 +151,8 @@ pub async fn get_sources(
 
 /// What visitors used: browser and OS families and device types in the window.
 #[utoipa::path(get, path = "/devices", tag = "analytics", params(DimensionQuery),
-    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Visits per browser, OS and device type", body = DevicesResponse),
-        (status = 401, description = "--analytics-token is set and was not given", body = crate::http::routes::ErrorBody),
         (status = 422, description = "Bad parameter", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_devices(
@@ -181,10 +177,8 @@ pub async fn get_devices(
 
 /// Visits per hour of one site or all sites, with their all-time totals: a dashboard's chart.
 #[utoipa::path(get, path = "/hourly", tag = "analytics", params(HourlyQuery),
-    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Visits per hour", body = HourlyResponse),
-        (status = 401, description = "--analytics-token is set and was not given", body = crate::http::routes::ErrorBody),
         (status = 422, description = "Bad parameter", body = crate::http::routes::ErrorBody),
     ))]
 pub async fn get_hourly(
