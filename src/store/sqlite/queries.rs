@@ -208,29 +208,32 @@ pub fn summary(
             "SELECT p.id, p.url, coalesce(t.visits, 0), coalesce(t.unique_ips, 0)
              FROM pages p LEFT JOIN page_totals t ON t.page_id = p.id WHERE p.id = ?1",
         )?;
-        let mut add = |row: &rusqlite::Row| -> rusqlite::Result<()> {
-            let page_id: i64 = row.get(0)?;
-            if index.contains_key(&page_id) {
-                return Ok(());
-            }
-            let extra = tail_pages.get(&page_id);
-            let summary = PageSummary {
-                total_visits: row.get::<_, i64>(2)? + extra.map_or(0, |t| t.visits),
-                unique_ips: row.get::<_, i64>(3)? + extra.map_or(0, |t| t.new_ips),
-                ..PageSummary::default()
+        let mut add =
+            |index: &mut FxHashMap<i64, usize>, row: &rusqlite::Row| -> rusqlite::Result<()> {
+                let page_id: i64 = row.get(0)?;
+                let extra = tail_pages.get(&page_id);
+                let summary = PageSummary {
+                    total_visits: row.get::<_, i64>(2)? + extra.map_or(0, |t| t.visits),
+                    unique_ips: row.get::<_, i64>(3)? + extra.map_or(0, |t| t.new_ips),
+                    ..PageSummary::default()
+                };
+                index.insert(page_id, pages.len());
+                pages.push((page_id, row.get(1)?, summary));
+                Ok(())
             };
-            index.insert(page_id, pages.len());
-            pages.push((page_id, row.get(1)?, summary));
-            Ok(())
-        };
         let mut rows = top.query([limit.unwrap_or(-1)])?;
         while let Some(row) = rows.next()? {
-            add(row)?;
+            add(&mut index, row)?;
         }
-        for page_id in tail_pages.keys() {
+        // Without a limit the top list holds every page already: look up only the others.
+        let others: Vec<i64> = (tail_pages.keys())
+            .filter(|id| !index.contains_key(id))
+            .copied()
+            .collect();
+        for page_id in others {
             let mut rows = one.query([page_id])?;
             if let Some(row) = rows.next()? {
-                add(row)?;
+                add(&mut index, row)?;
             }
         }
     }

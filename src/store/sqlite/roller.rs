@@ -4,7 +4,8 @@
 //! rollups in bulk, on its own connection ([`super::open_rollups`]), while the writer goes on
 //! committing: the two files have separate write locks, and WAL lets the roll-up read the visits
 //! file during the writer's commits. It rolls the whole tail up when [`ROLL_UP_AT`] writes have
-//! been committed since its last roll-up, and once no write has arrived for [`ROLL_UP_IDLE`].
+//! been committed since its last roll-up, once no write has arrived for [`ROLL_UP_IDLE`], and
+//! after a read once [`ROLL_UP_FOR_READS`] writes are waiting ([`RollUpBacklog::after_read`]).
 //! Writes that queries may only see once rolled up (late visits, clicks) are answered from here,
 //! after the roll-up that counted them ([`RollerHandle::after_next_roll_up`]). Cleanup's first
 //! step runs here too ([`RollerHandle::take_out_before`]).
@@ -31,6 +32,10 @@ use crate::domain::UnixMillis;
 pub const ROLL_UP_AT: usize = 50_000;
 /// Quiet time after which the tail is rolled up, however short.
 pub const ROLL_UP_IDLE: Duration = Duration::from_millis(25);
+/// Committed writes after which a read asks for a roll-up. Every read re-reads the tail, and
+/// the whole of it: while a dashboard reads during traffic, a shorter tail makes each read
+/// cheaper than the extra roll-ups cost; recording alone keeps the larger, cheaper roll-ups.
+pub const ROLL_UP_FOR_READS: usize = 2_000;
 /// Called with the outcome of the roll-up that counted a write: answers its request.
 pub type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
 
@@ -39,6 +44,8 @@ type TakeOutReply = SyncSender<Result<TakenOut, String>>;
 struct State {
     /// Writes committed since the last roll-up began: the tail, roughly.
     pending: usize,
+    /// A read asked for a roll-up since the last one began.
+    read: bool,
     last_commit: Instant,
     /// Answered after the next roll-up, which starts after they were added.
     waiters: Vec<Waiter>,
@@ -51,6 +58,14 @@ struct Shared {
     wake: Condvar,
     /// `progress.late_seq` after the last roll-up: `late_visits` rows up to it can go.
     late_seq: AtomicI64,
+}
+
+impl State {
+    /// A roll-up is due now, without waiting for a quiet time: a waiter, a full tail, or a
+    /// read's request.
+    fn roll_up_due(&self) -> bool {
+        !self.waiters.is_empty() || self.pending >= ROLL_UP_AT || self.read
+    }
 }
 
 impl Shared {
@@ -82,6 +97,16 @@ impl RollUpBacklog {
     pub fn writes(&self) -> usize {
         self.0.lock().pending
     }
+
+    /// A read of the tail is done: roll it up now if it has grown past [`ROLL_UP_FOR_READS`],
+    /// so that the next read finds it short.
+    pub fn after_read(&self) {
+        let mut state = self.0.lock();
+        if !state.read && state.pending >= ROLL_UP_FOR_READS {
+            state.read = true;
+            self.0.wake.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for RollUpBacklog {
@@ -108,6 +133,7 @@ impl RollerHandle {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 pending: outstanding,
+                read: false,
                 last_commit: Instant::now(),
                 waiters: Vec::new(),
                 take_out: None,
@@ -231,6 +257,7 @@ impl Roller {
             (state, work) = self.next_work(state);
             let waiters = mem::take(&mut state.waiters);
             state.pending = 0;
+            state.read = false;
             drop(state);
             let stop = matches!(work, Work::Stop);
             let counted = match work {
@@ -249,8 +276,8 @@ impl Roller {
         tracing::info!("roll-up thread stopped: the rollups count every committed visit");
     }
 
-    /// Waits until there is something to do: a cleanup, a stop, a waiter, a full tail, or a tail
-    /// and [`ROLL_UP_IDLE`] without a commit.
+    /// Waits until there is something to do: a cleanup, a stop, a waiter, a full tail, a read's
+    /// request, or a tail and [`ROLL_UP_IDLE`] without a commit.
     fn next_work<'a>(&self, mut state: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, Work) {
         let wake = &self.shared.wake;
         loop {
@@ -260,7 +287,7 @@ impl Roller {
             if state.stop {
                 return (state, Work::Stop);
             }
-            if !state.waiters.is_empty() || state.pending >= ROLL_UP_AT {
+            if state.roll_up_due() {
                 return (state, Work::RollUp);
             }
             state = if state.pending == 0 {
@@ -324,6 +351,31 @@ mod tests {
     use crate::store::Durability;
     use crate::store::sqlite::ingest::{Ingest, commit_visits};
     use crate::store::sqlite::{open_rollups, open_writer};
+
+    /// A read asks for a roll-up only once the tail has reached `ROLL_UP_FOR_READS`, and once
+    /// per roll-up.
+    #[test]
+    fn a_read_asks_for_a_roll_up_of_a_long_tail() {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                pending: ROLL_UP_FOR_READS - 1,
+                read: false,
+                last_commit: Instant::now(),
+                waiters: Vec::new(),
+                take_out: None,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            late_seq: AtomicI64::new(0),
+        });
+        let backlog = RollUpBacklog(shared.clone());
+        backlog.after_read();
+        assert!(!shared.lock().roll_up_due(), "a short tail waits");
+        shared.lock().pending += 1;
+        assert!(!shared.lock().roll_up_due(), "until a read asks");
+        backlog.after_read();
+        assert!(shared.lock().roll_up_due());
+    }
 
     /// Routine roll-ups run one after another, each after a quiet time, and the roll-up at
     /// shutdown counts what came after them.

@@ -76,9 +76,12 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
         let pool = self.pool.clone();
+        let backlog = self.backlog.clone();
         let outcome = tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
             let conn = pool.get()?;
-            Ok(f(&conn)?)
+            let answer = f(&conn)?;
+            backlog.after_read();
+            Ok(answer)
         })
         .await;
         match outcome {
