@@ -228,6 +228,13 @@ pub async fn roll_up(client: &mut Client) -> Result<u64, tokio_postgres::Error> 
 /// Counts visits with ids in `(lo, hi]` and clicks with seqs in `(clo, chi]` into every rollup
 /// and moves `progress` there, inside the caller's transaction (which holds the `progress`
 /// row). Answers the visits counted.
+///
+/// The distinct-visitor tables (`page_ips`, `site_ips`, `ips`) take one `INSERT … ON CONFLICT
+/// DO UPDATE` per roll-up: one probe of the primary key per key of the batch, `last_at` moved
+/// forward where the batch's is newer, and `xmax = 0` on the rows it inserted (a row it updated
+/// carries this transaction's id), which are the new distinct visitors. A separate `UPDATE …
+/// FROM batch` was planned as a hash join over the whole table: a cost per roll-up that grew
+/// with every visitor ever seen.
 async fn count_in(
     tx: &Transaction<'_>,
     lo: i64,
@@ -242,14 +249,13 @@ async fn count_in(
             "WITH b AS MATERIALIZED (
                SELECT page_id, ip, count(*) AS n, max(at) AS last_at FROM visits
                WHERE id > $1 AND id <= $2 GROUP BY page_id, ip),
-             moved AS (
-               UPDATE page_ips p SET last_at = b.last_at FROM b
-               WHERE p.page_id = b.page_id AND p.ip = b.ip AND p.last_at < b.last_at),
              fresh AS (
                INSERT INTO page_ips (page_id, ip, last_at)
                SELECT page_id, ip, last_at FROM b ORDER BY page_id, ip
-               ON CONFLICT DO NOTHING RETURNING page_id),
-             fresh_n AS (SELECT page_id, count(*) AS n FROM fresh GROUP BY page_id),
+               ON CONFLICT (page_id, ip) DO UPDATE SET last_at = excluded.last_at
+               WHERE page_ips.last_at < excluded.last_at
+               RETURNING page_id, xmax = 0 AS inserted),
+             fresh_n AS (SELECT page_id, count(*) AS n FROM fresh WHERE inserted GROUP BY page_id),
              per_page AS (SELECT page_id, sum(n)::bigint AS n FROM b GROUP BY page_id)
              INSERT INTO page_totals (page_id, visits, unique_ips)
              SELECT p.page_id, p.n, coalesce(f.n, 0) FROM per_page p
@@ -266,14 +272,14 @@ async fn count_in(
                 "WITH b AS MATERIALIZED (
                    SELECT ip, count(*) AS n, max(at) AS last_at FROM visits
                    WHERE id > $1 AND id <= $2 GROUP BY ip),
-                 moved AS (
-                   UPDATE ips i SET last_at = b.last_at FROM b
-                   WHERE i.ip = b.ip AND i.last_at < b.last_at),
                  fresh AS (
                    INSERT INTO ips (ip, last_at) SELECT ip, last_at FROM b ORDER BY ip
-                   ON CONFLICT DO NOTHING RETURNING 1)
+                   ON CONFLICT (ip) DO UPDATE SET last_at = excluded.last_at
+                   WHERE ips.last_at < excluded.last_at
+                   RETURNING xmax = 0 AS inserted)
                  UPDATE totals SET visits = visits + (SELECT coalesce(sum(n), 0) FROM b)::bigint,
-                                   unique_ips = unique_ips + (SELECT count(*) FROM fresh)
+                                   unique_ips = unique_ips
+                                     + (SELECT count(*) FROM fresh WHERE inserted)
                  WHERE id = 1
                  RETURNING (SELECT coalesce(sum(n), 0) FROM b)::bigint",
                 &range,
@@ -384,14 +390,13 @@ async fn count_sites_in(
            SELECT p.site_id, v.ip, count(*) AS n, max(v.at) AS last_at
            FROM visits v JOIN pages p ON p.id = v.page_id
            WHERE v.id > $1 AND v.id <= $2 GROUP BY 1, 2),
-         moved AS (
-           UPDATE site_ips s SET last_at = b.last_at FROM b
-           WHERE s.site_id = b.site_id AND s.ip = b.ip AND s.last_at < b.last_at),
          fresh AS (
            INSERT INTO site_ips (site_id, ip, last_at)
            SELECT site_id, ip, last_at FROM b ORDER BY site_id, ip
-           ON CONFLICT DO NOTHING RETURNING site_id),
-         fresh_n AS (SELECT site_id, count(*) AS n FROM fresh GROUP BY site_id),
+           ON CONFLICT (site_id, ip) DO UPDATE SET last_at = excluded.last_at
+           WHERE site_ips.last_at < excluded.last_at
+           RETURNING site_id, xmax = 0 AS inserted),
+         fresh_n AS (SELECT site_id, count(*) AS n FROM fresh WHERE inserted GROUP BY site_id),
          per_site AS (SELECT site_id, sum(n)::bigint AS n FROM b GROUP BY site_id)
          INSERT INTO site_totals (site_id, visits, unique_ips)
          SELECT p.site_id, p.n, coalesce(f.n, 0) FROM per_site p
