@@ -51,7 +51,7 @@ pub enum Command {
     Copy(CopyArgs),
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DbArgs {
     /// SQLite file of the recorded visits; the rollups derived from them live beside it, in
     /// `<name>.rollups.<ext>` (`serve`, `import` and `cleanup` create both, with their folder,
@@ -246,6 +246,31 @@ impl ServeArgs {
     }
 }
 
+/// Hand-written so a database URL's password never reaches a log line through `{:?}`.
+impl std::fmt::Debug for DbArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbArgs")
+            .field("db", &without_password(&self.db.to_string_lossy()))
+            .field("durability", &self.durability)
+            .finish()
+    }
+}
+
+/// `url` with the password of its `user:password@` part, if any, replaced.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if rest[..at].contains(':') => {
+            let user = &rest[..at].split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:<redacted>{}", &rest[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Hand-written so the admin token can never reach a log line through `{:?}`.
 impl fmt::Debug for ServeArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -365,6 +390,28 @@ mod tests {
         match Cli::try_parse_from(argv)?.into_command() {
             Command::Serve(args) => Ok(*args),
             _ => unreachable!("parsed `serve`"),
+        }
+    }
+
+    #[test]
+    fn a_database_password_never_reaches_the_debug_line() {
+        let args = serve_args(&[
+            "--db",
+            "postgres://me:s3cr%40t@db.example:5432/f?sslmode=require",
+        ])
+        .unwrap();
+        let line = format!("{args:?}");
+        assert!(!line.contains("s3cr"), "{line}");
+        assert!(
+            line.contains("postgres://me:<redacted>@db.example:5432/f?sslmode=require"),
+            "{line}"
+        );
+        for plain in [
+            "data/visits.db",
+            "postgres://me@db.example/f",
+            "postgres://db/f?a=b@c:d",
+        ] {
+            assert_eq!(without_password(plain), plain);
         }
     }
 

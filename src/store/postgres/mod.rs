@@ -30,6 +30,7 @@ pub mod schema;
 mod store;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod writer;
 mod writer_dims;
 

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, Config, Transaction};
+use tokio_postgres::{Client, Transaction};
 
-use super::schema::connect;
+use super::tls::Target;
 use crate::domain::UnixMillis;
 
 /// The advisory lock key of the roller election ("foot" + 2).
@@ -67,10 +67,10 @@ pub struct Roller {
 
 impl Roller {
     /// Starts the roller on the current runtime; it connects (and reconnects) by itself.
-    pub fn spawn(config: Config) -> Self {
+    pub fn spawn(target: Target) -> Self {
         let (stop, stopped) = watch::channel(false);
         let stats = Arc::new(RollerStats::default());
-        let task = tokio::spawn(run(config, stopped, stats.clone()));
+        let task = tokio::spawn(run(target, stopped, stats.clone()));
         Self {
             stop,
             task: std::sync::Mutex::new(Some(task)),
@@ -88,7 +88,7 @@ impl Roller {
     }
 }
 
-async fn run(config: Config, mut stopped: watch::Receiver<bool>, stats: Arc<RollerStats>) {
+async fn run(target: Target, mut stopped: watch::Receiver<bool>, stats: Arc<RollerStats>) {
     let seconds = metrics::histogram!("footfall_roll_up_seconds");
     let mut client: Option<Client> = None;
     let mut elected = false;
@@ -98,7 +98,7 @@ async fn run(config: Config, mut stopped: watch::Receiver<bool>, stats: Arc<Roll
         let step = async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 elected = false;
-                client = Some(connect(&config).await?);
+                client = Some(target.connect().await?);
             }
             let c = client.as_mut().expect("connected above");
             if !elected {

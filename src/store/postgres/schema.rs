@@ -6,7 +6,9 @@
 //! steps of [`MIGRATIONS`], in the same transaction.
 
 use anyhow::Context;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
+
+use super::tls::Target;
 
 /// Version 1: the schema as first shipped.
 pub const SCHEMA: &str = include_str!("../../../schema/postgres/v1.sql");
@@ -18,17 +20,6 @@ const MIGRATIONS: &[(i32, &str)] = &[(2, include_str!("../../../schema/postgres/
 
 /// The advisory lock key that serialises schema changes across nodes.
 const SCHEMA_LOCK: i64 = 0x666f_6f74_0001;
-
-/// Connects one client, its connection driven by a task on the current runtime.
-pub async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(error = %err, "a PostgreSQL connection ended");
-        }
-    });
-    Ok(client)
-}
 
 /// Where `config` points, without its password: for messages.
 pub fn describe(config: &Config) -> String {
@@ -47,12 +38,13 @@ pub fn describe(config: &Config) -> String {
 
 /// Connects to the database, creating it when the server has none by that name, and brings
 /// its schema to [`SCHEMA_VERSION`].
-pub async fn prepare(config: &Config) -> anyhow::Result<()> {
-    let client = match connect(config).await {
+pub async fn prepare(target: &Target) -> anyhow::Result<()> {
+    let config = &target.config;
+    let client = match target.connect().await {
         Ok(client) => client,
         Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) => {
-            create_database(config).await?;
-            connect(config).await.map_err(|e| flat(config, e))?
+            create_database(target).await?;
+            target.connect().await.map_err(|e| flat(config, e))?
         }
         Err(err) => return Err(flat(config, err)),
     };
@@ -80,11 +72,12 @@ fn flat(config: &Config, err: tokio_postgres::Error) -> anyhow::Error {
 }
 
 /// Creates the database `config` names, connected to the server's `postgres` database.
-async fn create_database(config: &Config) -> anyhow::Result<()> {
+async fn create_database(target: &Target) -> anyhow::Result<()> {
+    let config = &target.config;
     let name = config.get_dbname().context("no database name")?.to_owned();
-    let mut admin = config.clone();
-    admin.dbname("postgres");
-    let client = connect(&admin).await.map_err(|e| flat(&admin, e))?;
+    let mut admin = target.clone();
+    admin.config.dbname("postgres");
+    let client = (admin.connect().await).map_err(|e| flat(&admin.config, e))?;
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
     match client
         .batch_execute(&format!("CREATE DATABASE {quoted}"))

@@ -12,10 +12,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::tls::Target;
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::oneshot;
-use tokio_postgres::{Config, NoTls};
 
 use super::error::{pool_error, store_error};
 use super::roller::Roller;
@@ -65,7 +65,7 @@ struct Inner {
     pool: Pool,
     writer: Writer,
     roller: Roller,
-    config: Config,
+    target: Target,
 }
 
 /// The store's methods run as tasks on its runtime; their callers await them from theirs.
@@ -99,9 +99,8 @@ impl PostgresStore {
     /// Connects to `url` (a libpq URL), creating the database and the schema when missing, and
     /// starts the writer tasks and the roller. Needs a tokio runtime (every command runs in one).
     pub fn open(url: &str, options: &Options) -> anyhow::Result<Self> {
-        let mut config: Config = url
-            .parse()
-            .map_err(|e| anyhow::anyhow!("the PostgreSQL URL is not valid: {e}"))?;
+        let mut target = Target::parse(url)?;
+        let config = &mut target.config;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(POOL_WAIT);
         }
@@ -131,8 +130,8 @@ impl PostgresStore {
         // Open is synchronous (as for SQLite), and may be called inside another runtime: the
         // first connection and the schema are waited for from a thread of their own.
         let prepare = {
-            let (config, handle) = (config.clone(), handle.clone());
-            std::thread::spawn(move || handle.block_on(schema::prepare(&config)))
+            let (target, handle) = (target.clone(), handle.clone());
+            std::thread::spawn(move || handle.block_on(schema::prepare(&target)))
         };
         let prepared = prepare
             .join()
@@ -143,8 +142,8 @@ impl PostgresStore {
         }
         let _guard = handle.enter();
         let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
+            target.config.clone(),
+            target.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -158,15 +157,15 @@ impl PostgresStore {
             .build()
             .context("cannot make the PostgreSQL connection pool")?;
         let writer = Writer::spawn(pool.clone(), options.write_queue, options.max_batch);
-        let roller = Roller::spawn(config.clone());
-        tracing::info!(database = %schema::describe(&config), "PostgreSQL store open");
+        let roller = Roller::spawn(target.clone());
+        tracing::info!(database = %schema::describe(&target.config), "PostgreSQL store open");
         drop(_guard);
         Ok(Self {
             inner: std::sync::Arc::new(Inner {
                 pool,
                 writer,
                 roller,
-                config,
+                target,
             }),
             handle,
             runtime: std::sync::Mutex::new(Some(runtime)),
@@ -445,7 +444,7 @@ impl PostgresStore {
     /// for tests and for `close`.
     pub async fn roll_up_now(&self) -> Result<u64> {
         on_store!(self, |inner| {
-            let mut client = schema::connect(&inner.config).await.map_err(store_error)?;
+            let mut client = inner.target.connect().await.map_err(store_error)?;
             roller::roll_up(&mut client).await.map_err(store_error)
         })
     }

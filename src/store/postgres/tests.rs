@@ -654,3 +654,79 @@ async fn exports_show_pseudonyms_and_dumps_carry_sources() {
     );
     store.close().await;
 }
+
+/// `sslmode` as libpq reads it, against the test server (which must offer TLS, as Debian's
+/// PostgreSQL does with its snake-oil certificate; `.ci/run` starts its own server so): with
+/// `require` every connection of the store is encrypted and everything works as without; by
+/// default, on loopback, none is; `verify-full` refuses a certificate that does not name the
+/// host, with a line that says so, and `verify-ca` takes one a trusted authority signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL with TLS"]
+async fn sslmode_require_encrypts_every_connection_and_verify_full_checks() {
+    let db = Database::new().await;
+    let (client, connection) = tokio_postgres::connect(&db.url(), NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let encrypted = |name: &'static str| {
+        let (client, db) = (&client, db.name.clone());
+        async move {
+            let rows = client
+                .query(
+                    "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                     WHERE a.datname = $1 AND a.application_name = $2",
+                    &[&db, &name],
+                )
+                .await
+                .unwrap();
+            rows.iter().map(|r| r.get::<_, bool>(0)).collect::<Vec<_>>()
+        }
+    };
+
+    let store = PostgresStore::open(
+        &format!("{}?sslmode=require&application_name=tls", db.url()),
+        &Options::default(),
+    )
+    .unwrap();
+    store.record_many(sample()).await.unwrap();
+    store.roll_up_now().await.unwrap();
+    assert_sample_figures(&store, 1).await;
+    let seen = encrypted("tls").await;
+    assert!(!seen.is_empty() && seen.iter().all(|&ssl| ssl), "{seen:?}");
+    store.close().await;
+
+    let store = PostgresStore::open(
+        &format!("{}?application_name=plain", db.url()),
+        &Options::default(),
+    )
+    .unwrap();
+    assert_sample_figures(&store, 1).await;
+    let seen = encrypted("plain").await;
+    assert!(!seen.is_empty() && seen.iter().all(|&ssl| !ssl), "{seen:?}");
+    store.close().await;
+
+    let refused = PostgresStore::open(
+        &format!("{}?sslmode=verify-full", db.url()),
+        &Options::default(),
+    )
+    .expect_err("the test server's certificate does not name 127.0.0.1")
+    .to_string();
+    assert!(refused.contains("certificate"), "{refused}");
+
+    // Trusted, the server's own (self-signed) certificate passes `verify-ca`, which does not
+    // ask it to name 127.0.0.1; `verify-full` does.
+    let cert: String = client
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let trusted = |mode: &str| {
+        PostgresStore::open(
+            &format!("{}?sslmode={mode}&sslrootcert={cert}", db.url()),
+            &Options::default(),
+        )
+    };
+    let store = trusted("verify-ca").unwrap();
+    assert_sample_figures(&store, 1).await;
+    store.close().await;
+    let refused = trusted("verify-full").expect_err("no name").to_string();
+    assert!(refused.contains("certificate"), "{refused}");
+}
