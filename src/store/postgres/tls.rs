@@ -130,22 +130,22 @@ fn tls_config(check: Check, rootcert: Option<&str>) -> anyhow::Result<ClientConf
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("cannot set up TLS")?;
-    if matches!(check, Check::Off | Check::Nothing) {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth());
-    }
-    let roots = Arc::new(trusted_roots(rootcert)?);
-    if check == Check::ChainAndName {
-        return Ok(builder.with_root_certificates(roots).with_no_client_auth());
-    }
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
-        .build()
-        .context("cannot set up TLS")?;
+    let chain = match check {
+        Check::Off | Check::Nothing => None,
+        Check::Chain | Check::ChainAndName => {
+            let roots = Arc::new(trusted_roots(rootcert)?);
+            if check == Check::ChainAndName {
+                return Ok(builder.with_root_certificates(roots).with_no_client_auth());
+            }
+            let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .context("cannot set up TLS")?;
+            Some(verifier)
+        }
+    };
     Ok(builder
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyName(verifier)))
+        .with_custom_certificate_verifier(Arc::new(Lenient { provider, chain }))
         .with_no_client_auth())
 }
 
@@ -171,61 +171,16 @@ fn trusted_roots(rootcert: Option<&str>) -> anyhow::Result<RootCertStore> {
     Ok(roots)
 }
 
-/// Accepts any certificate (`prefer`, `require`): the connection is encrypted, not
-/// authenticated. Handshake signatures are still checked.
+/// The certificate checks short of `verify-full`: none (`prefer`, `require`: the connection is
+/// encrypted, not authenticated), or with `chain` (`verify-ca`) a chain to a trusted authority,
+/// whatever name the certificate was issued for. Handshake signatures are checked always.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    provider: Arc<CryptoProvider>,
+    chain: Option<Arc<WebPkiServerVerifier>>,
 }
 
-/// `verify-ca`: the chain must lead to a trusted authority, whatever name it was issued for.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -234,10 +189,10 @@ impl ServerCertVerifier for AnyName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -251,7 +206,8 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -260,11 +216,12 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
+        (self.provider.signature_verification_algorithms).supported_schemes()
     }
 }
 

@@ -69,6 +69,21 @@ impl State {
 }
 
 impl Shared {
+    fn new(pending: usize, late_seq: i64) -> Self {
+        Self {
+            state: Mutex::new(State {
+                pending,
+                read: false,
+                last_commit: Instant::now(),
+                waiters: Vec::new(),
+                take_out: None,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            late_seq: AtomicI64::new(late_seq),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -130,18 +145,7 @@ impl RollerHandle {
     pub fn spawn(conn: Connection) -> anyhow::Result<Self> {
         let progress = rollups::read_progress(&conn)?;
         let outstanding = outstanding(&conn, &progress)?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                pending: outstanding,
-                read: false,
-                last_commit: Instant::now(),
-                waiters: Vec::new(),
-                take_out: None,
-                stop: false,
-            }),
-            wake: Condvar::new(),
-            late_seq: AtomicI64::new(progress.late_seq),
-        });
+        let shared = Arc::new(Shared::new(outstanding, progress.late_seq));
         let roller = Roller {
             conn,
             hints: RollUpHints::default(),
@@ -356,18 +360,7 @@ mod tests {
     /// per roll-up.
     #[test]
     fn a_read_asks_for_a_roll_up_of_a_long_tail() {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                pending: ROLL_UP_FOR_READS - 1,
-                read: false,
-                last_commit: Instant::now(),
-                waiters: Vec::new(),
-                take_out: None,
-                stop: false,
-            }),
-            wake: Condvar::new(),
-            late_seq: AtomicI64::new(0),
-        });
+        let shared = Arc::new(Shared::new(ROLL_UP_FOR_READS - 1, 0));
         let backlog = RollUpBacklog(shared.clone());
         backlog.after_read();
         assert!(!shared.lock().roll_up_due(), "a short tail waits");
