@@ -76,18 +76,31 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
         let pool = self.pool.clone();
-        let backlog = self.backlog.clone();
         let outcome = tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
             let conn = pool.get()?;
-            let answer = f(&conn)?;
-            backlog.after_read();
-            Ok(answer)
+            Ok(f(&conn)?)
         })
         .await;
         match outcome {
             Ok(result) => result.map_err(StoreError::Internal),
             Err(join) => Err(StoreError::Internal(join.into())),
         }
+    }
+
+    /// [`Self::read`] of an answer that adds the tail from the raw rows: afterwards, a long
+    /// tail is rolled up, so that the next such read finds it short
+    /// ([`RollUpBacklog::after_read`]).
+    async fn read_tail<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let backlog = self.backlog.clone();
+        self.read(move |conn| {
+            let answer = f(conn);
+            backlog.after_read();
+            answer
+        })
+        .await
     }
 
     pub async fn record(&self, visit: NewVisit) -> Result<NewVisit> {
@@ -151,12 +164,12 @@ impl SqliteStore {
         hours: i64,
         limit: Option<i64>,
     ) -> Result<Summary> {
-        self.read(move |conn| queries::summary(conn, now, hours, limit))
+        self.read_tail(move |conn| queries::summary(conn, now, hours, limit))
             .await
     }
 
     pub async fn url_stats(&self, url: PageUrl, now: UnixMillis, hours: i64) -> Result<UrlStats> {
-        self.read(move |conn| queries::url_stats(conn, url.as_str(), now, hours))
+        self.read_tail(move |conn| queries::url_stats(conn, url.as_str(), now, hours))
             .await
     }
 
@@ -167,7 +180,7 @@ impl SqliteStore {
         site: Option<String>,
         limit: usize,
     ) -> Result<Sources> {
-        self.read(move |conn| dimensions::sources(conn, now, hours, site.as_deref(), limit))
+        self.read_tail(move |conn| dimensions::sources(conn, now, hours, site.as_deref(), limit))
             .await
     }
 
@@ -178,7 +191,7 @@ impl SqliteStore {
         site: Option<String>,
         limit: usize,
     ) -> Result<Devices> {
-        self.read(move |conn| dimensions::devices(conn, now, hours, site.as_deref(), limit))
+        self.read_tail(move |conn| dimensions::devices(conn, now, hours, site.as_deref(), limit))
             .await
     }
 
@@ -188,7 +201,7 @@ impl SqliteStore {
         hours: i64,
         site: Option<String>,
     ) -> Result<Hourly> {
-        self.read(move |conn| dimensions::hourly(conn, now, hours, site.as_deref()))
+        self.read_tail(move |conn| dimensions::hourly(conn, now, hours, site.as_deref()))
             .await
     }
 
@@ -202,7 +215,7 @@ impl SqliteStore {
     }
 
     pub async fn site_stats(&self) -> Result<SiteStats> {
-        self.read(queries::site_stats).await
+        self.read_tail(queries::site_stats).await
     }
 
     pub async fn breakdown(
@@ -211,7 +224,7 @@ impl SqliteStore {
         event: String,
         period: Period,
     ) -> Result<Vec<(u32, i64)>> {
-        self.read(move |conn| calendar::breakdown(conn, site.as_deref(), &event, &period))
+        self.read_tail(move |conn| calendar::breakdown(conn, site.as_deref(), &event, &period))
             .await
     }
 
@@ -221,7 +234,7 @@ impl SqliteStore {
         minutes: i64,
         limit: usize,
     ) -> Result<Vec<(String, i64)>> {
-        self.read(move |conn| calendar::top_sites(conn, now, minutes, limit))
+        self.read_tail(move |conn| calendar::top_sites(conn, now, minutes, limit))
             .await
     }
 
