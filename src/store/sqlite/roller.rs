@@ -102,7 +102,8 @@ impl std::fmt::Debug for RollerHandle {
     }
 }
 
-/// How far the roll-ups are behind, readable without the handle (for `/metrics`).
+/// How far the roll-ups are behind, readable without the handle (for `/metrics`), and the
+/// reads' way to ask for a roll-up ([`Self::after_read`]).
 #[derive(Clone)]
 pub struct RollUpBacklog(Arc<Shared>);
 
