@@ -165,6 +165,10 @@ fn describe_metrics() {
         "footfall_checkpoints_total",
         "Background checkpoints of the visits file (at most ten a second, only after commits)"
     );
+    describe_counter!(
+        "footfall_roll_ups_total",
+        "Roll-ups that counted something, by what started them (full, idle, read, waiter, stop; interval on PostgreSQL)"
+    );
     describe_histogram!(
         "footfall_roll_up_seconds",
         Unit::Seconds,

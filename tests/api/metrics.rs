@@ -94,6 +94,17 @@ async fn metrics_show_requests_latency_visits_rate_limits_the_writer_and_the_dat
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     assert!(roll_ups > 0.0, "no roll-up timed");
+    let reason = if crate::common::on_postgres_now() {
+        "interval"
+    } else {
+        "idle"
+    };
+    let counted = metric(
+        &scrape(&app).await,
+        "footfall_roll_ups_total",
+        &[("reason", reason)],
+    );
+    assert!(counted > 0.0, "no roll-up counted with reason {reason}");
     assert!(has_series(&after, "footfall_rate_limiter_keys"));
     assert!(has_series(&after, "footfall_ip_ceiling_keys"));
     assert!(metric(&after, "footfall_database_bytes", &[]) > 0.0);

@@ -114,6 +114,8 @@ async fn run(target: Target, mut stopped: watch::Receiver<bool>, stats: Arc<Roll
                 let started = Instant::now();
                 if roll_up(c).await? > 0 {
                     seconds.record(started.elapsed().as_secs_f64());
+                    metrics::counter!("footfall_roll_ups_total", "reason" => "interval")
+                        .increment(1);
                 }
             }
             if last_stats.elapsed() > Duration::from_secs(1) {

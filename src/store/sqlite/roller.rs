@@ -61,10 +61,18 @@ struct Shared {
 }
 
 impl State {
-    /// A roll-up is due now, without waiting for a quiet time: a waiter, a full tail, or a
-    /// read's request.
-    fn roll_up_due(&self) -> bool {
-        !self.waiters.is_empty() || self.pending >= ROLL_UP_AT || self.read
+    /// Why a roll-up is due now, without waiting for a quiet time: a waiter, a full tail, or a
+    /// read's request (the `reason` of `footfall_roll_ups_total`).
+    fn roll_up_due(&self) -> Option<&'static str> {
+        if !self.waiters.is_empty() {
+            Some("waiter")
+        } else if self.pending >= ROLL_UP_AT {
+            Some("full")
+        } else if self.read {
+            Some("read")
+        } else {
+            None
+        }
     }
 }
 
@@ -134,7 +142,8 @@ impl std::fmt::Debug for RollUpBacklog {
 }
 
 enum Work {
-    RollUp,
+    /// A roll-up, and why (see [`State::roll_up_due`]; also `idle`).
+    RollUp(&'static str),
     TakeOut(UnixMillis, TakeOutReply),
     Stop,
 }
@@ -266,7 +275,8 @@ impl Roller {
             drop(state);
             let stop = matches!(work, Work::Stop);
             let counted = match work {
-                Work::RollUp | Work::Stop => self.roll_up(),
+                Work::RollUp(reason) => self.roll_up(reason),
+                Work::Stop => self.roll_up("stop"),
                 Work::TakeOut(cutoff, reply) => self.take_out(cutoff, reply),
             };
             for waiter in waiters {
@@ -292,15 +302,15 @@ impl Roller {
             if state.stop {
                 return (state, Work::Stop);
             }
-            if state.roll_up_due() {
-                return (state, Work::RollUp);
+            if let Some(reason) = state.roll_up_due() {
+                return (state, Work::RollUp(reason));
             }
             state = if state.pending == 0 {
                 wake.wait(state).unwrap_or_else(|e| e.into_inner())
             } else {
                 let quiet = state.last_commit.elapsed();
                 if quiet >= ROLL_UP_IDLE {
-                    return (state, Work::RollUp);
+                    return (state, Work::RollUp("idle"));
                 }
                 wake.wait_timeout(state, ROLL_UP_IDLE - quiet)
                     .unwrap_or_else(|e| e.into_inner())
@@ -311,11 +321,12 @@ impl Roller {
 
     /// One roll-up of everything outstanding. A failure only delays it: the raw rows are
     /// committed, and queries count the tail from them.
-    fn roll_up(&mut self) -> Result<(), String> {
+    fn roll_up(&mut self, reason: &'static str) -> Result<(), String> {
         let started = Instant::now();
         match self.hints.transaction(&self.conn, rollups::roll_up) {
             Ok(done) => {
                 self.seconds.record(started.elapsed().as_secs_f64());
+                metrics::counter!("footfall_roll_ups_total", "reason" => reason).increment(1);
                 self.shared.late_seq.store(done.late_seq, Ordering::Relaxed);
                 Ok(())
             }
@@ -364,11 +375,11 @@ mod tests {
         let shared = Arc::new(Shared::new(ROLL_UP_FOR_READS - 1, 0));
         let backlog = RollUpBacklog(shared.clone());
         backlog.after_read();
-        assert!(!shared.lock().roll_up_due(), "a short tail waits");
+        assert_eq!(shared.lock().roll_up_due(), None, "a short tail waits");
         shared.lock().pending += 1;
-        assert!(!shared.lock().roll_up_due(), "until a read asks");
+        assert_eq!(shared.lock().roll_up_due(), None, "until a read asks");
         backlog.after_read();
-        assert!(shared.lock().roll_up_due());
+        assert_eq!(shared.lock().roll_up_due(), Some("read"));
     }
 
     /// Routine roll-ups run one after another, each after a quiet time, and the roll-up at
