@@ -56,8 +56,9 @@ pub struct DbArgs {
     /// SQLite file of the recorded visits; the rollups derived from them live beside it, in
     /// `<name>.rollups.<ext>` (`serve`, `import` and `cleanup` create both, with their folder,
     /// when missing; `export` reads the visits file only, which must exist). Or a PostgreSQL
-    /// URL, `postgres://user:pass@host:5432/dbname` (libpq style; the database and its schema
-    /// are created when missing): any number of nodes may share one.
+    /// URL, `postgres://user:pass@host:5432/dbname` (libpq style, `?sslmode=verify-full` and
+    /// `sslrootcert=FILE` included; the database and its schema are created when missing): any
+    /// number of nodes may share one.
     #[arg(long, env = "FOOTFALL_DB", default_value = "data/visits.db")]
     pub db: PathBuf,
     /// `normal`: a committed visit survives a crash of the process (WAL, synchronous=NORMAL).

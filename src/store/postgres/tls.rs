@@ -64,24 +64,20 @@ impl Target {
         let mut config: Config = url
             .parse()
             .map_err(|e| anyhow::anyhow!("the PostgreSQL URL is not valid: {e}"))?;
-        let check = match sslmode.as_deref() {
-            None if is_local(&config) => Check::Off,
-            None | Some("allow" | "prefer") => Check::Nothing,
-            Some("disable") => Check::Off,
-            Some("require") if rootcert.is_some() => Check::Chain,
-            Some("require") => Check::Nothing,
-            Some("verify-ca") => Check::Chain,
-            Some("verify-full") => Check::ChainAndName,
+        let (mode, check) = match sslmode.as_deref() {
+            None if is_local(&config) => (SslMode::Disable, Check::Nothing),
+            Some("disable") => (SslMode::Disable, Check::Nothing),
+            None | Some("allow" | "prefer") => (SslMode::Prefer, Check::Nothing),
+            Some("require") if rootcert.is_some() => (SslMode::Require, Check::Chain),
+            Some("require") => (SslMode::Require, Check::Nothing),
+            Some("verify-ca") => (SslMode::Require, Check::Chain),
+            Some("verify-full") => (SslMode::Require, Check::ChainAndName),
             Some(other) => bail!(
                 "sslmode={other} is not one of disable, allow, prefer, require, verify-ca, \
                  verify-full"
             ),
         };
-        config.ssl_mode(match (check, sslmode.as_deref()) {
-            (Check::Off, _) => SslMode::Disable,
-            (_, None | Some("allow" | "prefer")) => SslMode::Prefer,
-            _ => SslMode::Require,
-        });
+        config.ssl_mode(mode);
         let tls = tls_config(check, rootcert.as_deref())?;
         Ok(Self {
             config,
@@ -101,11 +97,9 @@ impl Target {
     }
 }
 
-/// What is checked of the server's certificate.
+/// What is checked of the server's certificate, when TLS is used.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Check {
-    /// No TLS at all.
-    Off,
     Nothing,
     Chain,
     ChainAndName,
@@ -131,7 +125,7 @@ fn tls_config(check: Check, rootcert: Option<&str>) -> anyhow::Result<ClientConf
         .with_safe_default_protocol_versions()
         .context("cannot set up TLS")?;
     let chain = match check {
-        Check::Off | Check::Nothing => None,
+        Check::Nothing => None,
         Check::Chain | Check::ChainAndName => {
             let roots = Arc::new(trusted_roots(rootcert)?);
             if check == Check::ChainAndName {
