@@ -171,7 +171,7 @@ pub fn hourly(
 
 /// All retained visits of `site` (0: all sites) and their distinct visitors: the rollups'
 /// totals plus the tail's visits and the visitors the rollups do not know for the site.
-fn site_totals(conn: &Connection, site: i64) -> rusqlite::Result<(i64, i64)> {
+pub(crate) fn site_totals(conn: &Connection, site: i64) -> rusqlite::Result<(i64, i64)> {
     let watermark = read_progress(conn)?.rolled_up_to;
     let one = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<i64> {
         conn.prepare_cached(sql)?.query_row(params, |r| r.get(0))

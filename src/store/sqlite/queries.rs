@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ingest::{StoredVisit, page_tail, tail};
-use super::rollups::{HOUR_MS, id_at, millis_of};
+use super::rollups::{ALL_SITES, HOUR_MS, id_at, millis_of};
 use crate::domain::{UnixMillis, Visitor, format_iso, format_space};
 use crate::store::model::{
     DateRange, PageSummary, RecentVisit, SiteRecentVisit, SiteStats, Summary, UrlStats,
@@ -443,17 +443,7 @@ pub fn url_stats(
 pub fn site_stats(conn: &Connection) -> rusqlite::Result<SiteStats> {
     let conn = &conn.unchecked_transaction()?;
     let (_, tail) = tail(conn)?;
-    let (mut total_visits, mut unique_visitors) = totals(conn)?;
-    total_visits += tail.len() as i64;
-    {
-        let mut known = conn.prepare_cached("SELECT 1 FROM ips WHERE ip = ?1")?;
-        let mut seen = std::collections::HashSet::new();
-        for v in &tail {
-            if seen.insert(v.ip.as_slice()) && !known.exists([&v.ip])? {
-                unique_visitors += 1;
-            }
-        }
-    }
+    let (total_visits, unique_visitors) = super::dimensions::site_totals(conn, ALL_SITES)?;
     // The top pages by rolled-up totals plus the pages the tail touches: only those can be in
     // the final top list.
     let mut candidates: HashMap<i64, (String, i64)> = HashMap::new();
