@@ -40,7 +40,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         "listening on http://{} (database {})",
         listener.local_addr()?,
-        args.db.db.display()
+        crate::config::without_password(&args.db.db.to_string_lossy())
     );
     // One signal for HTTP and the bus subscribers: both stop taking work at SIGTERM, and the
     // store is closed once both have committed what they hold.

@@ -257,19 +257,31 @@ impl std::fmt::Debug for DbArgs {
     }
 }
 
-/// `url` with the password of its `user:password@` part, if any, replaced.
-fn without_password(url: &str) -> String {
+/// `url` for a log line or a message: the password of its `user:password@` part and any
+/// `password=` setting of its query replaced.
+pub fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    let rest = match rest[..authority_end].rfind('@') {
         Some(at) if rest[..at].contains(':') => {
-            let user = &rest[..at].split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:<redacted>{}", &rest[at..])
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{user}:<redacted>{}", &rest[at..])
         }
-        _ => url.to_owned(),
-    }
+        _ => rest.to_owned(),
+    };
+    let Some((base, query)) = rest.split_once('?') else {
+        return format!("{scheme}://{rest}");
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|piece| match piece.split_once('=') {
+            Some(("password", _)) => "password=<redacted>".to_owned(),
+            _ => piece.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{base}?{}", query.join("&"))
 }
 
 /// Hand-written so the admin token can never reach a log line through `{:?}`.
@@ -414,6 +426,10 @@ mod tests {
         ] {
             assert_eq!(without_password(plain), plain);
         }
+        assert_eq!(
+            without_password("postgres://me@db/f?sslmode=require&password=s3cr"),
+            "postgres://me@db/f?sslmode=require&password=<redacted>"
+        );
     }
 
     #[test]
