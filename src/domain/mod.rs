@@ -30,8 +30,8 @@ pub use source::{DIRECT, MAX_DIMENSION_BYTES, Source, UNKNOWN};
 pub use time::{
     DAY_MS, HOUR_MS, IsoTime, MAX_MILLIS, MINUTE_MS, UnixMillis, civil_from_days, cleanup_cutoff,
     date_start_millis, format_iso, format_space, now_millis, parse_date, parse_timestamp,
-    timestamp_from_unix_seconds, write_space,
+    space_text, timestamp_from_unix_seconds, write_space,
 };
 pub use user_agent::{MAX_USER_AGENT_BYTES, clean_user_agent, truncate_at_char};
 pub use visit::NewVisit;
-pub use visitor::Visitor;
+pub use visitor::{Visitor, VisitorText};

@@ -197,7 +197,8 @@ pub fn format_iso(millis: UnixMillis) -> String {
 pub struct IsoTime(pub UnixMillis);
 
 impl IsoTime {
-    fn text(self) -> [u8; 19] {
+    /// The 19 ASCII bytes, on the stack.
+    pub fn text(self) -> [u8; 19] {
         let mut text = space_text(self.0.div_euclid(1000));
         text[10] = b'T';
         text
@@ -230,7 +231,7 @@ pub fn write_space(out: &mut String, seconds: i64) {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` for unix `seconds`, on the stack.
-fn space_text(seconds: i64) -> [u8; 19] {
+pub fn space_text(seconds: i64) -> [u8; 19] {
     let days = seconds.div_euclid(86_400);
     let secs = seconds.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);

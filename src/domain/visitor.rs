@@ -73,6 +73,26 @@ impl serde::Serialize for Visitor {
     }
 }
 
+/// A stored visitor as answers show it: its text, or `unknown` for a stored value that could
+/// not be read back ([`Visitor::from_bytes`] gave `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VisitorText(pub Option<Visitor>);
+
+impl fmt::Display for VisitorText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(visitor) => visitor.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+impl serde::Serialize for VisitorText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,17 +4,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::domain::{DEVICE_TYPES, UNKNOWN};
+use crate::domain::{DEVICE_TYPES, UNKNOWN, UnixMillis, Visitor};
 
 /// One of a page's newest visits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecentVisit {
-    /// The client address, as text (`unknown` when it could not be read back).
-    pub ip: String,
+    /// The client address or pseudonym; `None` when the stored value could not be read back.
+    pub ip: Option<Visitor>,
     /// Shared: one allocation per distinct agent in an answer, not per mention.
     pub user_agent: Arc<str>,
-    /// ISO time, UTC.
-    pub timestamp: String,
+    pub at: UnixMillis,
 }
 
 /// A page's figures in a [`Summary`].
@@ -66,9 +65,9 @@ pub struct UrlStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteRecentVisit {
     pub url: String,
-    pub ip: String,
-    /// ISO time, UTC.
-    pub timestamp: String,
+    /// As in [`RecentVisit`].
+    pub ip: Option<Visitor>,
+    pub at: UnixMillis,
 }
 
 /// Whole-site figures.

@@ -11,7 +11,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::domain::{PageUrl, now_millis, write_space};
+use crate::domain::{IsoTime, PageUrl, VisitorText, now_millis, write_space};
 use crate::http::AppState;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{Json, Query};
@@ -161,13 +161,13 @@ const SUMMARY_CHUNK_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RecentVisit<'a> {
-    #[schema(example = "192.168.1.1")]
-    pub ip: &'a str,
+    #[schema(value_type = String, example = "192.168.1.1")]
+    pub ip: VisitorText,
     #[schema(example = "Mozilla/5.0...")]
     pub user_agent: &'a str,
     /// ISO time, UTC.
-    #[schema(example = "2025-07-28T11:30:00")]
-    pub timestamp: &'a str,
+    #[schema(value_type = String, example = "2025-07-28T11:30:00")]
+    pub timestamp: IsoTime,
 }
 
 impl<'a> RecentVisit<'a> {
@@ -175,9 +175,9 @@ impl<'a> RecentVisit<'a> {
         visits
             .iter()
             .map(|v| Self {
-                ip: &v.ip,
+                ip: VisitorText(v.ip),
                 user_agent: &v.user_agent,
-                timestamp: &v.timestamp,
+                timestamp: IsoTime(v.at),
             })
             .collect()
     }
@@ -274,8 +274,10 @@ impl<'a> UrlStatsResponse<'a> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SiteRecentVisit<'a> {
     pub url: &'a str,
-    pub ip: &'a str,
-    pub timestamp: &'a str,
+    #[schema(value_type = String)]
+    pub ip: VisitorText,
+    #[schema(value_type = String)]
+    pub timestamp: IsoTime,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -302,8 +304,8 @@ impl<'a> SiteStatsResponse<'a> {
                 .iter()
                 .map(|v| SiteRecentVisit {
                     url: &v.url,
-                    ip: &v.ip,
-                    timestamp: &v.timestamp,
+                    ip: VisitorText(v.ip),
+                    timestamp: IsoTime(v.at),
                 })
                 .collect(),
         }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
 use super::analytics::DateRange;
-use crate::domain::{HOUR_MS, write_space};
+use crate::domain::{HOUR_MS, IsoTime, VisitorText, space_text};
 use crate::store::model;
 
 #[cfg(test)]
@@ -41,7 +41,7 @@ pub fn write_summary(summary: &model::Summary, chunk: usize, mut sink: impl FnMu
         }
     }
     out.extend_from_slice(b"},\"total_entries\":");
-    let _ = write!(out, "{}", summary.total_entries);
+    write_int(&mut out, summary.total_entries);
     out.extend_from_slice(b",\"date_range\":");
     let _ = serde_json::to_writer(&mut out, &summary.date_range.as_ref().map(DateRange::of));
     out.push(b'}');
@@ -66,21 +66,24 @@ impl EscapedNames {
 }
 
 /// One page's object: `total_visits`, `unique_ips`, `by_hour`, `user_agents`, `recent_visits`.
+/// Numbers, times and visitors are written without `fmt` or a `String` between: a day's
+/// summary has tens of thousands of each. None of their text needs escaping (digits, dashes,
+/// colons, dots, a space, `T`, hex digits, `h:` and `unknown`).
 fn write_page(out: &mut Vec<u8>, page: &model::PageSummary, names: &mut EscapedNames) {
-    let _ = write!(
-        out,
-        "{{\"total_visits\":{},\"unique_ips\":{},\"by_hour\":{{",
-        page.total_visits, page.unique_ips
-    );
-    let mut key = String::with_capacity(19);
+    out.extend_from_slice(b"{\"total_visits\":");
+    write_int(out, page.total_visits);
+    out.extend_from_slice(b",\"unique_ips\":");
+    write_int(out, page.unique_ips);
+    out.extend_from_slice(b",\"by_hour\":{");
     for (i, &(hour, n)) in page.by_hour.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        // `YYYY-MM-DD HH:00:00`: digits, dashes, colons and a space; nothing to escape.
-        key.clear();
-        write_space(&mut key, hour * HOUR_MS / 1000);
-        let _ = write!(out, "\"{key}\":{n}");
+        // `YYYY-MM-DD HH:00:00`.
+        out.push(b'"');
+        out.extend_from_slice(&space_text(hour * HOUR_MS / 1000));
+        out.extend_from_slice(b"\":");
+        write_int(out, n);
     }
     out.extend_from_slice(b"},\"user_agents\":{");
     for (i, (name, n)) in page.user_agents.iter().enumerate() {
@@ -88,22 +91,29 @@ fn write_page(out: &mut Vec<u8>, page: &model::PageSummary, names: &mut EscapedN
             out.push(b',');
         }
         names.write(out, name);
-        let _ = write!(out, ":{n}");
+        out.push(b':');
+        write_int(out, *n);
     }
     out.extend_from_slice(b"},\"recent_visits\":[");
     for (i, visit) in page.recent_visits.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"ip\":");
-        let _ = serde_json::to_writer(&mut *out, &visit.ip);
-        out.extend_from_slice(b",\"user_agent\":");
+        let _ = write!(
+            out,
+            "{{\"ip\":\"{}\",\"user_agent\":",
+            VisitorText(visit.ip)
+        );
         names.write(out, &visit.user_agent);
-        out.extend_from_slice(b",\"timestamp\":");
-        let _ = serde_json::to_writer(&mut *out, &visit.timestamp);
-        out.push(b'}');
+        out.extend_from_slice(b",\"timestamp\":\"");
+        out.extend_from_slice(&IsoTime(visit.at).text());
+        out.extend_from_slice(b"\"}");
     }
     out.extend_from_slice(b"]}");
+}
+
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 #[cfg(test)]
@@ -117,12 +127,12 @@ mod tests {
             by_hour: vec![(490_000, 4), (490_001, 8)],
             user_agents: agents.iter().map(|a| (a.clone(), 6)).collect(),
             recent_visits: vec![model::RecentVisit {
-                ip: "1.2.3.4".into(),
+                ip: crate::domain::Visitor::parse("1.2.3.4"),
                 user_agent: agents
                     .first()
                     .cloned()
                     .unwrap_or_else(|| "curl \"x\"".into()),
-                timestamp: "2025-11-24T10:00:00".into(),
+                at: 1_763_978_400_000,
             }],
         }
     }

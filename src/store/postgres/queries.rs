@@ -208,11 +208,6 @@ fn hour_key(hour: i64) -> String {
     format_space(hour * HOUR_MS)
 }
 
-/// An address, or a pseudonym (`h:` and 16 hex digits) under `--ip-mode hashed`.
-fn ip_text(bytes: &[u8]) -> String {
-    Visitor::from_bytes(bytes).map_or_else(|| "unknown".into(), |v| v.to_string())
-}
-
 /// Names of user agents by id, fetched in one query for all an answer needs.
 async fn agent_names(
     tx: &Transaction<'_>,
@@ -405,9 +400,9 @@ pub async fn summary(
         summary.recent_visits = recent_of[i]
             .iter()
             .map(|(at, _, ip, agent_id)| RecentVisit {
-                ip: ip_text(ip),
+                ip: Visitor::from_bytes(ip),
                 user_agent: agent(&names, *agent_id),
-                timestamp: format_iso(*at),
+                at: *at,
             })
             .collect();
         data.push((url, summary));
@@ -506,9 +501,9 @@ pub async fn url_stats(
     response.recent_visits = recent
         .into_iter()
         .map(|(at, _, ip, agent_id)| RecentVisit {
-            ip: ip_text(&ip),
+            ip: Visitor::from_bytes(&ip),
             user_agent: agent(&names, agent_id),
-            timestamp: format_iso(at),
+            at,
         })
         .collect();
     Ok(response)
@@ -585,8 +580,8 @@ pub async fn site_stats(tx: &Transaction<'_>) -> Result<SiteStats, Error> {
     .iter()
     .map(|row| SiteRecentVisit {
         url: row.get(1),
-        ip: ip_text(row.get::<_, &[u8]>(2)),
-        timestamp: format_iso(row.get(0)),
+        ip: Visitor::from_bytes(row.get::<_, &[u8]>(2)),
+        at: row.get(0),
     })
     .collect();
     Ok(SiteStats {

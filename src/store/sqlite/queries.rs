@@ -123,11 +123,6 @@ fn hour_key(hour: i64) -> String {
     format_space(hour * HOUR_MS)
 }
 
-/// A stored visitor as text: the address, or `h:` and 16 hex digits for a pseudonym.
-fn ip_text(bytes: &[u8]) -> String {
-    Visitor::from_bytes(bytes).map_or_else(|| "unknown".into(), |v| v.to_string())
-}
-
 /// Names of user agents by id, looked up once each.
 struct AgentNames<'c> {
     conn: &'c Connection,
@@ -298,9 +293,9 @@ pub fn summary(
             let recent = &mut pages[i].2.recent_visits;
             if recent.len() < SUMMARY_RECENT {
                 recent.push(RecentVisit {
-                    ip: ip_text(&v.ip),
+                    ip: Visitor::from_bytes(&v.ip),
                     user_agent: agents.get(v.agent_id)?,
-                    timestamp: format_iso(millis_of(v.id)),
+                    at: millis_of(v.id),
                 });
             }
         }
@@ -318,9 +313,9 @@ pub fn summary(
             let recent = &mut pages[i].2.recent_visits;
             if recent.len() < SUMMARY_RECENT {
                 recent.push(RecentVisit {
-                    ip: ip_text(&row.get::<_, Vec<u8>>(2)?),
+                    ip: Visitor::from_bytes(row.get_ref(2)?.as_blob()?),
                     user_agent: agents.get(row.get(3)?)?,
-                    timestamp: format_iso(millis_of(row.get(1)?)),
+                    at: millis_of(row.get(1)?),
                 });
             }
         }
@@ -416,9 +411,9 @@ pub fn url_stats(
         .take(STATS_RECENT)
     {
         response.recent_visits.push(RecentVisit {
-            ip: ip_text(&v.ip),
+            ip: Visitor::from_bytes(&v.ip),
             user_agent: agents.get(v.agent_id)?,
-            timestamp: format_iso(millis_of(v.id)),
+            at: millis_of(v.id),
         });
     }
     let mut stmt = conn.prepare_cached(
@@ -429,9 +424,9 @@ pub fn url_stats(
     let mut rows = stmt.query(params![page_id, window.start_id, room as i64])?;
     while let Some(row) = rows.next()? {
         response.recent_visits.push(RecentVisit {
-            ip: ip_text(&row.get::<_, Vec<u8>>(1)?),
+            ip: Visitor::from_bytes(row.get_ref(1)?.as_blob()?),
             user_agent: agents.get(row.get(2)?)?,
-            timestamp: format_iso(millis_of(row.get(0)?)),
+            at: millis_of(row.get(0)?),
         });
     }
     drop(rows);
@@ -483,8 +478,8 @@ pub fn site_stats(conn: &Connection) -> rusqlite::Result<SiteStats> {
     while let Some(row) = rows.next()? {
         recent_visits.push(SiteRecentVisit {
             url: row.get(1)?,
-            ip: ip_text(&row.get::<_, Vec<u8>>(2)?),
-            timestamp: format_iso(millis_of(row.get(0)?)),
+            ip: Visitor::from_bytes(row.get_ref(2)?.as_blob()?),
+            at: millis_of(row.get(0)?),
         });
     }
     Ok(SiteStats {
