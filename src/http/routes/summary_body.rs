@@ -126,14 +126,18 @@ mod tests {
             unique_ips: 3,
             by_hour: vec![(490_000, 4), (490_001, 8)],
             user_agents: agents.iter().map(|a| (a.clone(), 6)).collect(),
-            recent_visits: vec![model::RecentVisit {
-                ip: crate::domain::Visitor::parse("1.2.3.4"),
-                user_agent: agents
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "curl \"x\"".into()),
-                at: 1_763_978_400_000,
-            }],
+            // Every kind of visitor: IPv4, IPv6, a pseudonym, and one not read back (`unknown`).
+            recent_visits: ["1.2.3.4", "2001:db8::1", "h:00ff00ff00ff00ff", "?"]
+                .into_iter()
+                .map(|ip| model::RecentVisit {
+                    ip: crate::domain::Visitor::parse(ip),
+                    user_agent: agents
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "curl \"x\"".into()),
+                    at: 1_763_978_400_000,
+                })
+                .collect(),
         }
     }
 
@@ -153,6 +157,21 @@ mod tests {
             let serde = serde_json::to_vec(&PageSummary::of(p)).unwrap();
             assert_eq!(String::from_utf8(ours), String::from_utf8(serde));
         }
+        // And the shape itself, for the visitors and the time.
+        let mut ours = Vec::new();
+        write_page(&mut ours, &pages[1], &mut names);
+        let value: serde_json::Value = serde_json::from_slice(&ours).unwrap();
+        let ips: Vec<&str> = (value["recent_visits"].as_array().unwrap().iter())
+            .map(|v| v["ip"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ips,
+            ["1.2.3.4", "2001:db8::1", "h:00ff00ff00ff00ff", "unknown"]
+        );
+        assert_eq!(
+            value["recent_visits"][0]["timestamp"],
+            "2025-11-24T10:00:00"
+        );
     }
 
     #[test]
