@@ -4,7 +4,7 @@
 //! [`PostgresStore`] through `store::Store`, with the same answers as the SQLite backend.
 //!
 //! - [`store`]: [`PostgresStore`], the backend's side of the boundary: connects, applies the
-//!   schema, starts the writer tasks and the roller, answers each `Store` method.
+//!   schema, starts the writer task and the roller, answers each `Store` method.
 //! - [`schema`]: the versioned schema (`schema/postgres/`), created on first start.
 //! - [`writer`]: per-node group commit: whatever is queued goes in one transaction (binary
 //!   `COPY`), answered after the commit.

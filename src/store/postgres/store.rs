@@ -1,11 +1,11 @@
 //! [`PostgresStore`]: the PostgreSQL backend's side of the storage boundary.
 //!
 //! Opening connects once (a wrong or unreachable URL fails here, in one line), creates the
-//! database and its schema when missing, then starts this node's writer tasks and roller.
+//! database and its schema when missing, then starts this node's writer task and roller.
 //! Reads take a pooled connection and one snapshot each.
 //!
 //! The store runs on a small tokio runtime of its own (two threads, `footfall-pg`): its
-//! connections, writer tasks and roller live there whatever runtime the caller has, or had (a
+//! connections, writer task and roller live there whatever runtime the caller has, or had (a
 //! store opened outside a runtime, or on one since shut down, still works: as the SQLite one
 //! does with its threads), and the PostgreSQL protocol work runs beside the HTTP thread.
 
@@ -97,7 +97,7 @@ macro_rules! read {
 
 impl PostgresStore {
     /// Connects to `url` (a libpq URL), creating the database and the schema when missing, and
-    /// starts the writer tasks and the roller. Needs a tokio runtime (every command runs in one).
+    /// starts the writer task and the roller. Needs a tokio runtime (every command runs in one).
     pub fn open(url: &str, options: &Options) -> anyhow::Result<Self> {
         let mut target = Target::parse(url)?;
         let config = &mut target.config;

@@ -1,8 +1,11 @@
 //! Per-node group commit: the write requests queued on this node go into PostgreSQL in one
 //! transaction per batch (the visits by binary `COPY`), and each is answered after the commit.
 //!
-//! A few writer tasks share one bounded queue: while one commits (waiting on the server's
-//! fsync), the next gathers what arrived meanwhile. A full queue is [`StoreError::Busy`] at once.
+//! One writer task per node takes everything queued (up to `--max-batch`), commits it, answers
+//! it, and takes again: what arrives during a commit is the next batch, so batches grow with the
+//! load. (Three tasks committing side by side made smaller batches, a transaction's fixed cost
+//! for fewer visits each, and 25% fewer visits a second: docs/PERFORMANCE.md.) A full queue is
+//! [`StoreError::Busy`] at once.
 //! Visit ids are not chosen here: the `visits` id default draws them from the sequence inside
 //! the `COPY` (see `roller.rs` for why that matters). Dimension ids (pages, sites, agents,
 //! events, sources, devices) are looked up or inserted in the same transaction, in a fixed
@@ -10,8 +13,8 @@
 //! or goes away. A user agent's device is parsed only when the node has not seen the agent.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
@@ -25,8 +28,6 @@ use super::writer_dims;
 use crate::domain::{DEFAULT_EVENT, IdentifiedVisit, NewVisit, UnixMillis, now_millis};
 use crate::store::{Result, StoreError};
 
-/// Writer tasks per node: one gathering while the others commit.
-const WRITERS: usize = 3;
 /// Runs of a batch after a deadlock or serialization failure before giving up.
 const RETRIES: usize = 5;
 /// Dimension ids cached per kind at most; past it the cache starts over.
@@ -80,7 +81,7 @@ impl WriteOp {
     }
 }
 
-/// The ids of dimension values, shared by the node's writer tasks.
+/// The ids of dimension values the node's writer has committed or seen committed.
 #[derive(Debug, Default)]
 struct Dims {
     sites: HashMap<String, i64>,
@@ -91,31 +92,24 @@ struct Dims {
     more: writer_dims::Cache,
 }
 
-/// The node's write queue and its writer tasks.
+/// The node's write queue and its writer task.
 #[derive(Debug)]
 pub struct Writer {
     queue: std::sync::RwLock<Option<mpsc::Sender<WriteOp>>>,
     capacity: usize,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
 }
 
 impl Writer {
-    /// Starts the writer tasks on the current runtime.
+    /// Starts the writer task on the current runtime.
     pub fn spawn(pool: Pool, capacity: usize, max_batch: usize) -> Self {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-        let dims = Arc::new(Mutex::new(Dims::default()));
-        let tasks = (0..WRITERS)
-            .map(|_| {
-                let (pool, receiver, dims) = (pool.clone(), receiver.clone(), dims.clone());
-                tokio::spawn(run(pool, receiver, dims, max_batch.max(1)))
-            })
-            .collect();
+        let task = tokio::spawn(run(pool, receiver, max_batch.max(1)));
         Self {
             queue: std::sync::RwLock::new(Some(sender)),
             capacity: capacity.max(1),
-            tasks: Mutex::new(tasks),
+            task: Mutex::new(Some(task)),
             closed: AtomicBool::new(false),
         }
     }
@@ -144,32 +138,27 @@ impl Writer {
             .map_or(0, |s| self.capacity.saturating_sub(s.capacity()))
     }
 
-    /// Stops taking work, commits what is queued and waits for the writer tasks.
+    /// Stops taking work, commits what is queued and waits for the writer task.
     pub async fn close(&self) {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
         self.queue.write().unwrap_or_else(|e| e.into_inner()).take();
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
             let _ = task.await;
         }
     }
 }
 
-/// One writer task: gathers a batch from the shared queue, commits it, answers it.
-async fn run(
-    pool: Pool,
-    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<WriteOp>>>,
-    dims: Arc<Mutex<Dims>>,
-    max_batch: usize,
-) {
+/// The writer task: gathers a batch from the queue, commits it, answers it.
+async fn run(pool: Pool, mut receiver: mpsc::Receiver<WriteOp>, max_batch: usize) {
+    let mut dims = Dims::default();
     let batch_visits = metrics::histogram!("footfall_batch_visits");
     let commit_seconds = metrics::histogram!("footfall_commit_seconds");
     let visits_recorded = metrics::counter!("footfall_visits_recorded_total");
     loop {
         let batch = {
-            let mut receiver = receiver.lock().await;
             let Some(first) = receiver.recv().await else {
                 return;
             };
@@ -190,7 +179,7 @@ async fn run(
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            match commit(&pool, &dims, &batch).await {
+            match commit(&pool, &mut dims, &batch).await {
                 Err(Failure::Retry(err)) if attempt < RETRIES => {
                     tracing::debug!(error = %err, attempt, "retrying a batch");
                     tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
@@ -292,7 +281,7 @@ const VISIT_TYPES: [Type; 7] = [
 ];
 
 /// Commits one batch in one transaction.
-async fn commit(pool: &Pool, dims: &Mutex<Dims>, batch: &[WriteOp]) -> Result<Committed, Failure> {
+async fn commit(pool: &Pool, dims: &mut Dims, batch: &[WriteOp]) -> Result<Committed, Failure> {
     let mut client = pool
         .get()
         .await
@@ -487,7 +476,7 @@ struct Ids {
 /// nodes' batches adding the same new values wait for each other rather than deadlock.
 async fn resolve(
     client: &deadpool_postgres::Transaction<'_>,
-    dims: &Mutex<Dims>,
+    dims: &Dims,
     visits: &[&NewVisit],
     clicks: &[(UnixMillis, &str, i64)],
 ) -> Result<(Ids, NewIds), Failure> {
@@ -499,7 +488,6 @@ async fn resolve(
         HashSet::new(),
     );
     {
-        let dims = dims.lock().unwrap_or_else(|e| e.into_inner());
         let look = |cache: &HashMap<String, i64>,
                     found: &mut HashMap<String, i64>,
                     want: &mut HashSet<String>,
@@ -547,14 +535,11 @@ async fn resolve(
             page_sites.insert(v.url.as_str().to_owned(), v.url.site().to_owned());
         }
     }
-    {
-        let dims = dims.lock().unwrap_or_else(|e| e.into_inner());
-        for site in page_sites.values() {
-            if let Some(&id) = dims.sites.get(site) {
-                ids.sites.insert(site.clone(), id);
-            } else if !ids.sites.contains_key(site) {
-                want_sites.insert(site.clone());
-            }
+    for site in page_sites.values() {
+        if let Some(&id) = dims.sites.get(site) {
+            ids.sites.insert(site.clone(), id);
+        } else if !ids.sites.contains_key(site) {
+            want_sites.insert(site.clone());
         }
     }
     // One kind after the other, always in this order (then pages, which need their sites'
@@ -596,15 +581,8 @@ async fn resolve(
 
     // Sources and devices last, always after the kinds above (the same fixed order on every
     // node).
-    let missing = {
-        let dims = dims.lock().unwrap_or_else(|e| e.into_inner());
-        dims.more.look(visits, &mut ids.more)
-    };
-    let mut parsed = missing.parse();
-    {
-        let dims = dims.lock().unwrap_or_else(|e| e.into_inner());
-        dims.more.look_devices(&mut parsed, &mut ids.more);
-    }
+    let mut parsed = dims.more.look(visits, &mut ids.more).parse();
+    dims.more.look_devices(&mut parsed, &mut ids.more);
     let more = writer_dims::fetch(client, parsed, &mut ids.more).await?;
 
     Ok((
@@ -626,9 +604,7 @@ struct NewIds {
 
 /// Caches the ids a committed batch learnt (only then: an id inserted by a batch that rolled
 /// back does not exist).
-fn remember(dims: &Mutex<Dims>, new: NewIds) {
-    let mut guard = dims.lock().unwrap_or_else(|e| e.into_inner());
-    let dims = &mut *guard;
+fn remember(dims: &mut Dims, new: NewIds) {
     let [sites, pages, agents, events] = new.named;
     dims.more.learn(new.more);
     for (cache, new) in [

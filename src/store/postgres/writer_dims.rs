@@ -115,8 +115,7 @@ impl Cache {
 }
 
 impl Missing {
-    /// Parses the user agents the cache lacked: outside the cache's lock, which the node's
-    /// other writer tasks wait on.
+    /// Parses the user agents the cache lacked.
     pub fn parse(self) -> Parsed {
         Parsed {
             sources: self.sources,
