@@ -343,6 +343,54 @@ async fn a_returning_visitor_moves_its_last_visit_forward_and_counts_once() {
     store.close().await;
 }
 
+/// A page's newest visits stay exactly its newest 20 across roll-ups, when new visits push
+/// old ones out and when a late visit is older than all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL"]
+async fn page_recent_keeps_the_newest_twenty_across_roll_ups() {
+    let db = Database::new().await;
+    let _election = db.hold_roller().await;
+    let store = db.open();
+    let (busy, quiet) = ("https://a.example/busy", "https://a.example/quiet");
+    for round in 0..4i64 {
+        let mut visits: Vec<NewVisit> = (0..15i64)
+            .map(|i| {
+                let at = NOW - 10 * HOUR_MS + (round * 15 + i) * 60_000;
+                visit(busy, None, CHROME_WINDOWS, &format!("10.0.{round}.{i}"), at)
+            })
+            .collect();
+        // A late visit, older than everything kept, and a page that never reaches 20.
+        visits.push(visit(
+            busy,
+            None,
+            CHROME_WINDOWS,
+            "10.9.9.9",
+            NOW - 20 * HOUR_MS,
+        ));
+        visits.push(visit(
+            quiet,
+            None,
+            CHROME_WINDOWS,
+            "10.8.8.8",
+            NOW - round * HOUR_MS,
+        ));
+        store.record_many(visits).await.unwrap();
+        store.roll_up_now().await.unwrap();
+        assert_eq!(
+            store.rollup_mismatches().await.unwrap(),
+            Vec::<String>::new(),
+            "round {round}"
+        );
+    }
+    let stats = store
+        .url_stats(PageUrl::parse(busy).unwrap(), NOW, 24)
+        .await
+        .unwrap();
+    assert_eq!(stats.recent_visits.len(), 20);
+    assert_eq!(stats.recent_visits[0].at, NOW - 10 * HOUR_MS + 59 * 60_000);
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL"]
 async fn two_nodes_adding_the_same_new_dimensions_at_once_agree_on_their_ids() {
