@@ -307,6 +307,8 @@ async fn count_in(
         .await?;
         count_sites_in(tx, lo, hi).await?;
         // The newest visits of each page: at most 20 new ones, then the page is trimmed back.
+        // Only a page with more than 20 visits (`page_totals`, counted above) can hold more
+        // than 20 rows: most pages of a site never get there.
         let pages: Vec<i64> = tx
             .query(
                 "WITH b AS (
@@ -317,7 +319,8 @@ async fn count_in(
                    INSERT INTO page_recent (page_id, at, id, ip, agent_id)
                    SELECT page_id, at, id, ip, agent_id FROM b WHERE rn <= 20
                    RETURNING page_id)
-                 SELECT DISTINCT page_id FROM ins",
+                 SELECT page_id FROM page_totals
+                 WHERE page_id IN (SELECT page_id FROM ins) AND visits > 20",
                 &range,
             )
             .await?
