@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ingest::{StoredVisit, page_tail, tail};
-use super::rollups::{ALL_SITES, HOUR_MS, id_at, millis_of};
+use super::rollups::{ALL_SITES, HOUR_MS, id_at, millis_of, read_progress};
 use crate::domain::{UnixMillis, Visitor, format_iso, format_space};
 use crate::store::model::{
     DateRange, PageSummary, RecentVisit, SiteRecentVisit, SiteStats, Summary, UrlStats,
@@ -437,10 +437,9 @@ pub fn url_stats(
 /// `GET /stats`: whole-database figures.
 pub fn site_stats(conn: &Connection) -> rusqlite::Result<SiteStats> {
     let conn = &conn.unchecked_transaction()?;
-    let (_, tail) = tail(conn)?;
     let (total_visits, unique_visitors) = super::dimensions::site_totals(conn, ALL_SITES)?;
     // The top pages by rolled-up totals plus the pages the tail touches: only those can be in
-    // the final top list.
+    // the final top list. The tail is counted per page in SQL, not read into memory.
     let mut candidates: HashMap<i64, (String, i64)> = HashMap::new();
     {
         let mut stmt = conn.prepare_cached(
@@ -455,14 +454,20 @@ pub fn site_stats(conn: &Connection) -> rusqlite::Result<SiteStats> {
             "SELECT p.url, coalesce(t.visits, 0) FROM pages p
              LEFT JOIN page_totals t ON t.page_id = p.id WHERE p.id = ?1",
         )?;
-        for v in &tail {
-            let page = match candidates.entry(v.page_id) {
+        let watermark = read_progress(conn)?.rolled_up_to;
+        let mut tail_pages = conn.prepare_cached(
+            "SELECT page_id, count(*) FROM visits WHERE id >= ?1 GROUP BY page_id",
+        )?;
+        let mut rows = tail_pages.query([watermark])?;
+        while let Some(row) = rows.next()? {
+            let (page_id, visits): (i64, i64) = (row.get(0)?, row.get(1)?);
+            let page = match candidates.entry(page_id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(one.query_row([v.page_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
+                    e.insert(one.query_row([page_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
                 }
             };
-            page.1 += 1;
+            page.1 += visits;
         }
     }
     let mut popular: Vec<(String, i64)> = candidates.into_values().collect();
@@ -498,10 +503,9 @@ mod tests {
     use crate::store::sqlite::ingest::{Ingest, commit_visits};
     use crate::store::sqlite::open_writer;
 
-    /// The whole-tail grouping counts the same new (page, IP) pairs as the per-pair probes:
-    /// pairs the rollups know are not new, repeats in the tail count once.
-    #[test]
-    fn the_whole_tail_counts_new_ips_as_the_probes_do() {
+    /// Three visits rolled up, then six in the tail: pairs the rollups know, a repeat in the
+    /// tail, a pair new for one page but known for another, and a page never rolled up.
+    fn rolled_up_and_tail() -> (tempfile::TempDir, crate::store::sqlite::WriteConns) {
         let dir = tempfile::tempdir().unwrap();
         let mut conns = open_writer(&dir.path().join("v.db"), Durability::Normal).unwrap();
         let mut ingest = Ingest::new();
@@ -533,7 +537,14 @@ mod tests {
             ("https://c.com/", "10.0.0.9"), // a page the rollups have never seen
         ]);
         commit_visits(&conns.raw, &mut ingest, tail_visits);
+        (dir, conns)
+    }
 
+    /// The whole-tail grouping counts the same new (page, IP) pairs as the per-pair probes:
+    /// pairs the rollups know are not new, repeats in the tail count once.
+    #[test]
+    fn the_whole_tail_counts_new_ips_as_the_probes_do() {
+        let (_dir, conns) = rolled_up_and_tail();
         let conn = &conns.rollups;
         let (watermark, tail) = tail(conn).unwrap();
         assert_eq!(tail.len(), 6);
@@ -551,5 +562,25 @@ mod tests {
         let mut new_ips: Vec<i64> = whole.values().map(|t| t.new_ips).collect();
         new_ips.sort();
         assert_eq!(new_ips, vec![1, 1, 1]);
+    }
+
+    /// `/stats` adds the tail to the rolled-up totals: every visit, every new visitor, and
+    /// each page's tail visits to its count.
+    #[test]
+    fn site_stats_add_the_tail_per_page() {
+        let (_dir, conns) = rolled_up_and_tail();
+        let stats = site_stats(&conns.rollups).unwrap();
+        assert_eq!((stats.total_visits, stats.unique_visitors), (9, 4));
+        let popular: Vec<(&str, i64)> = (stats.popular_pages.iter())
+            .map(|(url, n)| (url.as_str(), *n))
+            .collect();
+        assert_eq!(
+            popular,
+            [
+                ("https://a.com/", 5),
+                ("https://b.com/", 3),
+                ("https://c.com/", 1)
+            ]
+        );
     }
 }
