@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::queries::begin;
 use crate::domain::export::{ExportFilter, ExportFormat};
-use crate::domain::{DEFAULT_EVENT, Visitor, write_space};
+use crate::domain::{DEFAULT_EVENT, Visitor, VisitorText, write_space};
 
 /// Size at which a chunk is handed to the reader.
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -65,9 +65,7 @@ impl Renderer {
 
     /// Renders one row; answers a full chunk when there is one.
     fn row(&mut self, row: &Row) -> Option<Bytes> {
-        // An address, or a pseudonym (`h:` and 16 hex digits) under `--ip-mode hashed`.
-        let ip =
-            Visitor::from_bytes(&row.ip).map_or_else(|| "unknown".to_owned(), |v| v.to_string());
+        let ip = VisitorText(Visitor::from_bytes(&row.ip)).to_string();
         let mut ts = String::with_capacity(19);
         write_space(&mut ts, row.at.div_euclid(1000));
         match self.format {

@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 
 use super::rollups::{id_at, millis_of};
 use crate::domain::export::{ExportFilter, ExportFormat};
-use crate::domain::{DEFAULT_EVENT, MAX_MILLIS, UnixMillis, Visitor, write_space};
+use crate::domain::{DEFAULT_EVENT, MAX_MILLIS, UnixMillis, Visitor, VisitorText, write_space};
 
 /// Size at which a chunk is handed to the sink.
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -112,11 +112,10 @@ impl<S: FnMut(Bytes) -> bool> Renderer<'_, S> {
         self.ip_buf.clear();
         match row.ip {
             Some(Visitor::Ip(ip)) => push_ip(&mut self.ip_buf, ip),
-            Some(pseudonym) => {
+            other => {
                 use std::fmt::Write;
-                let _ = write!(self.ip_buf, "{pseudonym}");
+                let _ = write!(self.ip_buf, "{}", VisitorText(other));
             }
-            None => self.ip_buf.push_str("unknown"),
         }
         let second = millis_of(row.id).div_euclid(1000);
         if self.ts_second != Some(second) {
