@@ -3,8 +3,8 @@
 //!
 //! One writer task per node takes everything queued (up to `--max-batch`), commits it, answers
 //! it, and takes again: what arrives during a commit is the next batch, so batches grow with the
-//! load. (Three tasks committing side by side made smaller batches, a transaction's fixed cost
-//! for fewer visits each, and 25% fewer visits a second: docs/PERFORMANCE.md.) A full queue is
+//! load. (Tasks committing side by side split the queue into smaller batches, each paying a
+//! transaction's fixed cost for fewer visits: docs/PERFORMANCE.md.) A full queue is
 //! [`StoreError::Busy`] at once.
 //! Visit ids are not chosen here: the `visits` id default draws them from the sequence inside
 //! the `COPY` (see `roller.rs` for why that matters). Dimension ids (pages, sites, agents,
