@@ -12,7 +12,8 @@
 #   3. load: POST /visit paced at RATE (default half the capacity) with scripts/paced-visit.lua
 #      (RATE/38 connections, each waiting 20 ms after each answer) for 25 s, and from its
 #      3rd second to its 23rd the reads in turn: /summary?hours=24, /stats and this year's
-#      /breakdown/all/pageview/YEAR.
+#      /breakdown/all/pageview/YEAR, then READ_PAUSE seconds (default 0.2; e.g. 2 for a
+#      dashboard that refreshes every few seconds), and again.
 #
 # Prints each read's count, median and 90th percentile, idle and under load, and the write rate
 # achieved. Only answers given while the load runs count: the script fails if the load ended
@@ -24,6 +25,7 @@ set -euo pipefail
 db=${1:?usage: scripts/queries-under-load.sh DB [BINARY] [RATE]}
 bin=${2:-${CARGO_TARGET_DIR:-$(pwd)/target}/release/footfall}
 rate=${3:-}
+pause=${READ_PAUSE:-0.2}
 here=$(cd "$(dirname "$0")" && pwd)
 # The team's benchmark folder sits beside the project (../shared/bench).
 bench=${BENCH_DIR:-$here/../../shared/bench}
@@ -71,7 +73,7 @@ while [ "$SECONDS" -lt "$end" ]; do
   for r in "${reads[@]}"; do
     curl -s -o /dev/null -w "$r %{http_code} %{time_total}\n" "$base$r"
   done
-  sleep 0.2
+  sleep "$pause"
 done >"$work/times"
 kill -0 "$load" 2>/dev/null || { echo "the load ended before the last read: nothing measured under load" >&2; exit 1; }
 wait "$load"
