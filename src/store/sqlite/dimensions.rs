@@ -181,9 +181,11 @@ pub(crate) fn site_totals(conn: &Connection, site: i64) -> rusqlite::Result<(i64
             .prepare_cached("SELECT visits, unique_ips FROM totals WHERE id = 1")?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let tail = one("SELECT count(*) FROM visits WHERE id >= ?1", &[&watermark])?;
+        // Distinct IPs first, in key order: the probes then walk `ips` in its own order (as
+        // `queries::whole_tail_by_page` does for `page_ips`).
         let new_ips = one(
-            "SELECT count(DISTINCT v.ip) FROM visits v WHERE v.id >= ?1
-               AND NOT EXISTS (SELECT 1 FROM ips k WHERE k.ip = v.ip)",
+            "SELECT count(*) FROM (SELECT ip FROM visits WHERE id >= ?1 GROUP BY ip) t
+             WHERE NOT EXISTS (SELECT 1 FROM ips k WHERE k.ip = t.ip)",
             &[&watermark],
         )?;
         return Ok((visits + tail, unique + new_ips));
@@ -199,9 +201,10 @@ pub(crate) fn site_totals(conn: &Connection, site: i64) -> rusqlite::Result<(i64
         &[&watermark, &site],
     )?;
     let new_ips = one(
-        "SELECT count(DISTINCT v.ip) FROM visits v JOIN pages p ON p.id = v.page_id
-         WHERE v.id >= ?1 AND p.site_id = ?2
-           AND NOT EXISTS (SELECT 1 FROM site_ips k WHERE k.site_id = ?2 AND k.ip = v.ip)",
+        "SELECT count(*) FROM (
+           SELECT v.ip FROM visits v JOIN pages p ON p.id = v.page_id
+           WHERE v.id >= ?1 AND p.site_id = ?2 GROUP BY v.ip) t
+         WHERE NOT EXISTS (SELECT 1 FROM site_ips k WHERE k.site_id = ?2 AND k.ip = t.ip)",
         &[&watermark, &site],
     )?;
     Ok((visits + tail, unique + new_ips))

@@ -104,11 +104,14 @@ fn whole_tail_by_page<'t>(
         page.visits += 1;
         page.rows.push(v);
     }
+    // The tail's distinct pairs come out of the GROUP BY in key order, so the probes walk
+    // `page_ips` in its own order: each of its pages is read once, on a cache that the last
+    // roll-up's commit emptied, instead of once per probe in time order.
     let mut new_ips = conn.prepare_cached(
-        "SELECT v.page_id, count(DISTINCT v.ip) FROM visits v
-         WHERE v.id >= ?1
-           AND NOT EXISTS (SELECT 1 FROM page_ips k WHERE k.page_id = v.page_id AND k.ip = v.ip)
-         GROUP BY v.page_id",
+        "SELECT p.page_id, count(*)
+         FROM (SELECT page_id, ip FROM visits WHERE id >= ?1 GROUP BY page_id, ip) p
+         WHERE NOT EXISTS (SELECT 1 FROM page_ips k WHERE k.page_id = p.page_id AND k.ip = p.ip)
+         GROUP BY p.page_id",
     )?;
     let mut rows = new_ips.query([watermark])?;
     while let Some(row) = rows.next()? {
