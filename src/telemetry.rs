@@ -1,8 +1,9 @@
 //! Logs and metrics: tracing setup (`--log-format text|json`), the per-request log line (at
 //! ERROR with its cause for a `500`), and the Prometheus recorder behind `/metrics`.
 //!
-//! One info line per request (method, path, status, latency, request id); nothing per visit.
-//! Headers and query strings are never logged, so neither is an admin token.
+//! One line per request (method, path, status, latency, request id), at info but for the
+//! successful answers of the recording routes, at debug ([`RECORDING_ROUTES`]); nothing per
+//! visit. Headers and query strings are never logged, so neither is an admin token.
 //!
 //! Metric labels come from bounded sets only (the route *pattern*, a standard method name or
 //! `OTHER`, the status code): a label taken from raw request data would let a client create
@@ -29,6 +30,19 @@ pub const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Longest path written in a log line: a 100 KB path must not become a 100 KB log line.
 const MAX_LOGGED_PATH: usize = 256;
+
+/// Routes that record visits or count a page: a request per page view of every tracked site.
+/// Their successful answers are logged at debug, not info: a line each would be most of a busy
+/// server's log (gigabytes a day, past journald's rate limit, which then drops the lines that
+/// matter) and would say nothing that `footfall_http_requests_total` and
+/// `footfall_http_request_duration_seconds` do not. Their failures stay at info.
+const RECORDING_ROUTES: [&str; 5] = [
+    "/visit",
+    "/",
+    "/bulk-visits",
+    "/visit/{page_id}",
+    "/pixel.gif",
+];
 
 /// Lines the log writer dropped because stderr could not keep up, when [`init_tracing`]
 /// installed it; read into a metric at each scrape ([`observe_dropped_log_lines`]).
@@ -294,7 +308,22 @@ impl RequestRecord {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let latency_ms = elapsed.as_micros() as f64 / 1000.0;
+        let recorded = status < 400
+            && (self.route.as_ref()).is_some_and(|r| RECORDING_ROUTES.contains(&r.as_str()));
         // `%`: strings as they are (`path=/health`), not quoted as `Debug` would.
+        macro_rules! request_line {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    method = %method,
+                    path = %path,
+                    status,
+                    latency_ms,
+                    request_id = %request_id,
+                    "finished processing request"
+                )
+            };
+        }
         match cause {
             Some(InternalCause(error)) => tracing::error!(
                 method = %method,
@@ -305,14 +334,8 @@ impl RequestRecord {
                 error = %error,
                 "request failed"
             ),
-            None => tracing::info!(
-                method = %method,
-                path = %path,
-                status,
-                latency_ms,
-                request_id = %request_id,
-                "finished processing request"
-            ),
+            None if recorded => request_line!(tracing::Level::DEBUG),
+            None => request_line!(tracing::Level::INFO),
         }
     }
 }

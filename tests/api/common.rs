@@ -283,12 +283,27 @@ impl ServerProcess {
     /// Like [`Self::start`], with the server's stderr (its log) going to `stderr`, at the
     /// default log level whatever `RUST_LOG` the tests run with.
     pub fn start_with_stderr(db: &Path, extra: &[&str], stderr: impl Into<Stdio>) -> Self {
+        Self::start_logging(db, extra, stderr, None)
+    }
+
+    /// Like [`Self::start_with_stderr`], with `RUST_LOG` set to `rust_log` (`None`: unset).
+    pub fn start_logging(
+        db: &Path,
+        extra: &[&str],
+        stderr: impl Into<Stdio>,
+        rust_log: Option<&str>,
+    ) -> Self {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_footfall"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_footfall"));
+        command
             .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--db"])
             .arg(db_arg(db))
             .args(extra)
-            .env_remove("RUST_LOG")
+            .env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

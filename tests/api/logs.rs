@@ -1,6 +1,7 @@
-//! The request log (API.md §9): one line per request in tracing-subscriber's text or JSON
-//! format, a `500` at ERROR with its cause, and never a token or a query string. Each test
-//! runs a real server and reads its stderr.
+//! The request log (docs/OPERATIONS.md, Logs): one line per request in tracing-subscriber's
+//! text or JSON format (the successful answers of the recording routes at DEBUG, the rest at
+//! INFO), a `500` at ERROR with its cause, and never a token or a query string. Each test runs
+//! a real server and reads its stderr.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -19,13 +20,19 @@ struct LoggedServer {
 }
 
 impl LoggedServer {
+    /// At the default level (`RUST_LOG` unset).
     fn start(extra: &[&str]) -> Self {
+        Self::start_logging(extra, None)
+    }
+
+    fn start_logging(extra: &[&str], rust_log: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("server.log");
-        let server = ServerProcess::start_with_stderr(
+        let server = ServerProcess::start_logging(
             &dir.path().join("visits.db"),
             extra,
             File::create(&log).unwrap(),
+            rust_log,
         );
         Self {
             base: server.base.clone(),
@@ -139,8 +146,57 @@ async fn json_logs_have_one_line_per_request_with_status_and_path_and_never_the_
     ];
     assert_eq!(answers.map(|s| s.as_u16()), [200, 200, 200, 401]);
 
-    // Visits log one line per request, none per visit (counted once the server has stopped:
-    // lines are written by a background thread, and only a stop flushes them all).
+    // Visits recorded are not logged at the default level; a refused one is (counted once the
+    // server has stopped: lines are written by a background thread, and only a stop flushes
+    // them all).
+    record_visits(&client, base).await;
+    let refused = client
+        .post(format!("{base}/visit"))
+        .header("content-type", "application/json")
+        .body("{\"url\": 42}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let log = server.stop();
+    let recording_lines = log
+        .lines()
+        .filter(|l| l.contains("\"path\":\"/visit\"") || l.contains("\"path\":\"/bulk-visits\""))
+        .count();
+    assert_eq!(recording_lines, 1, "only the refused visit:\n{log}");
+    assert!(!log.contains("logs.example"), "no line per visit:\n{log}");
+    assert!(
+        !log.contains(token),
+        "the admin token is in the log:\n{log}"
+    );
+    let lines = request_lines(&log);
+    let found = |method: &str, path: &str, status: u64| {
+        lines
+            .iter()
+            .any(|l| l["method"] == method && l["path"] == path && l["status"] == status)
+    };
+    assert!(found("POST", "/import", 200), "{log}");
+    assert!(found("GET", "/all-visits", 200), "{log}");
+    assert!(found("DELETE", "/cleanup", 200), "{log}");
+    assert!(found("GET", "/all-visits", 401), "{log}");
+    assert!(found("POST", "/visit", 422), "{log}");
+    for line in &lines {
+        assert_eq!(line["level"], "INFO");
+        assert!(
+            line["latency_ms"].is_f64(),
+            "milliseconds as a number: {line}"
+        );
+        assert_eq!(
+            line["request_id"].as_str().map(str::len),
+            Some(36),
+            "{line}"
+        );
+    }
+    assert_eq!(lines.len(), 4 + 1);
+}
+
+/// One bulk request of 50 visits and five single visits, all answered `200`.
+async fn record_visits(client: &reqwest::Client, base: &str) {
     let bulk: Vec<Value> = (0..50)
         .map(|i| json!({ "url": format!("https://logs.example/{i}") }))
         .collect();
@@ -160,41 +216,28 @@ async fn json_logs_have_one_line_per_request_with_status_and_path_and_never_the_
             .unwrap();
         assert_eq!(reply.status(), 200);
     }
-    let log = server.stop();
-    let recording_lines = log
-        .lines()
-        .filter(|l| l.contains("\"path\":\"/visit\"") || l.contains("\"path\":\"/bulk-visits\""))
-        .count();
-    assert_eq!(recording_lines, 6, "{log}");
-    assert!(!log.contains("logs.example"), "no line per visit:\n{log}");
-    assert!(
-        !log.contains(token),
-        "the admin token is in the log:\n{log}"
+}
+
+/// With the request log at debug (as docs/OPERATIONS.md says to turn it on), the recording
+/// routes' successful answers have their lines too: one per request, none per visit.
+#[tokio::test]
+async fn recorded_visits_are_logged_at_debug() {
+    let server = LoggedServer::start_logging(
+        &["--log-format", "json"],
+        Some("info,footfall::telemetry=debug"),
     );
+    record_visits(&reqwest::Client::new(), &server.base).await;
+    let log = server.stop();
     let lines = request_lines(&log);
-    let found = |method: &str, path: &str, status: u64| {
-        lines
-            .iter()
-            .any(|l| l["method"] == method && l["path"] == path && l["status"] == status)
-    };
-    assert!(found("POST", "/import", 200), "{log}");
-    assert!(found("GET", "/all-visits", 200), "{log}");
-    assert!(found("DELETE", "/cleanup", 200), "{log}");
-    assert!(found("GET", "/all-visits", 401), "{log}");
-    assert!(found("POST", "/bulk-visits", 200), "{log}");
-    for line in &lines {
-        assert_eq!(line["level"], "INFO");
-        assert!(
-            line["latency_ms"].is_f64(),
-            "milliseconds as a number: {line}"
-        );
-        assert_eq!(
-            line["request_id"].as_str().map(str::len),
-            Some(36),
-            "{line}"
-        );
+    let recording: Vec<&Value> = (lines.iter())
+        .filter(|l| l["path"] == "/visit" || l["path"] == "/bulk-visits")
+        .collect();
+    assert_eq!(recording.len(), 1 + 5, "{log}");
+    for line in recording {
+        assert_eq!(line["level"], "DEBUG", "{line}");
+        assert_eq!(line["status"], 200, "{line}");
     }
-    assert_eq!(lines.len(), 4 + 1 + 5);
+    assert!(!log.contains("logs.example"), "no line per visit:\n{log}");
 }
 
 #[tokio::test]
@@ -262,6 +305,7 @@ fn the_debug_form_of_the_serve_options_hides_the_admin_token() {
 // SQLite-only: `a_500_is_logged_with_its_cause_and_request_id` (it breaks the SQLite rollups file by hand to cause the 500).
 crate::on_postgres!(
     json_logs_have_one_line_per_request_with_status_and_path_and_never_the_token,
+    recorded_visits_are_logged_at_debug,
     text_logs_are_one_readable_line_per_request,
     a_server_counts_the_log_lines_it_dropped_in_its_metrics,
     the_debug_form_of_the_serve_options_hides_the_admin_token,
