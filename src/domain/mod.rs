@@ -28,9 +28,9 @@ pub use page_url::{MAX_URL_BYTES, PageUrl, site_of_host};
 pub use site::parse_site;
 pub use source::{DIRECT, MAX_DIMENSION_BYTES, Source, UNKNOWN};
 pub use time::{
-    DAY_MS, HOUR_MS, IsoTime, MAX_MILLIS, MINUTE_MS, UnixMillis, civil_from_days, cleanup_cutoff,
-    date_start_millis, format_iso, format_space, now_millis, parse_date, parse_timestamp,
-    space_text, timestamp_from_unix_seconds, write_space,
+    DAY_MS, HOUR_MS, IsoTime, MAX_MILLIS, MAX_SECONDS, MINUTE_MS, UnixMillis, civil_from_days,
+    cleanup_cutoff, date_start_millis, format_iso, format_space, now_millis, parse_date,
+    parse_timestamp, space_text, timestamp_from_unix_seconds, write_space,
 };
 pub use user_agent::{MAX_USER_AGENT_BYTES, clean_user_agent, truncate_at_char};
 pub use visit::NewVisit;

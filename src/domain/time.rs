@@ -10,6 +10,11 @@ pub type UnixMillis = i64;
 /// Latest instant a visit may carry: visit ids are `millis << 20`, which must fit an `i64`.
 pub const MAX_MILLIS: UnixMillis = (1 << 43) - 1;
 
+/// Largest unix seconds accepted where a time is given in seconds: the last whole second whose
+/// milliseconds fit [`MAX_MILLIS`] (the documents' `maximum`).
+pub const MAX_SECONDS: i64 = MAX_MILLIS / 1000;
+const _: () = assert!(MAX_SECONDS * 1000 <= MAX_MILLIS);
+
 /// The cutoff of a cleanup of everything older than `days`, as of `now`.
 pub fn cleanup_cutoff(now: UnixMillis, days: i64) -> Result<UnixMillis, &'static str> {
     if days < 1 {
@@ -161,15 +166,14 @@ fn parse_offset(c: &mut Cursor<'_>) -> Option<i32> {
     Some(sign * i32::try_from(hours * 3600 + minutes * 60).ok()?)
 }
 
-/// Unix seconds (integer or fractional) as a timestamp; `None` out of range.
+/// Unix seconds (integer or fractional) as a timestamp; `None` out of `0..=MAX_SECONDS`.
+///
+/// The range is checked on the seconds as given, as the API documents it: a negative fraction
+/// of a millisecond (`-1e-300`) rounds to 0 milliseconds, but is still a time before 1970.
 pub fn timestamp_from_unix_seconds(seconds: f64) -> Option<UnixMillis> {
-    if !seconds.is_finite() {
-        return None;
-    }
-    let millis = (seconds * 1000.0).round();
-    (0.0..=MAX_MILLIS as f64)
-        .contains(&millis)
-        .then_some(millis as i64)
+    (0.0..=MAX_SECONDS as f64)
+        .contains(&seconds)
+        .then(|| (seconds * 1000.0).round() as UnixMillis)
 }
 
 /// Parses a `YYYY-MM-DD` date; `None` for anything else, impossible dates included.
@@ -277,6 +281,28 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_seconds_are_taken_within_the_documented_range_only() {
+        assert_eq!(
+            timestamp_from_unix_seconds(1_644_407_344.25),
+            Some(1_644_407_344_250)
+        );
+        assert_eq!(timestamp_from_unix_seconds(0.0), Some(0));
+        let max = MAX_SECONDS as f64;
+        assert_eq!(timestamp_from_unix_seconds(max), Some(MAX_SECONDS * 1000));
+        // Below 0 or above the maximum by less than the rounding to milliseconds hides.
+        for bad in [
+            -2.2250738585e-313,
+            -0.0004,
+            -1.0,
+            max + 0.2,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            assert_eq!(timestamp_from_unix_seconds(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn timestamps_accept_every_documented_form() {

@@ -11,7 +11,7 @@
 
 use serde_json::{Value, json};
 
-use crate::domain::{MAX_MILLIS, MAX_URL_BYTES};
+use crate::domain::{MAX_SECONDS, MAX_URL_BYTES};
 use crate::http::routes::admin::MAX_CLICKS;
 use crate::http::routes::record::MAX_BULK;
 
@@ -159,7 +159,7 @@ pub fn patch(doc: &mut Value) {
             "type": "object",
             "required": ["timestamp"],
             "properties": {"timestamp": {"type": "number", "minimum": 0,
-                "maximum": MAX_MILLIS / 1000, "description": "Unix seconds"}},
+                "maximum": MAX_SECONDS, "description": "Unix seconds"}},
             "propertyNames": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": "^[!-.0-~]+$"},
             "additionalProperties": {"type": "integer", "minimum": 0, "maximum": MAX_CLICKS},
         });
