@@ -16,6 +16,7 @@
 
 pub mod model;
 pub mod postgres;
+mod relay;
 pub mod sqlite;
 
 use std::path::Path;

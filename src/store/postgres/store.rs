@@ -24,6 +24,7 @@ use super::{calendar, check, dimensions, export, queries, roller, schema};
 use crate::domain::export::{ExportFilter, ExportFormat};
 use crate::domain::period::Period;
 use crate::domain::{IdentifiedVisit, NewVisit, PageUrl, UnixMillis};
+use crate::store::relay::Relay;
 use crate::store::{
     Devices, ExportStream, Hourly, Options, PageCount, Result, ServedVia, SiteStats, Sources,
     StoreError, Summary, UrlStats,
@@ -140,6 +141,8 @@ impl PostgresStore {
             runtime.shutdown_background();
             return Err(err);
         }
+        // The writer answers through a task on the caller's runtime, if it has one.
+        let answers = Relay::on(tokio::runtime::Handle::try_current().ok());
         let _guard = handle.enter();
         let manager = Manager::from_config(
             target.config.clone(),
@@ -156,7 +159,12 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .build()
             .context("cannot make the PostgreSQL connection pool")?;
-        let writer = Writer::spawn(pool.clone(), options.write_queue, options.max_batch);
+        let writer = Writer::spawn(
+            pool.clone(),
+            options.write_queue,
+            options.max_batch,
+            answers,
+        );
         let roller = Roller::spawn(target.clone());
         tracing::info!(database = %schema::describe(&target.config), "PostgreSQL store open");
         drop(_guard);

@@ -391,6 +391,38 @@ async fn page_recent_keeps_the_newest_twenty_across_roll_ups() {
     store.close().await;
 }
 
+/// A batch whose every dimension the node has cached is one bare `COPY`; one that brings a new
+/// page goes through the transaction that adds it. Both land in the same figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL"]
+async fn batches_of_known_and_of_new_dimensions_both_land() {
+    let db = Database::new().await;
+    let store = db.open();
+    // New dimensions, then the same ones known.
+    assert_eq!(store.record_many(sample()).await.unwrap(), 10);
+    assert_eq!(store.record_many(sample()).await.unwrap(), 10);
+    assert_sample_figures(&store, 2).await;
+    // Known dimensions beside a new page.
+    let mut mixed = sample();
+    mixed.push(visit(
+        "https://a.example/new",
+        None,
+        CHROME_WINDOWS,
+        "10.0.0.9",
+        NOW - HOUR_MS,
+    ));
+    assert_eq!(store.record_many(mixed).await.unwrap(), 11);
+    let page = store
+        .url_stats(PageUrl::parse("https://a.example/new").unwrap(), NOW, 24)
+        .await
+        .unwrap();
+    assert_eq!(page.total_visits, 1);
+    store.roll_up_now().await.unwrap();
+    assert_eq!(store.rollup_mismatches().await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.site_stats().await.unwrap().total_visits, 31);
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL"]
 async fn two_nodes_adding_the_same_new_dimensions_at_once_agree_on_their_ids() {

@@ -85,6 +85,14 @@ impl Cache {
         missing
     }
 
+    /// `visit`'s source and device ids, if the cache knows both.
+    pub fn ids_of(&self, visit: &NewVisit) -> Option<(i64, i16)> {
+        Some((
+            *self.sources.get(&visit.source)?,
+            *self.agent_devices.get(&visit.user_agent)?,
+        ))
+    }
+
     /// Fills `ids` with the agents whose parsed device the cache knows; notes the devices it
     /// does not.
     pub fn look_devices(&self, parsed: &mut Parsed, ids: &mut BatchIds) {

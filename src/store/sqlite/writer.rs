@@ -35,6 +35,7 @@ use super::worker::Worker;
 use crate::domain::UnixMillis;
 use crate::domain::{IdentifiedVisit, NewVisit};
 use crate::store::StoreError;
+use crate::store::relay::Relay;
 
 /// One unit of work for the writer; each is atomic and committed before it is answered.
 #[derive(Debug)]
@@ -88,48 +89,7 @@ type Ack = (
     Result<(WriteOutcome, WriteOp), String>,
 );
 
-/// Delivers a batch's answers on the runtime that serves the requests, with one wake-up.
-///
-/// Answering a oneshot from the writer thread wakes its task from outside the runtime, and
-/// tokio's single-threaded scheduler then writes its event fd to unpark the driver: one system
-/// call a request on the writer, and one more wake-up of the HTTP thread's `epoll_wait`. Sent
-/// here, a batch wakes one task on the runtime (none while that task is already scheduled),
-/// which answers each request from inside it, where a wake-up only queues the task. The channel
-/// needs no bound: what it holds is bounded by the writer's queue.
-struct AckRelay(Option<tokio::sync::mpsc::UnboundedSender<Vec<Ack>>>);
-
-impl AckRelay {
-    /// A relay task on the current runtime; without one (a writer started outside any), the
-    /// writer answers each request itself.
-    fn start() -> Self {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Self(None);
-        };
-        let (sender, mut batches) = tokio::sync::mpsc::unbounded_channel::<Vec<Ack>>();
-        runtime.spawn(async move {
-            while let Some(acks) = batches.recv().await {
-                answer_each(acks);
-            }
-        });
-        Self(Some(sender))
-    }
-
-    fn deliver(&self, acks: Vec<Ack>) {
-        if acks.is_empty() {
-            return;
-        }
-        // Without a relay, or once its runtime has shut down, the writer answers from here.
-        let undelivered = match &self.0 {
-            Some(relay) => match relay.send(acks) {
-                Ok(()) => return,
-                Err(unsent) => unsent.0,
-            },
-            None => acks,
-        };
-        answer_each(undelivered);
-    }
-}
-
+/// Answers a batch's replies, in order.
 fn answer_each(acks: Vec<Ack>) {
     for (reply, answer) in acks {
         let _ = reply.send(answer);
@@ -173,7 +133,7 @@ impl std::fmt::Debug for WriterHandle {
 impl WriterHandle {
     /// Starts the writer thread on `conn` (opened with [`super::open_writer`] on `db`), handing
     /// what it commits to `roller`. Called on a runtime, the writer delivers each batch's
-    /// answers through a task on that runtime (`AckRelay`), so that runtime must keep
+    /// answers through a task on that runtime ([`Relay`]), so that runtime must keep
     /// being driven while requests are submitted; once it has shut down, the writer answers
     /// each request itself. The rare answers that wait for a roll-up, and cleanups, are sent
     /// directly from the thread that has them. `checkpointer` (on the same file) hears of every
@@ -200,7 +160,7 @@ impl WriterHandle {
             late_pruned: 0,
             queued: queued.clone(),
             max_batch: max_batch.max(1),
-            acks: AckRelay::start(),
+            acks: Relay::start(),
         };
         let stop = sender.clone();
         let worker = Worker::spawn(
@@ -315,7 +275,7 @@ struct Writer {
     late_pruned: i64,
     queued: Arc<AtomicI64>,
     max_batch: usize,
-    acks: AckRelay,
+    acks: Relay,
 }
 
 /// What a job needs once its transaction is committed.
@@ -430,7 +390,9 @@ impl Writer {
                         }
                     }
                 }
-                self.acks.deliver(acks);
+                if !acks.is_empty() {
+                    self.acks.deliver(move || answer_each(acks));
+                }
             }
             Err(err) => {
                 self.ingest.rolled_back();
@@ -440,8 +402,11 @@ impl Writer {
                     "write batch failed"
                 );
                 let cause = format!("The database could not be written: {err}");
-                let acks = jobs.into_iter().map(|job| (job.reply, Err(cause.clone())));
-                self.acks.deliver(acks.collect());
+                let acks: Vec<Ack> = jobs
+                    .into_iter()
+                    .map(|job| (job.reply, Err(cause.clone())))
+                    .collect();
+                self.acks.deliver(move || answer_each(acks));
             }
         }
     }
