@@ -306,21 +306,23 @@ async fn count_in(
         )
         .await?;
         count_sites_in(tx, lo, hi).await?;
-        // The newest visits of each page: at most 20 new ones, then the page is trimmed back.
-        // Only a page with more than 20 visits (`page_totals`, counted above) can hold more
-        // than 20 rows: most pages of a site never get there.
+        // The newest visits of each page: at most 20 new ones, then the page is trimmed back
+        // to its newest 20 when its visits (`page_totals`, counted above) pass a multiple of
+        // 10, so a page holds fewer than 30 rows between trims (readers take the newest) and
+        // is trimmed once every ten visits rather than at every roll-up: trimming is a window
+        // over every row of the page. A page with 20 visits or fewer never needs it.
         let pages: Vec<i64> = tx
             .query(
-                "WITH b AS (
+                "WITH b AS MATERIALIZED (
                    SELECT page_id, at, id, ip, agent_id,
-                          row_number() OVER (PARTITION BY page_id ORDER BY at DESC, id DESC) AS rn
+                          row_number() OVER (PARTITION BY page_id ORDER BY at DESC, id DESC) AS rn,
+                          count(*) OVER (PARTITION BY page_id) AS n
                    FROM visits WHERE id > $1 AND id <= $2),
                  ins AS (
                    INSERT INTO page_recent (page_id, at, id, ip, agent_id)
-                   SELECT page_id, at, id, ip, agent_id FROM b WHERE rn <= 20
-                   RETURNING page_id)
-                 SELECT page_id FROM page_totals
-                 WHERE page_id IN (SELECT page_id FROM ins) AND visits > 20",
+                   SELECT page_id, at, id, ip, agent_id FROM b WHERE rn <= 20)
+                 SELECT t.page_id FROM page_totals t JOIN b ON b.page_id = t.page_id AND b.rn = 1
+                 WHERE t.visits > 20 AND t.visits / 10 <> (t.visits - b.n) / 10",
                 &range,
             )
             .await?

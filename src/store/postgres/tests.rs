@@ -388,6 +388,36 @@ async fn page_recent_keeps_the_newest_twenty_across_roll_ups() {
         .unwrap();
     assert_eq!(stats.recent_visits.len(), 20);
     assert_eq!(stats.recent_visits[0].at, NOW - 10 * HOUR_MS + 59 * 60_000);
+    // Trimmed whenever its visits passed a multiple of 10 (32, 48, 64): then 3 more visits
+    // (67) are kept beside the newest 20 until the next trim, and readers still see the 20.
+    let (client, connection) = tokio_postgres::connect(&db.url(), NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let rows = || async {
+        let sql = "SELECT count(*) FROM page_recent r JOIN pages p ON p.id = r.page_id
+                   WHERE p.url = $1";
+        client
+            .query_one(sql, &[&busy])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(rows().await, 20);
+    let newer: Vec<NewVisit> = (0..3i64)
+        .map(|i| visit(busy, None, CHROME_WINDOWS, "10.7.7.7", NOW - HOUR_MS + i))
+        .collect();
+    store.record_many(newer).await.unwrap();
+    store.roll_up_now().await.unwrap();
+    assert_eq!(rows().await, 23);
+    assert_eq!(
+        store.rollup_mismatches().await.unwrap(),
+        Vec::<String>::new()
+    );
+    let stats = store
+        .url_stats(PageUrl::parse(busy).unwrap(), NOW, 24)
+        .await
+        .unwrap();
+    assert_eq!(stats.recent_visits.len(), 20);
+    assert_eq!(stats.recent_visits[0].at, NOW - HOUR_MS + 2);
     store.close().await;
 }
 
