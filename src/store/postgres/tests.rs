@@ -448,7 +448,10 @@ async fn batches_of_known_and_of_new_dimensions_both_land() {
         .unwrap();
     assert_eq!(page.total_visits, 1);
     store.roll_up_now().await.unwrap();
-    assert_eq!(store.rollup_mismatches().await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        store.rollup_mismatches().await.unwrap(),
+        Vec::<String>::new()
+    );
     assert_eq!(store.site_stats().await.unwrap().total_visits, 31);
     store.close().await;
 }
