@@ -1,5 +1,8 @@
 //! Per-node group commit: the write requests queued on this node go into PostgreSQL in one
-//! transaction per batch (the visits by binary `COPY`), and each is answered after the commit.
+//! transaction per batch (the visits by binary `COPY`), and each is answered after the commit,
+//! through one task on the serving runtime ([`Relay`]). The common batch, plain visits whose
+//! every dimension the node has cached, is a bare `COPY` that is its own transaction
+//! ([`copy_known`]).
 //!
 //! One writer task per node takes everything queued (up to `--max-batch`), commits it, answers
 //! it, and takes again: what arrives during a commit is the next batch, so batches grow with the
