@@ -308,9 +308,10 @@ async fn count_in(
         count_sites_in(tx, lo, hi).await?;
         // The newest visits of each page: at most 20 new ones, then the page is trimmed back
         // to its newest 20 when its visits (`page_totals`, counted above) pass a multiple of
-        // 10, so a page holds fewer than 30 rows between trims (readers take the newest) and
-        // is trimmed once every ten visits rather than at every roll-up: trimming is a window
-        // over every row of the page. A page with 20 visits or fewer never needs it.
+        // 10. Trimming is a window over every row of the page, so it runs once every ten
+        // visits rather than at every roll-up; meanwhile a page holds fewer than 30 rows (a
+        // few more if a cleanup lowered its count), and readers take the newest. A page with
+        // 20 visits or fewer never needs it.
         let pages: Vec<i64> = tx
             .query(
                 "WITH b AS MATERIALIZED (
