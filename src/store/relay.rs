@@ -27,7 +27,7 @@ impl Relay {
     }
 
     /// A relay task on `runtime`, if any.
-    pub fn on(runtime: Option<Handle>) -> Self {
+    fn on(runtime: Option<Handle>) -> Self {
         let Some(runtime) = runtime else {
             return Self(None);
         };

@@ -142,7 +142,7 @@ impl PostgresStore {
             return Err(err);
         }
         // The writer answers through a task on the caller's runtime, if it has one.
-        let answers = Relay::on(tokio::runtime::Handle::try_current().ok());
+        let answers = Relay::start();
         let _guard = handle.enter();
         let manager = Manager::from_config(
             target.config.clone(),
