@@ -344,6 +344,19 @@ impl RequestRecord {
 mod tests {
     use super::*;
 
+    /// The list names routes by their pattern: a route renamed without it would quietly log
+    /// every visit at info again.
+    #[test]
+    fn the_recording_routes_are_routes_of_the_api() {
+        let doc = crate::http::routes::docs::openapi();
+        for route in RECORDING_ROUTES {
+            assert!(
+                doc.paths.paths.contains_key(route),
+                "{route} is not a route"
+            );
+        }
+    }
+
     #[test]
     fn labels_come_from_bounded_sets() {
         assert_eq!(method_label(&Method::GET), "GET");
