@@ -503,10 +503,11 @@ async fn with_a_token_the_token_works_from_anywhere_and_admin_routes_stay_withou
 fn serve_log(extra: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
-    let mut server = ServerProcess::start_with_stderr(
+    let mut server = ServerProcess::start_logging(
         &dir.path().join("visits.db"),
         extra,
         File::create(&log).unwrap(),
+        None,
     );
     assert!(server.terminate().success());
     std::fs::read_to_string(&log).unwrap()

@@ -277,16 +277,12 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `footfall serve` on `db` with extra arguments and waits until it answers.
     pub fn start(db: &Path, extra: &[&str]) -> Self {
-        Self::start_with_stderr(db, extra, Stdio::null())
+        Self::start_logging(db, extra, Stdio::null(), None)
     }
 
-    /// Like [`Self::start`], with the server's stderr (its log) going to `stderr`, at the
-    /// default log level whatever `RUST_LOG` the tests run with.
-    pub fn start_with_stderr(db: &Path, extra: &[&str], stderr: impl Into<Stdio>) -> Self {
-        Self::start_logging(db, extra, stderr, None)
-    }
-
-    /// Like [`Self::start_with_stderr`], with `RUST_LOG` set to `rust_log` (`None`: unset).
+    /// Like [`Self::start`], with the server's stderr (its log) going to `stderr`, and
+    /// `RUST_LOG` set to `rust_log` (`None`: unset, the default level whatever `RUST_LOG` the
+    /// tests run with).
     pub fn start_logging(
         db: &Path,
         extra: &[&str],
