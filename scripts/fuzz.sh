@@ -23,6 +23,9 @@
 #   FUZZ_VENV          where schemathesis is installed (default $CARGO_TARGET_DIR/fuzz-venv)
 #   FUZZ_WORKERS       concurrent schemathesis workers (default 1: with more, hypothesis
 #                      4.x on Python 3.11 sometimes dies in `ast.parse` inside its threads)
+#   FUZZ_PG            a PostgreSQL server (postgres://user@host:port, no database): fuzz
+#                      footfall on a fresh database there (created by footfall, dropped with
+#                      psql at the end) instead of a temporary SQLite file
 #
 # Reports (JUnit XML, NDJSON events) and the server's log are left in target/fuzz-report.
 set -euo pipefail
@@ -58,11 +61,19 @@ else
 fi
 
 workdir=$(mktemp -d)
+db="$workdir/visits.db"
+if [[ -n "${FUZZ_PG:-}" ]]; then
+    pgdb="footfall_fuzz_$$_$RANDOM"
+    db="${FUZZ_PG%/}/$pgdb"
+fi
 server_pid=""
 cleanup() {
     if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
         kill -TERM "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
+    fi
+    if [[ -n "${pgdb:-}" ]]; then
+        psql "${FUZZ_PG%/}/postgres" -qc "DROP DATABASE IF EXISTS $pgdb" >/dev/null 2>&1 || true
     fi
     rm -rf "$workdir"
 }
@@ -76,7 +87,7 @@ server_log="$report_dir/server.log"
 
 "$binary" serve \
     --bind "127.0.0.1:$port" \
-    --db "$workdir/visits.db" \
+    --db "$db" \
     --admin-token "$token" \
     --rate-limit-per-minute 0 \
     --bulk-rate-limit-per-minute 0 \
