@@ -210,15 +210,17 @@ async fn run(pool: Pool, mut receiver: mpsc::Receiver<WriteOp>, max_batch: usize
                 // One error for everyone in the batch: nothing of it was committed.
                 let text = err.to_string();
                 let unavailable = matches!(err, StoreError::Unavailable(_));
-                for op in batch {
-                    op.fail(|| {
-                        if unavailable {
-                            StoreError::Unavailable(text.clone())
-                        } else {
-                            StoreError::Internal(anyhow::anyhow!("{text}"))
-                        }
-                    });
-                }
+                answers.deliver(move || {
+                    for op in batch {
+                        op.fail(|| {
+                            if unavailable {
+                                StoreError::Unavailable(text.clone())
+                            } else {
+                                StoreError::Internal(anyhow::anyhow!("{text}"))
+                            }
+                        });
+                    }
+                });
             }
         }
     }
