@@ -24,6 +24,9 @@
 //! - [`telemetry`]: logs (tracing-subscriber's text or JSON format) and Prometheus metrics;
 //!   [`log_writer`]: the thread that writes log lines to stderr in batches.
 #![forbid(unsafe_code)]
+// These docs are for the people working on footfall, private items included (`cargo doc
+// --document-private-items`): a module's doc may point at the private items that do its work.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod bus;
 pub mod cli;

@@ -108,7 +108,7 @@ pub enum Store {
 
 impl Store {
     /// Opens (creating it when missing) the database `db` names: a PostgreSQL URL
-    /// ([`is_postgres`]) or an SQLite file path. Starts the backend's workers; [`Self::close`]
+    /// ([`Self::is_postgres`]) or an SQLite file path. Starts the backend's workers; [`Self::close`]
     /// stops them. PostgreSQL needs to be called inside a tokio runtime.
     pub fn open(db: &Path, options: &Options) -> anyhow::Result<Self> {
         match db.to_str().filter(|db| postgres::is_url(db)) {
