@@ -38,8 +38,8 @@ use crate::domain::UnixMillis;
 
 /// The advisory lock key of the roller election ("foot" + 2).
 pub const ROLLER_LOCK: i64 = 0x666f_6f74_0002;
-/// How often the elected node starts a roll-up: keeps the tail short (the design measured
-/// `/summary` at 20 ms with a 10k tail, 85 ms with 50k).
+/// How often the elected node rolls up: keeps the tail short (the design measured `/summary` at
+/// 20 ms with a 10k tail, 85 ms with 50k).
 pub const ROLL_UP_EVERY: Duration = Duration::from_millis(100);
 /// How often a node that is not elected tries to take over.
 pub const ELECT_EVERY: Duration = Duration::from_secs(1);
@@ -95,7 +95,6 @@ async fn run(target: Target, mut stopped: watch::Receiver<bool>, stats: Arc<Roll
     let mut last_stats = Instant::now() - Duration::from_secs(10);
     loop {
         let stopping = *stopped.borrow();
-        let began = Instant::now();
         let step = async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 elected = false;
@@ -152,21 +151,11 @@ async fn run(target: Target, mut stopped: watch::Receiver<bool>, stats: Arc<Roll
         if stopping {
             return;
         }
+        let wait = if elected { ROLL_UP_EVERY } else { ELECT_EVERY };
         tokio::select! {
-            _ = tokio::time::sleep(pause(elected, began.elapsed())) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stopped.changed() => {}
         }
-    }
-}
-
-/// How long the roller waits after a step that took `took`. Roll-ups start every
-/// [`ROLL_UP_EVERY`], or back to back while one takes longer (the roller is behind: a pause
-/// then would only let the tail grow); a node not elected tries every [`ELECT_EVERY`].
-fn pause(elected: bool, took: Duration) -> Duration {
-    if elected {
-        ROLL_UP_EVERY.saturating_sub(took)
-    } else {
-        ELECT_EVERY
     }
 }
 
@@ -611,18 +600,4 @@ pub async fn cleanup(
     .await?;
     tx.commit().await?;
     Ok(deleted)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_roller_that_is_behind_does_not_pause() {
-        let ms = Duration::from_millis;
-        assert_eq!(pause(true, ms(30)), ROLL_UP_EVERY - ms(30));
-        assert_eq!(pause(true, ROLL_UP_EVERY), Duration::ZERO);
-        assert_eq!(pause(true, ms(700)), Duration::ZERO);
-        assert_eq!(pause(false, ms(700)), ELECT_EVERY);
-    }
 }
