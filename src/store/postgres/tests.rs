@@ -176,6 +176,14 @@ fn list(items: &[(&str, i64)], times: i64) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Every rollup table equals what the visits give, counted from scratch (`check.rs`).
+async fn assert_rollups_exact(store: &PostgresStore) {
+    assert_eq!(
+        store.rollup_mismatches().await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
 /// What the sample gives, `times` over (the sample recorded that many times).
 async fn assert_sample_figures(store: &PostgresStore, times: i64) {
     let all = store.sources(NOW, 24, None, 10).await.unwrap();
@@ -305,10 +313,7 @@ async fn dimensions_count_alike_from_the_rollups_and_the_tail() {
     assert_sample_figures(&store, 2).await;
     store.roll_up_now().await.unwrap();
     assert_sample_figures(&store, 2).await;
-    assert_eq!(
-        store.rollup_mismatches().await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_rollups_exact(&store).await;
     store.close().await;
 }
 
@@ -333,10 +338,7 @@ async fn a_returning_visitor_moves_its_last_visit_forward_and_counts_once() {
             .await
             .unwrap();
         store.roll_up_now().await.unwrap();
-        assert_eq!(
-            store.rollup_mismatches().await.unwrap(),
-            Vec::<String>::new()
-        );
+        assert_rollups_exact(&store).await;
     }
     let stats = store.site_stats().await.unwrap();
     assert_eq!((stats.total_visits, stats.unique_visitors), (4, 2));
@@ -408,10 +410,7 @@ async fn page_recent_keeps_the_newest_twenty_across_roll_ups() {
     store.record_many(newer).await.unwrap();
     store.roll_up_now().await.unwrap();
     assert_eq!(rows().await, 23);
-    assert_eq!(
-        store.rollup_mismatches().await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_rollups_exact(&store).await;
     let stats = store
         .url_stats(PageUrl::parse(busy).unwrap(), NOW, 24)
         .await
@@ -448,10 +447,7 @@ async fn batches_of_known_and_of_new_dimensions_both_land() {
         .unwrap();
     assert_eq!(page.total_visits, 1);
     store.roll_up_now().await.unwrap();
-    assert_eq!(
-        store.rollup_mismatches().await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_rollups_exact(&store).await;
     assert_eq!(store.site_stats().await.unwrap().total_visits, 31);
     store.close().await;
 }
@@ -473,7 +469,7 @@ async fn two_nodes_adding_the_same_new_dimensions_at_once_agree_on_their_ids() {
     assert_sample_figures(&two, 20).await;
     one.roll_up_now().await.unwrap();
     assert_sample_figures(&two, 20).await;
-    assert_eq!(one.rollup_mismatches().await.unwrap(), Vec::<String>::new());
+    assert_rollups_exact(&one).await;
     let (client, connection) = tokio_postgres::connect(&db.url(), NoTls).await.unwrap();
     tokio::spawn(connection);
     let count = |sql: &'static str| {
@@ -530,10 +526,7 @@ async fn cleanup_takes_visits_out_of_the_new_rollups_exactly() {
         .await
         .unwrap();
     assert_eq!(deleted, 4);
-    assert_eq!(
-        store.rollup_mismatches().await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_rollups_exact(&store).await;
     let all = store.hourly(NOW, 24, None).await.unwrap();
     assert_eq!((all.total_visits, all.unique_ips), (16, 6));
     let a = store
@@ -546,10 +539,7 @@ async fn cleanup_takes_visits_out_of_the_new_rollups_exactly() {
     assert_eq!(sources.referrers[0], ("news.ycombinator.com".into(), 6));
     // Everything older than the newest visit: the new rollups empty out with the visits.
     store.cleanup(NOW + 1).await.unwrap();
-    assert_eq!(
-        store.rollup_mismatches().await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_rollups_exact(&store).await;
     let all = store.hourly(NOW, 24, None).await.unwrap();
     assert_eq!(all, Default::default());
     assert_eq!(
@@ -591,10 +581,7 @@ async fn a_version_1_database_upgrades_and_its_visits_show_as_unknown() {
     for rolled in [false, true] {
         if rolled {
             store.roll_up_now().await.unwrap();
-            assert_eq!(
-                store.rollup_mismatches().await.unwrap(),
-                Vec::<String>::new()
-            );
+            assert_rollups_exact(&store).await;
         }
         let sources = store.sources(NOW, 24, None, 10).await.unwrap();
         assert_eq!(sources.referrers, unknown, "rolled up: {rolled}");
@@ -631,10 +618,7 @@ async fn a_version_1_database_upgrades_and_its_visits_show_as_unknown() {
     assert_eq!(sources.referrers[0], (UNKNOWN.into(), 16));
     assert_eq!(sources.referrers[1], ("news.ycombinator.com".into(), 3));
     store.roll_up_now().await.unwrap();
-    assert_eq!(
-        store.rollup_mismatches().await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_rollups_exact(&store).await;
     store.close().await;
 }
 
@@ -664,10 +648,7 @@ async fn a_database_made_from_the_shipped_v1_sql_upgrades() {
     .await;
     let store = db.open();
     store.roll_up_now().await.unwrap();
-    assert_eq!(
-        store.rollup_mismatches().await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_rollups_exact(&store).await;
     let sources = store
         .sources(NOW, 24, Some("a.example".into()), 10)
         .await
@@ -685,10 +666,7 @@ async fn a_database_made_from_the_shipped_v1_sql_upgrades() {
         .unwrap();
     assert_eq!((a.total_visits, a.unique_ips), (11, 6));
     store.roll_up_now().await.unwrap();
-    assert_eq!(
-        store.rollup_mismatches().await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_rollups_exact(&store).await;
     store.close().await;
 }
 
