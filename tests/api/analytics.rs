@@ -310,6 +310,53 @@ async fn summary_limit_keeps_the_most_visited_pages() {
     assert_eq!(body["total_entries"], 6);
 }
 
+/// With a `limit`, only the listed pages' rows are read: each listed page must still get
+/// exactly what the full summary gives it, from the tail and from the rollups alike.
+#[tokio::test]
+async fn a_limited_summary_gives_each_page_what_the_full_one_gives() {
+    let app = TestApp::new();
+    let now = chrono::Utc::now().timestamp();
+    let truth = generate(4, 400, now);
+    let reply = app
+        .post_raw("/import", "application/x-ndjson", jsonl(&truth))
+        .await;
+    assert_eq!(reply.json()["imported"], 400);
+    // First with the visits in the tail, then once the roll-up has counted them.
+    for rolled_up in [false, true] {
+        if rolled_up {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        for hours in [1, 24, 720] {
+            let full = app.get(&format!("/summary?hours={hours}")).await.json();
+            let full = full["data"].as_object().unwrap();
+            for limit in [1, 3, 10] {
+                let body = app
+                    .get(&format!("/summary?hours={hours}&limit={limit}"))
+                    .await
+                    .json();
+                let listed = body["data"].as_object().unwrap();
+                assert_eq!(
+                    listed.len(),
+                    limit.min(full.len()),
+                    "{hours} h, top {limit}"
+                );
+                let least = listed
+                    .values()
+                    .map(|p| p["total_visits"].as_i64().unwrap())
+                    .min()
+                    .unwrap();
+                for (url, page) in listed {
+                    assert_eq!(page, &full[url], "{url}, {hours} h, top {limit}");
+                }
+                // No page left out has more visits than one listed.
+                for (url, page) in full.iter().filter(|(url, _)| !listed.contains_key(*url)) {
+                    assert!(page["total_visits"].as_i64().unwrap() <= least, "{url}");
+                }
+            }
+        }
+    }
+}
+
 /// Exported visits as (url, timestamp) pairs, from any format.
 async fn export(app: &TestApp, query: &str) -> (StatusCode, String, String) {
     let reply = app.get(&format!("/all-visits{query}")).await;
@@ -754,6 +801,7 @@ crate::on_postgres!(
     stats_url_accepts_raw_encoded_query_string_and_collapsed_forms,
     hours_and_limit_are_validated,
     summary_limit_keeps_the_most_visited_pages,
+    a_limited_summary_gives_each_page_what_the_full_one_gives,
     export_filters_match_the_truth_in_every_format,
     malformed_export_filters_are_422_never_ignored,
     an_export_imports_back_into_an_empty_server_identically,

@@ -303,23 +303,39 @@ pub fn summary(
             }
         }
     }
-    {
+    // Every page's recent rows in one pass; with a `limit`, one probe per listed page instead
+    // (the top ten of 20,000 pages need ten probes, not every page's rows).
+    let mut add_recent = |i: usize, row: &rusqlite::Row| -> rusqlite::Result<()> {
+        let recent = &mut pages[i].2.recent_visits;
+        if recent.len() < SUMMARY_RECENT {
+            recent.push(RecentVisit {
+                ip: Visitor::from_bytes(row.get_ref(2)?.as_blob()?),
+                user_agent: agents.get(row.get(3)?)?,
+                at: millis_of(row.get(1)?),
+            });
+        }
+        Ok(())
+    };
+    if limit.is_some() {
+        let mut stmt = conn.prepare_cached(
+            "SELECT page_id, id, ip, agent_id FROM page_recent WHERE page_id = ?1 AND id >= ?2
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        for (&page_id, &i) in &index {
+            let mut rows = stmt.query(params![page_id, window.start_id, SUMMARY_RECENT as i64])?;
+            while let Some(row) = rows.next()? {
+                add_recent(i, row)?;
+            }
+        }
+    } else {
         let mut stmt = conn.prepare_cached(
             "SELECT page_id, id, ip, agent_id FROM page_recent WHERE id >= ?1
              ORDER BY page_id, id DESC",
         )?;
         let mut rows = stmt.query([window.start_id])?;
         while let Some(row) = rows.next()? {
-            let Some(&i) = index.get(&row.get::<_, i64>(0)?) else {
-                continue;
-            };
-            let recent = &mut pages[i].2.recent_visits;
-            if recent.len() < SUMMARY_RECENT {
-                recent.push(RecentVisit {
-                    ip: Visitor::from_bytes(row.get_ref(2)?.as_blob()?),
-                    user_agent: agents.get(row.get(3)?)?,
-                    at: millis_of(row.get(1)?),
-                });
+            if let Some(&i) = index.get(&row.get::<_, i64>(0)?) {
+                add_recent(i, row)?;
             }
         }
     }
