@@ -255,23 +255,23 @@ async fn date_range(tx: &Transaction<'_>) -> Result<Option<DateRange>, Error> {
 /// A visit to show among the newest: (at, id, ip, agent id).
 type Recent = (UnixMillis, i64, Vec<u8>, i64);
 
-/// ` AND page_id = ANY($n)` when only the `listed` pages are read, else nothing.
-fn only_listed(listed: &Option<Vec<i64>>, n: usize) -> String {
-    match listed {
-        Some(_) => format!(" AND page_id = ANY(${n})"),
-        None => String::new(),
-    }
-}
-
-/// `params`, then the `listed` pages' ids (parameter [`only_listed`] names) when there are any.
-fn with_listed<'p>(
-    listed: &'p Option<Vec<i64>>,
+/// `sql` (a query ending in its `WHERE` conditions) and its `params`, narrowed to the `listed`
+/// pages when there is a list: `AND page_id = ANY(…)`, the ids as one more parameter.
+fn for_listed<'p>(
+    sql: &str,
     mut params: Vec<&'p (dyn ToSql + Sync)>,
-) -> Vec<&'p (dyn ToSql + Sync)> {
-    if let Some(ids) = listed {
-        params.push(ids);
+    listed: &'p Option<Vec<i64>>,
+) -> (String, Vec<&'p (dyn ToSql + Sync)>) {
+    match listed {
+        Some(ids) => {
+            params.push(ids);
+            (
+                format!("{sql} AND page_id = ANY(${})", params.len()),
+                params,
+            )
+        }
+        None => (sql.to_owned(), params),
     }
-    params
 }
 
 /// `GET /summary`: every page (or the `limit` most visited), with its window figures.
@@ -345,16 +345,12 @@ pub async fn summary(
     // 20,000 pages need their own few hundred rows, not every page's.
     let listed: Option<Vec<i64>> = limit.map(|_| pages.iter().map(|p| p.0).collect());
     if let Some((hour, end)) = window.partial {
-        for row in query(
-            tx,
-            &format!(
-                "SELECT page_id, agent_id FROM visits WHERE at >= $1 AND at < $2 AND id <= $3{}",
-                only_listed(&listed, 4)
-            ),
-            &with_listed(&listed, vec![&window.start, &end, &watermark]),
-        )
-        .await?
-        {
+        let (sql, params) = for_listed(
+            "SELECT page_id, agent_id FROM visits WHERE at >= $1 AND at < $2 AND id <= $3",
+            vec![&window.start, &end, &watermark],
+            &listed,
+        );
+        for row in query(tx, &sql, &params).await? {
             let Some(&i) = index.get(&row.get::<_, i64>(0)) else {
                 continue;
             };
@@ -366,15 +362,13 @@ pub async fn summary(
     // (page, agent) was measured 7x slower than reading the window's rows (69 vs 9 ms for 29k
     // rows at 3M visits).
     // Streamed: a 30-day window is ~900k rows at 3M visits, ~200 MB if collected first.
-    let stmt = tx
-        .prepare_cached(&format!(
-            "SELECT hour, page_id, agent_id, visits FROM page_hour_agents WHERE hour >= $1{}",
-            only_listed(&listed, 2)
-        ))
-        .await?;
-    let rows = tx
-        .query_raw(&stmt, with_listed(&listed, vec![&window.first_whole_hour]))
-        .await?;
+    let (sql, params) = for_listed(
+        "SELECT hour, page_id, agent_id, visits FROM page_hour_agents WHERE hour >= $1",
+        vec![&window.first_whole_hour],
+        &listed,
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
+    let rows = tx.query_raw(&stmt, params).await?;
     let mut rows = std::pin::pin!(rows);
     while let Some(row) = rows.try_next().await? {
         let Some(&i) = index.get(&row.get::<_, i64>(1)) else {
@@ -391,16 +385,12 @@ pub async fn summary(
             recent_of[i].push((v.at, v.id, v.ip.clone(), v.agent_id));
         }
     }
-    for row in query(
-        tx,
-        &format!(
-            "SELECT page_id, at, id, ip, agent_id FROM page_recent WHERE at >= $1{}",
-            only_listed(&listed, 2)
-        ),
-        &with_listed(&listed, vec![&window.start]),
-    )
-    .await?
-    {
+    let (sql, params) = for_listed(
+        "SELECT page_id, at, id, ip, agent_id FROM page_recent WHERE at >= $1",
+        vec![&window.start],
+        &listed,
+    );
+    for row in query(tx, &sql, &params).await? {
         if let Some(&i) = index.get(&row.get::<_, i64>(0)) {
             recent_of[i].push((row.get(1), row.get(2), row.get(3), row.get(4)));
         }
